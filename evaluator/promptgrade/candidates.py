@@ -1,0 +1,67 @@
+"""A candidate is one prompt version × one model × one point of the settings grid.
+
+Its ``key`` is a hash of exactly what determines its answers (prompt text, provider, model,
+settings), so the same candidate in a later sweep is recognisably the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from promptgrade.config import ModelSpec, Plan
+from promptgrade.grading import effective_settings
+from promptgrade.prompts import PromptVersion
+from promptgrade.providers.base import GenerationSettings
+
+
+@dataclass(frozen=True)
+class Candidate:
+    prompt: PromptVersion
+    spec: ModelSpec
+    settings: GenerationSettings
+    rendered_prompt: str
+
+    @property
+    def provider(self) -> str:
+        return self.spec.provider
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    @cached_property
+    def key(self) -> str:
+        payload = {"prompt": self.prompt.sha256, "provider": self.provider, "model": self.model}
+        payload["settings"] = self.settings.as_params()
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        varied = [f"{k}={v}" for k, v in self.settings.as_params().items() if k != "structured_output"]
+        mode = "json" if self.settings.structured_output else "text"
+        return " · ".join([self.prompt.ref, self.model, mode, *varied])
+
+    def params(self) -> dict[str, Any]:
+        """What MLflow records about the candidate (names are part of the user-facing contract)."""
+        return {
+            "prompt_name": self.prompt.name,
+            "prompt_version": self.prompt.version,
+            "prompt_sha256": self.prompt.sha256,
+            "provider": self.provider,
+            "model": self.model,
+            **self.settings.as_params(),
+        }
+
+
+def candidates_for(plan: Plan) -> list[Candidate]:
+    out: list[Candidate] = []
+    for spec in plan.experiment.models:
+        for settings, explicit in spec.variants():
+            for prompt in plan.prompts:
+                final = effective_settings(prompt, settings, explicit=explicit)
+                out.append(Candidate(prompt, spec, final, prompt.render(plan.task)))
+    return out

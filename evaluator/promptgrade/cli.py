@@ -1,0 +1,368 @@
+"""The ``promptgrade`` command: thin verbs over the library, rendered with rich.
+
+Every PromptgradeError becomes one red line and a non-zero exit; a traceback means a bug in
+promptgrade, never a mistake of the user's.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from promptgrade.errors import PromptgradeError
+
+app = typer.Typer(
+    help="Prompt-engineering experiments for multimodal LLMs that classify and grade images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+prompts_app = typer.Typer(help="List, check and release versioned prompt templates.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a PromptgradeError into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PromptgradeError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------------
+class _ProgressListener:
+    """One bar per candidate plus an overall bar, with ETA."""
+
+    def __init__(self, progress: Progress, total_calls: int) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("all candidates", total=total_calls)
+        self.tasks: dict[str, Any] = {}
+
+    def candidate_started(self, candidate: Any, total: int) -> None:
+        self.tasks[candidate.key] = self.progress.add_task(candidate.label, total=total)
+
+    def example_done(self, candidate: Any, outcome: Any) -> None:
+        self.progress.advance(self.tasks[candidate.key])
+        self.progress.advance(self.overall)
+
+    def candidate_done(self, result: Any) -> None:
+        task = self.tasks[result.candidate.key]
+        self.progress.update(task, completed=self.progress.tasks[task].total)
+
+
+def _fmt(value: Any, *, pct: bool = True) -> str:
+    if value is None:
+        return "–"
+    estimate = getattr(value, "value", value)
+    if isinstance(estimate, float) and math.isnan(estimate):
+        return "–"
+    if hasattr(value, "ci_low") and pct:
+        return f"{estimate:.1%} [{value.ci_low:.0%}–{value.ci_high:.0%}]"
+    if pct:
+        return f"{estimate:.1%}"
+    return f"{estimate:,.1f}"
+
+
+def _summary_table(report: Any) -> Table:
+    best = report.best()
+    table = Table(title=f"{report.plan.experiment.name} — {report.dataset.name} [{report.dataset.split}]")
+    table.add_column("", width=1)
+    table.add_column("candidate")
+    for column in (
+        "category acc",
+        "top-1",
+        "grade acc",
+        "grade MAE",
+        "parse fail",
+        "errors",
+        "p50 ms",
+        "cost $",
+    ):
+        table.add_column(column, justify="right")
+    for result in report.results:
+        m = result.metrics
+        if result.skipped_reason:
+            table.add_row(
+                "", result.candidate.label, f"[yellow]skipped: {result.skipped_reason}[/]", *[""] * 7
+            )
+            continue
+        cost = m.get("cost_usd")
+        table.add_row(
+            "★" if result is best else "",
+            result.candidate.label,
+            _fmt(m.get("category_accuracy")),
+            _fmt(m.get("category_top1_accuracy")),
+            _fmt(m.get("grade_accuracy")),
+            _fmt(m.get("grade_mae"), pct=False),
+            _fmt(m.get("parse_failure_rate")),
+            _fmt(m.get("error_rate")),
+            _fmt(m.get("latency_p50_ms"), pct=False),
+            "?" if cost is None else f"{cost:.4f}",
+        )
+    return table
+
+
+@app.command()
+@user_errors
+def sweep(
+    experiment: Annotated[Path, typer.Argument(help="Experiment file (experiments/<name>.yaml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and estimate; call no model.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Run every prompt × model × setting on the dataset split and log each candidate to MLflow."""
+    from promptgrade import sweep as sweeping
+
+    if dry_run:
+        report = sweeping.dry_run(experiment, limit=limit)
+        _print_dry_run(report)
+        return
+    plan, dataset, candidates = sweeping.prepare(experiment, limit=limit)
+    total = len(candidates) * (len(dataset.examples) + len(dataset.skipped))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        listener = _ProgressListener(progress, total)
+        report = sweeping.run(experiment, tracking_uri=tracking_uri, limit=limit, listeners=[listener])
+    console.print(_summary_table(report))
+    if dataset.skipped:
+        console.print(
+            f"[yellow]{len(dataset.skipped)} unusable example(s) skipped[/] (see n_skipped and the predictions table)"
+        )
+    best = report.best()
+    if best is not None:
+        console.print(f"best by {report.primary_metric}: [bold]{best.candidate.label}[/] (run {best.run_id})")
+    console.print(
+        f"MLflow: experiment [bold]{plan.experiment.name}[/] in {report.tracking_uri} — `promptgrade ui` to compare"
+    )
+
+
+def _print_dry_run(report: Any) -> None:
+    table = Table(title=f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples")
+    for column in ("candidate", "calls", "input tokens (est.)", "output tokens (est.)", "cost $ (est.)"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    total_cost, unknown = 0.0, False
+    for est in report.estimates:
+        unknown |= est.cost_usd is None
+        total_cost += est.cost_usd or 0.0
+        cost = "no price" if est.cost_usd is None else f"{est.cost_usd:.4f}"
+        table.add_row(
+            est.candidate.label, str(est.calls), f"{est.input_tokens:,}", f"{est.output_tokens:,}", cost
+        )
+    console.print(table)
+    calls = sum(e.calls for e in report.estimates)
+    tokens = sum(e.input_tokens for e in report.estimates)
+    note = " (some models have no price in the price table)" if unknown else ""
+    console.print(
+        f"{len(report.candidates)} candidates × {len(report.dataset.examples)} examples = [bold]{calls} calls[/], "
+        f"~{tokens:,} input tokens, ~${total_cost:.4f}{note}"
+    )
+    if report.dataset.skipped:
+        console.print(f"[yellow]{len(report.dataset.skipped)} unusable example(s) would be skipped:[/]")
+        for skip in report.dataset.skipped[:10]:
+            console.print(f"  {skip.id}: {skip.reason}")
+    drafts = [ref for ref, released in report.plan.released.items() if not released]
+    if drafts:
+        console.print(f"unreleased prompt versions (fine for experiments): {', '.join(drafts)}")
+    console.print("[green]experiment, dataset and templates are valid[/]")
+
+
+# --------------------------------------------------------------------------------------------------
+# ui / compare
+# --------------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def ui(
+    port: Annotated[int, typer.Option(help="Port for the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Open the MLflow UI on the same store the sweeps log to."""
+    from promptgrade.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(command))
+
+
+@app.command()
+@user_errors
+def compare(
+    experiment: Annotated[str, typer.Argument(help="MLflow experiment name, or an experiment file.")],
+    tracking_uri: TrackingOpt = None,
+    all_sweeps: Annotated[
+        bool, typer.Option("--all", help="Every sweep's candidates, not only the latest.")
+    ] = False,
+) -> None:
+    """Show the candidates of the latest sweep as a table, best first, as MLflow recorded them."""
+    from promptgrade.compare import candidate_rows
+
+    name = experiment
+    if experiment.endswith((".yaml", ".yml")):
+        from promptgrade.config import load_experiment
+
+        name = load_experiment(experiment).name
+    rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
+    table = Table(title=f"{name}: candidates by {primary}")
+    columns = ["run", "candidate", *[m for m in _COMPARE_METRICS if any(m in r["metrics"] for r in rows)]]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "candidate") else "right")
+    for index, row in enumerate(rows):
+        cells = [row["run_id"][:8], ("★ " if index == 0 else "  ") + row["name"]]
+        for metric in columns[2:]:
+            value = row["metrics"].get(metric)
+            cells.append("–" if value is None else (f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"))
+        table.add_row(*cells)
+    console.print(table)
+
+
+_COMPARE_METRICS = (
+    "category_accuracy",
+    "category_top1_accuracy",
+    "grade_accuracy",
+    "grade_mae",
+    "parse_failure_rate",
+    "error_rate",
+    "latency_p50_ms",
+    "cost_usd",
+    "n_examples",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts
+# --------------------------------------------------------------------------------------------------
+PromptsDir = Annotated[Path, typer.Option("--dir", help="The prompts folder.")]
+
+
+@prompts_app.command("list")
+@user_errors
+def prompts_list(directory: PromptsDir = Path("prompts")) -> None:
+    """Every prompt version, its sha256 and whether it is released."""
+    from promptgrade.prompts import PromptLibrary
+
+    library = PromptLibrary(directory)
+    table = Table()
+    for column in ("prompt", "sha256", "released", "description"):
+        table.add_column(column)
+    for prompt in library.all():
+        table.add_row(
+            prompt.ref,
+            prompt.sha256[:12],
+            "yes" if library.is_released(prompt) else "draft",
+            prompt.description,
+        )
+    console.print(table)
+
+
+@prompts_app.command("check")
+@user_errors
+def prompts_check(
+    directory: PromptsDir = Path("prompts"),
+    task: Annotated[Path, typer.Option(help="Task file to render against.")] = Path(
+        "experiments/tasks/meal_tray.yaml"
+    ),
+) -> None:
+    """Render every version against the task and verify released versions are unchanged."""
+    from promptgrade.prompts import PromptLibrary
+    from promptgrade.task import load_task
+
+    loaded = load_task(task)
+    prompts = PromptLibrary(directory).all()
+    for prompt in prompts:
+        prompt.validate(loaded)
+    console.print(f"[green]{len(prompts)} prompt versions render and match the lock[/]")
+
+
+@prompts_app.command("release")
+@user_errors
+def prompts_release(
+    ref: Annotated[str, typer.Argument(help="name@version to freeze, e.g. meal_tray_json@2.")],
+    directory: PromptsDir = Path("prompts"),
+) -> None:
+    """Freeze a version: record its sha256 in prompts/released.lock (commit that file)."""
+    from promptgrade.errors import PromptError
+    from promptgrade.prompts import PromptLibrary
+
+    name, _, version = ref.partition("@")
+    version = version.removeprefix("v")
+    if not version.isdigit():
+        raise PromptError(f"{ref!r}: expected name@<version number>")
+    library = PromptLibrary(directory)
+    prompt = library.get(name, int(version))
+    if library.release(prompt):
+        console.print(f"released {prompt.ref} ({prompt.sha256[:12]}…) — commit {library.lock_path}")
+    else:
+        console.print(f"{prompt.ref} was already released")
+
+
+# --------------------------------------------------------------------------------------------------
+# the local Gemini-REST server, for demos
+# --------------------------------------------------------------------------------------------------
+@app.command("fake-gemini")
+@user_errors
+def fake_gemini(
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    answers: Annotated[Path | None, typer.Option(help="JSON file: image sha256 → answer text.")] = None,
+    latency: Annotated[float, typer.Option(help="Seconds before each answer.")] = 0.0,
+) -> None:
+    """Serve a local stand-in for the Gemini REST API (scripted answers), for demos and offline runs."""
+    from promptgrade.testing import gemini_server
+
+    argv = ["--port", str(port), "--latency", str(latency)]
+    if answers is not None:
+        argv += ["--answers", str(answers)]
+    raise typer.Exit(gemini_server.main(argv))
+
+
+def main() -> None:  # pragma: no cover - the console script calls app()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    app()

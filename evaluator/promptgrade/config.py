@@ -1,0 +1,202 @@
+"""The experiment file: prompts × models × settings over one labelled dataset split.
+
+Everything is validated when the file is loaded — unknown fields, missing prompts, template errors,
+unknown price entries — so a mistake costs nothing: no paid call is made before the whole sweep is
+known to be well-formed. Relative paths are resolved here, once, against the experiment file's folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from promptgrade.data.config import DatasetConfig
+from promptgrade.errors import ConfigError, PromptError
+from promptgrade.prompts import PromptLibrary, PromptVersion
+from promptgrade.providers.base import GenerationSettings
+from promptgrade.scoring import Price
+from promptgrade.task import Task, load_task
+from promptgrade.yamlfile import line_of, load_model, read_yaml
+
+PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
+
+
+class PromptRef(BaseModel):
+    """``name`` with ``versions``: a list, ``all`` (every version on disk) or ``latest``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    versions: list[Annotated[int, Field(ge=1)]] | Literal["all", "latest"] = "all"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        """Accept the short form ``meal_tray_json@2`` (or ``@v2``, ``@latest``, bare name = all)."""
+        if not isinstance(value, str):
+            return value
+        name, _, version = value.partition("@")
+        version = version.removeprefix("v")
+        if not version:
+            return {"name": name}
+        if version in ("all", "latest"):
+            return {"name": name, "versions": version}
+        if not version.isdigit():
+            raise ValueError(f"{value!r}: expected name@<version number>, name@latest or a bare name")
+        return {"name": name, "versions": [int(version)]}
+
+
+class ModelSpec(BaseModel):
+    """A model and its settings; ``grid`` lists values to sweep (every combination is a candidate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["gemini"] = "gemini"
+    model: str = Field(min_length=1)
+    settings: GenerationSettings = GenerationSettings()
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_fields(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        known = set(GenerationSettings.model_fields)
+        for key, values in grid.items():
+            if key not in known:
+                raise ValueError(f"grid key {key!r} is not a generation setting ({', '.join(sorted(known))})")
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return grid
+
+    def variants(self) -> list[tuple[GenerationSettings, set[str]]]:
+        """Each grid point's settings, with the names the user set explicitly."""
+        explicit = set(self.settings.model_fields_set)
+        if not self.grid:
+            return [(self.settings, explicit)]
+        keys = sorted(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            update = dict(zip(keys, values, strict=True))
+            settings = GenerationSettings.model_validate(
+                {**self.settings.model_dump(exclude_unset=True), **update}
+            )
+            out.append((settings, explicit | set(keys)))
+        return out
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="MLflow experiment name.")
+    description: str = ""
+    task: Path
+    dataset: DatasetConfig
+    prompts: list[PromptRef] = Field(min_length=1)
+    models: list[ModelSpec] = Field(default_factory=list)
+    prompts_dir: Path = Path("../prompts")
+    prices: Path | None = Path("prices.yaml")
+    base_url: str | None = None
+    concurrency: int = Field(8, ge=1, le=256)
+    max_retries: int = Field(4, ge=0, le=20)
+    primary_metric: Literal[PRIMARY_METRICS] = "category_accuracy"  # type: ignore[valid-type]
+
+    # Set by load_experiment; not part of the file.
+    path: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: Path) -> Path:
+        return relative if relative.is_absolute() else (self.base_dir / relative).resolve()
+
+
+class Plan(BaseModel):
+    """A loaded experiment with everything it refers to, ready to run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    experiment: Experiment
+    task: Task
+    prompts: list[PromptVersion]
+    prices: dict[str, Price]
+    released: dict[str, bool]
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    experiment = load_model(Experiment, path, "experiment file")
+    experiment.path = path.resolve()
+    return experiment
+
+
+def _prompt_line(path: Path, index: int) -> int | None:
+    _, node = read_yaml(path, "experiment file")
+    return line_of(node, ("prompts", index))
+
+
+def plan_experiment(experiment: Experiment) -> Plan:
+    """Resolve the task, prompt versions and prices; render every template once to catch errors."""
+    task = load_task(experiment.resolve(experiment.task))
+    library = PromptLibrary(experiment.resolve(experiment.prompts_dir))
+    prompts: list[PromptVersion] = []
+    for index, ref in enumerate(experiment.prompts):
+        try:
+            available = library.versions(ref.name)
+            if ref.versions == "all":
+                versions = available
+            elif ref.versions == "latest":
+                versions = [available[-1]]
+            else:
+                versions = ref.versions
+            for version in versions:
+                prompt = library.get(ref.name, version)
+                prompt.validate(task)
+                if prompt not in prompts:
+                    prompts.append(prompt)
+        except PromptError as exc:
+            if exc.path and exc.path.endswith(".jinja"):
+                raise
+            line = _prompt_line(experiment.path, index)
+            raise ConfigError(f"prompts[{index}]: {exc.message}", path=experiment.path, line=line) from None
+    released = {p.ref: library.is_released(p) for p in prompts}
+    return Plan(
+        experiment=experiment,
+        task=task,
+        prompts=prompts,
+        prices=load_prices(experiment.resolve(experiment.prices)) if experiment.prices else {},
+        released=released,
+    )
+
+
+class _PriceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: str | None = None
+    models: dict[str, Price] = Field(default_factory=dict)
+
+
+def load_prices(path: Path) -> dict[str, Price]:
+    return load_model(_PriceFile, path, "price table").models
+
+
+def price_for(model: str, prices: dict[str, Price]) -> Price | None:
+    """Exact id first, then the longest listed id that prefixes it (``gemini-2.5-flash-001``)."""
+    if model in prices:
+        return prices[model]
+    matches = [k for k in prices if model.startswith(k)]
+    return prices[max(matches, key=len)] if matches else None
+
+
+__all__ = [
+    "Experiment",
+    "ModelSpec",
+    "Plan",
+    "PromptRef",
+    "load_experiment",
+    "plan_experiment",
+    "price_for",
+]

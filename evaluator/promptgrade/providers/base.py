@@ -1,0 +1,114 @@
+"""The provider protocol and the values that cross it.
+
+A provider knows its API and nothing about scoring, caching or MLflow. It never raises for an API
+failure: it returns a ``Completion`` whose ``error`` says what happened and whether a retry may help,
+so that retry policy lives once, in the runner (and the Lambda), not in every provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """Image bytes ready to send; ``sha256`` identifies them in caches and logs instead of the bytes."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
+
+
+class GenerationSettings(BaseModel):
+    """Per-candidate generation settings; ``None`` leaves the provider's default in place."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    structured_output: bool = False
+    media_resolution: Literal["low", "medium", "high"] | None = None
+    thinking_budget: int | None = Field(None, ge=-1)
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat, stable params for MLflow and cache keys (unset settings are omitted)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    prompt: str
+    image: ImageInput
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    response_schema: dict[str, Any] | None = None
+
+
+class ErrorKind(StrEnum):
+    """Why a call produced no usable text. Transient kinds may be retried; the others are answers."""
+
+    RATE_LIMITED = "rate_limited"  # 429 with a per-minute limit: retry after the server's delay
+    QUOTA_EXHAUSTED = "quota_exhausted"  # 429 for a per-day quota: stop, resume tomorrow
+    SERVER_ERROR = "server_error"  # 5xx
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # reset, refused, DNS
+    BAD_REQUEST = "bad_request"  # 400/404: our request is wrong; retrying will not help
+    AUTH = "auth"  # 401/403
+    BLOCKED = "blocked"  # safety or prompt block: an answer, not a fault
+    EMPTY = "empty"  # no candidates / no text
+    TRUNCATED = "truncated"  # stopped at max tokens
+    MALFORMED = "malformed"  # the API's own response could not be read
+
+    @property
+    def transient(self) -> bool:
+        return self in {
+            ErrorKind.RATE_LIMITED,
+            ErrorKind.SERVER_ERROR,
+            ErrorKind.TIMEOUT,
+            ErrorKind.CONNECTION,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    kind: ErrorKind
+    message: str
+    status_code: int | None = None
+    retry_after_s: float | None = None  # the server's RetryInfo delay, which the SDK ignores
+
+    @property
+    def transient(self) -> bool:
+        return self.kind.transient
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What one call produced: text, or an error; always its cost and timing."""
+
+    text: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    error: ErrorInfo | None = None
+    model_version: str | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model behind one async call. ``name`` is the provider (``gemini``), ``model`` its model id."""
+
+    name: str
+    model: str
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...

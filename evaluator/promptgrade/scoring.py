@@ -1,0 +1,200 @@
+"""Pure scoring: (prediction, labels) → outcome → metrics. No I/O, so it is trivially testable.
+
+Every example of the split counts. A failed call or an unparseable answer is *wrong*, never dropped:
+dropping failures would reward a prompt that makes the model refuse its hardest trays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from promptgrade.grading import GradingResult
+from promptgrade.task import Task
+
+Status = Literal["ok", "parse_failure", "error", "skipped"]
+Z95 = 1.959963984540054
+
+
+class Outcome(BaseModel):
+    """One row of the predictions table: truth, prediction, correctness, and what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    example_id: str
+    status: Status
+    true_categories: tuple[str, ...]
+    true_grade: float | None
+    predicted_categories: tuple[str, ...] = ()
+    predicted_grade: float | None = None
+    category_correct: bool = False
+    category_top1_correct: bool = False
+    grade_correct: bool | None = None  # None: the example has no grade label
+    grade_abs_error: float | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    answer: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float | None = None
+
+
+def score(
+    example_id: str,
+    true_categories: Sequence[str],
+    true_grade: float | None,
+    result: GradingResult,
+    task: Task,
+) -> Outcome:
+    completion = result.completion
+    common = {
+        "example_id": example_id,
+        "true_categories": tuple(true_categories),
+        "true_grade": true_grade,
+        "answer": completion.text,
+        "input_tokens": completion.input_tokens,
+        "output_tokens": completion.output_tokens,
+        "latency_ms": completion.latency_ms,
+        "error_kind": result.error_kind,
+        "error_message": result.error_message,
+    }
+    prediction = result.prediction
+    if prediction is None:
+        return Outcome(
+            status=result.status,
+            grade_correct=None if true_grade is None else False,
+            grade_abs_error=None if true_grade is None else worst_grade_error(true_grade, task),
+            **common,
+        )
+    truth = set(true_categories)
+    grade_error = None if true_grade is None else abs(prediction.grade - true_grade)
+    return Outcome(
+        status="ok",
+        predicted_categories=prediction.categories,
+        predicted_grade=prediction.grade,
+        category_correct=bool(truth.intersection(prediction.categories)),
+        category_top1_correct=prediction.categories[0] in truth,
+        grade_correct=None if grade_error is None else grade_error <= task.grade.tolerance + 1e-9,
+        grade_abs_error=grade_error,
+        **common,
+    )
+
+
+def skipped(
+    example_id: str, true_categories: Sequence[str], true_grade: float | None, reason: str
+) -> Outcome:
+    """An example whose data is unusable (e.g. unreadable image): recorded, reported, not scored."""
+    return Outcome(
+        example_id=example_id,
+        status="skipped",
+        true_categories=tuple(true_categories),
+        true_grade=true_grade,
+        error_kind="unusable_example",
+        error_message=reason,
+    )
+
+
+def worst_grade_error(true_grade: float, task: Task) -> float:
+    """A missing grade is as wrong as the farthest answer on the scale — never silently excused."""
+    return max(true_grade - task.grade.minimum, task.grade.maximum - true_grade)
+
+
+class Estimate(BaseModel):
+    """A metric with its 95% confidence interval and the count it rests on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def wilson(successes: int, n: int) -> Estimate:
+    """Wilson score interval: honest at small n and near 0 or 1, where the normal interval is not."""
+    if n == 0:
+        return Estimate(value=math.nan, ci_low=math.nan, ci_high=math.nan, n=0)
+    p = successes / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return Estimate(value=p, ci_low=max(0.0, centre - half), ci_high=min(1.0, centre + half), n=n)
+
+
+def mean_ci(values: Sequence[float]) -> Estimate:
+    n = len(values)
+    if n == 0:
+        return Estimate(value=math.nan, ci_low=math.nan, ci_high=math.nan, n=0)
+    mean = sum(values) / n
+    if n == 1:
+        return Estimate(value=mean, ci_low=math.nan, ci_high=math.nan, n=1)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = Z95 * sd / math.sqrt(n)
+    return Estimate(value=mean, ci_low=mean - half, ci_high=mean + half, n=n)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without importing numpy into the grading path."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+class Price(BaseModel):
+    """USD per million tokens. Configuration, never a constant: model prices change with model ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[str, Estimate | float]:
+    """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart."""
+    rows = list(outcomes)
+    scored = [o for o in rows if o.status != "skipped"]
+    n = len(scored)
+    graded = [o for o in scored if o.true_grade is not None]
+    latencies = [o.latency_ms for o in scored if o.latency_ms is not None and o.status != "error"]
+    input_tokens = sum(o.input_tokens for o in scored)
+    output_tokens = sum(o.output_tokens for o in scored)
+    metrics: dict[str, Estimate | float] = {
+        "category_accuracy": wilson(sum(o.category_correct for o in scored), n),
+        "category_top1_accuracy": wilson(sum(o.category_top1_correct for o in scored), n),
+        "grade_accuracy": wilson(sum(bool(o.grade_correct) for o in graded), len(graded)),
+        "grade_mae": mean_ci([o.grade_abs_error for o in graded if o.grade_abs_error is not None]),
+        "parse_failure_rate": wilson(sum(o.status == "parse_failure" for o in scored), n),
+        "error_rate": wilson(sum(o.status == "error" for o in scored), n),
+        "latency_p50_ms": percentile(latencies, 0.50),
+        "latency_p95_ms": percentile(latencies, 0.95),
+        "input_tokens": float(input_tokens),
+        "output_tokens": float(output_tokens),
+        "n_examples": float(n),
+        "n_skipped": float(len(rows) - n),
+    }
+    if price is not None:
+        metrics["cost_usd"] = price.cost(input_tokens, output_tokens)
+    return metrics
+
+
+def flatten(metrics: dict[str, Estimate | float]) -> dict[str, float]:
+    """MLflow wants flat floats: ``x``, ``x_ci_low``, ``x_ci_high``; NaN (nothing to measure) is left out."""
+    flat: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, Estimate):
+            flat[name] = value.value
+            flat[f"{name}_ci_low"] = value.ci_low
+            flat[f"{name}_ci_high"] = value.ci_high
+        else:
+            flat[name] = float(value)
+    return {k: v for k, v in flat.items() if not math.isnan(v)}

@@ -1,0 +1,199 @@
+"""MLflow: the only module that imports it.
+
+One run per candidate, nested under one run per sweep, in the MLflow experiment the experiment file
+names. Each candidate run holds what a person needs to compare prompts side by side (params, metrics
+with confidence intervals) and what they need to re-score later without re-calling the model (the
+predictions table with the raw answers, the rendered prompt). Prompt versions go to the MLflow Prompt
+Registry, tagged with their sha256, and are linked to the runs that measured them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from promptgrade.data.examples import LoadedDataset
+from promptgrade.errors import TrackingError
+from promptgrade.prompts import PromptVersion
+from promptgrade.runner import CandidateResult
+from promptgrade.scoring import Estimate, flatten
+
+DEFAULT_DB = "mlflow.db"
+SHA_TAG = "promptgrade.sha256"
+VERSION_TAG = "promptgrade.version"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+
+
+class Tracker:
+    def __init__(self, experiment_name: str, uri: str | None = None) -> None:
+        self.uri = tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        try:
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                self.experiment_id = self.client.create_experiment(experiment_name)
+            elif experiment.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"MLflow experiment {experiment_name!r} is deleted; restore it or rename the experiment"
+                )
+            else:
+                self.experiment_id = experiment.experiment_id
+        except MlflowException as exc:
+            raise TrackingError(f"cannot use MLflow store {self.uri}: {exc.message}") from None
+        self.experiment_name = experiment_name
+        self._registered: dict[str, str] = {}
+
+    # -- sweep ---------------------------------------------------------------------------------
+    def start_sweep(self, experiment_file: Path, dataset: LoadedDataset, n_candidates: int) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={"promptgrade.kind": "sweep", "experiment_file": str(experiment_file)},
+        )
+        self.parent_run_id = run.info.run_id
+        self.client.log_batch(
+            self.parent_run_id,
+            params=[Param(k, str(v)) for k, v in self._dataset_params(dataset).items()]
+            + [Param("n_candidates", str(n_candidates))],
+        )
+        return self.parent_run_id
+
+    def finish_sweep(
+        self, results: list[CandidateResult], primary_metric: str, status: str = "FINISHED"
+    ) -> None:
+        summary = [
+            {
+                "candidate": r.candidate.label,
+                "run_id": r.run_id,
+                "skipped_reason": r.skipped_reason,
+                **{k: v for k, v in flatten(r.metrics).items() if not k.endswith(("_ci_low", "_ci_high"))},
+            }
+            for r in results
+        ]
+        self.client.log_dict(
+            self.parent_run_id, {"primary_metric": primary_metric, "candidates": summary}, "summary.json"
+        )
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    # -- candidates ----------------------------------------------------------------------------
+    def log_candidate(self, result: CandidateResult, dataset: LoadedDataset, task_name: str) -> str:
+        candidate = result.candidate
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=candidate.label,
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "promptgrade.kind": "candidate",
+                "candidate_key": candidate.key,
+                "task": task_name,
+            },
+        )
+        run_id = run.info.run_id
+        params = {**candidate.params(), **self._dataset_params(dataset)}
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in flatten(result.metrics).items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in candidate.params().items()],
+        )
+        self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
+        self.client.log_text(
+            run_id, candidate.prompt.text, f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja"
+        )
+        self.client.log_table(run_id, predictions_table(result), "predictions.json")
+        self.client.log_dict(run_id, metrics_with_ci(result.metrics), "metrics.json")
+        self._link_prompt(run_id, candidate.prompt)
+        self.client.set_terminated(run_id)
+        result.run_id = run_id
+        return run_id
+
+    # -- prompt registry -----------------------------------------------------------------------
+    def register_prompt(self, prompt: PromptVersion) -> str:
+        """The registry version holding ``prompt``'s exact text (registered once, found by sha256)."""
+        if prompt.sha256 in self._registered:
+            return self._registered[prompt.sha256]
+        version = self._find_registered(prompt)
+        if version is None:
+            registered = self.client.register_prompt(
+                name=prompt.name,
+                template=prompt.text,
+                commit_message=prompt.description or f"{prompt.ref}",
+                tags={SHA_TAG: prompt.sha256, VERSION_TAG: str(prompt.version)},
+            )
+            version = str(registered.version)
+        self._registered[prompt.sha256] = version
+        return version
+
+    def _find_registered(self, prompt: PromptVersion) -> str | None:
+        try:
+            versions = self.client.search_prompt_versions(prompt.name)
+        except MlflowException:
+            return None
+        for found in versions:
+            if (found.tags or {}).get(SHA_TAG) == prompt.sha256:
+                return str(found.version)
+        return None
+
+    def _link_prompt(self, run_id: str, prompt: PromptVersion) -> None:
+        version = self.register_prompt(prompt)
+        self.client.link_prompt_version_to_run(run_id, f"prompts:/{prompt.name}/{version}")
+        self.client.set_tag(run_id, "registry_prompt_uri", f"prompts:/{prompt.name}/{version}")
+
+    @staticmethod
+    def _dataset_params(dataset: LoadedDataset) -> dict[str, Any]:
+        return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
+
+
+def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
+    """One row per example: enough to re-score later without calling the model again."""
+    columns: dict[str, list[Any]] = {
+        "example_id": [],
+        "status": [],
+        "true_categories": [],
+        "predicted_categories": [],
+        "category_correct": [],
+        "category_top1_correct": [],
+        "true_grade": [],
+        "predicted_grade": [],
+        "grade_abs_error": [],
+        "grade_correct": [],
+        "error_kind": [],
+        "error_message": [],
+        "answer": [],
+        "input_tokens": [],
+        "output_tokens": [],
+        "latency_ms": [],
+    }
+    for outcome in result.outcomes:
+        row = outcome.model_dump()
+        row["true_categories"] = "; ".join(outcome.true_categories)
+        row["predicted_categories"] = "; ".join(outcome.predicted_categories)
+        for name, values in columns.items():
+            values.append(row[name])
+    return columns
+
+
+def metrics_with_ci(metrics: dict[str, Estimate | float]) -> dict[str, Any]:
+    """Every metric with its interval and count; NaN (nothing to measure) becomes null, valid JSON."""
+
+    def clean(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    return {
+        name: {k: clean(v) for k, v in value.model_dump().items()}
+        if isinstance(value, Estimate)
+        else clean(value)
+        for name, value in metrics.items()
+    }
