@@ -1,0 +1,326 @@
+"""Gemini through the official ``google-genai`` SDK.
+
+The SDK does the HTTP and the JSON; this module adds what the runner needs and the SDK does not give:
+one request per call (the SDK's own retries are switched off, because retry policy — and the 429's
+RetryInfo delay, which the SDK ignores — belongs to the runner), and every failure turned into a
+``Completion`` with an ``ErrorKind`` instead of an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import time
+from typing import Any
+
+import google.auth.exceptions
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from promptgrade.errors import CredentialsError
+from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+
+_MISSING_CREDENTIALS = (
+    "No Gemini credentials: set GEMINI_API_KEY (or GOOGLE_API_KEY), or GOOGLE_GENAI_USE_VERTEXAI=true "
+    "with GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION."
+)
+_MEDIA_RESOLUTION = {
+    "low": types.MediaResolution.MEDIA_RESOLUTION_LOW,
+    "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
+    "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
+}
+# Finish reasons meaning "the model was stopped on policy": an answer about the input, not a fault.
+_BLOCKED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "RECITATION",
+        "IMAGE_RECITATION",
+        "MODEL_ARMOR",
+    }
+)
+_MAX_MESSAGE = 200
+
+
+def _exception_types(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The SDK runs on aiohttp, httpx or httpx2 depending on what is installed; catch whichever is."""
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError:
+        return ()
+    return tuple(getattr(loaded, name) for name in names if hasattr(loaded, name))
+
+
+# Timeouts first: aiohttp's and httpx's timeout errors are also connection errors.
+_TIMEOUT_ERRORS = (
+    TimeoutError,
+    *_exception_types("httpx", "TimeoutException"),
+    *_exception_types("httpx2", "TimeoutException"),
+)
+_CONNECTION_ERRORS = (
+    OSError,
+    google.auth.exceptions.TransportError,
+    *_exception_types("aiohttp", "ClientError"),
+    *_exception_types("httpx", "TransportError"),
+    *_exception_types("httpx2", "TransportError"),
+)
+
+
+class GeminiCredentials(BaseSettings):
+    """Where Gemini credentials come from: an API key, or Vertex AI with application-default login.
+
+    ``GOOGLE_API_KEY`` wins over ``GEMINI_API_KEY`` when both are set, as in the SDK, so that this
+    class and a bare ``genai.Client()`` never disagree about which key is used.
+    """
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, populate_by_name=True, extra="ignore")
+
+    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY"))
+    use_vertexai: bool = Field(False, validation_alias="GOOGLE_GENAI_USE_VERTEXAI")
+    project: str | None = Field(None, validation_alias="GOOGLE_CLOUD_PROJECT")
+    location: str | None = Field(None, validation_alias="GOOGLE_CLOUD_LOCATION")
+
+    @classmethod
+    def from_env(cls) -> GeminiCredentials:
+        """Read and check the environment, failing with one line that names the variables to set."""
+        try:
+            credentials = cls()
+        except ValidationError as exc:
+            fields = ", ".join(str(error["loc"][0]) for error in exc.errors())
+            raise CredentialsError(
+                f"Invalid Gemini credential settings ({fields}). {_MISSING_CREDENTIALS}"
+            ) from None
+        credentials.check()
+        return credentials
+
+    def check(self) -> None:
+        if self.use_vertexai:
+            if not (self.project and self.location):
+                raise CredentialsError(
+                    "GOOGLE_GENAI_USE_VERTEXAI is set: also set GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION."
+                )
+        elif self.api_key is None or not self.api_key.get_secret_value().strip():
+            raise CredentialsError(_MISSING_CREDENTIALS)
+
+
+class GeminiProvider:
+    """Gemini via ``client.aio.models.generate_content``: one HTTP request per ``complete`` call."""
+
+    name = "gemini"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60,
+        credentials: GeminiCredentials | None = None,
+    ) -> None:
+        if credentials is None:
+            credentials = GeminiCredentials.from_env()
+        else:
+            credentials.check()
+        self.model = model
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self._secret = credentials.api_key.get_secret_value() if credentials.api_key else None
+        http_options = types.HttpOptions(
+            base_url=base_url,  # None lets the SDK apply GOOGLE_GEMINI_BASE_URL / GOOGLE_VERTEX_BASE_URL
+            timeout=max(1, round(timeout_s * 1000)),
+            # attempts=1 stops tenacity retrying 429/5xx, and a non-empty retry_options also stops the
+            # SDK's hidden retry of aiohttp connection errors (a 1–10 s sleep then a second request).
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        if credentials.use_vertexai:
+            self._client = genai.Client(
+                vertexai=True,
+                project=credentials.project,
+                location=credentials.location,
+                http_options=http_options,
+            )
+        else:
+            self._client = genai.Client(vertexai=False, api_key=self._secret, http_options=http_options)
+
+    def __repr__(self) -> str:
+        return (
+            f"GeminiProvider(model={self.model!r}, base_url={self.base_url!r}, timeout_s={self.timeout_s!r})"
+        )
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        contents = [
+            types.Part.from_bytes(data=request.image.data, mime_type=request.image.mime_type),
+            types.Part.from_text(text=request.prompt),
+        ]
+        config = _config(request)
+        started = time.perf_counter()
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=self.model, contents=contents, config=config
+            )
+        except genai_errors.APIError as exc:
+            return self._failed(_api_error(exc), started)
+        except _TIMEOUT_ERRORS as exc:
+            message = _describe(exc, f"no response within {self.timeout_s} s")
+            return self._failed(ErrorInfo(ErrorKind.TIMEOUT, message), started)
+        except google.auth.exceptions.GoogleAuthError as exc:
+            if isinstance(exc, google.auth.exceptions.TransportError):
+                return self._failed(ErrorInfo(ErrorKind.CONNECTION, _describe(exc)), started)
+            return self._failed(ErrorInfo(ErrorKind.AUTH, _describe(exc)), started)
+        except _CONNECTION_ERRORS as exc:
+            return self._failed(ErrorInfo(ErrorKind.CONNECTION, _describe(exc)), started)
+        except ValueError as exc:  # JSONDecodeError, UnknownApiResponseError, pydantic ValidationError
+            return self._failed(
+                ErrorInfo(ErrorKind.MALFORMED, _describe(exc, "unreadable response")), started
+            )
+        return self._redacted(_completion(response, _elapsed_ms(started)))
+
+    async def aclose(self) -> None:
+        """Release the SDK's HTTP sessions; optional, but avoids 'unclosed session' warnings."""
+        await self._client.aio.aclose()
+
+    def _failed(self, error: ErrorInfo, started: float) -> Completion:
+        return self._redacted(Completion(text=None, latency_ms=_elapsed_ms(started), error=error))
+
+    def _redacted(self, completion: Completion) -> Completion:
+        """Keep the API key out of every message, whatever echoed it.
+
+        Redact before shortening: a key cut in half by the length limit would otherwise slip through.
+        """
+        error = completion.error
+        if error is None:
+            return completion
+        message = error.message.replace(self._secret, "***") if self._secret else error.message
+        if len(message) > _MAX_MESSAGE:
+            message = message[: _MAX_MESSAGE - 1] + "…"
+        return dataclasses.replace(completion, error=dataclasses.replace(error, message=message))
+
+
+def _config(request: CompletionRequest) -> types.GenerateContentConfig:
+    settings = request.settings
+    structured = settings.structured_output
+    return types.GenerateContentConfig(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_output_tokens=settings.max_output_tokens,
+        seed=settings.seed,
+        media_resolution=_MEDIA_RESOLUTION[settings.media_resolution] if settings.media_resolution else None,
+        thinking_config=(
+            types.ThinkingConfig(thinking_budget=settings.thinking_budget)
+            if settings.thinking_budget is not None
+            else None
+        ),
+        response_mime_type="application/json" if structured else None,
+        # response_json_schema takes plain JSON Schema (what pydantic emits); response_schema wants
+        # the OpenAPI subset and would reject $defs, anyOf with null, etc.
+        response_json_schema=request.response_schema if structured else None,
+        automatic_continuation=False,  # a CONTINUATION answer must not turn into a second request
+    )
+
+
+def _completion(response: types.GenerateContentResponse, latency_ms: float) -> Completion:
+    usage = response.usage_metadata
+    input_tokens = (usage.prompt_token_count or 0) if usage else 0
+    output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+
+    def result(text: str | None, finish: str | None, error: ErrorInfo | None = None) -> Completion:
+        return Completion(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            finish_reason=finish,
+            error=error,
+            model_version=response.model_version,
+        )
+
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        reason = _enum_name(feedback.block_reason)
+        return result(None, None, ErrorInfo(ErrorKind.BLOCKED, f"prompt blocked: {reason}"))
+    if not response.candidates:
+        return result(None, None, ErrorInfo(ErrorKind.EMPTY, "no candidates in the response"))
+    candidate = response.candidates[0]
+    finish = _enum_name(candidate.finish_reason) if candidate.finish_reason is not None else None
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(part.text for part in parts if part.text and not part.thought) or None
+    if finish in _BLOCKED_FINISH:
+        return result(None, finish, ErrorInfo(ErrorKind.BLOCKED, f"answer blocked: finish reason {finish}"))
+    if finish == "MAX_TOKENS":
+        return result(text, finish, ErrorInfo(ErrorKind.TRUNCATED, "answer stopped at max_output_tokens"))
+    if text is None:
+        return result(
+            None, finish, ErrorInfo(ErrorKind.EMPTY, f"no text in the answer (finish reason {finish})")
+        )
+    return result(text, finish)
+
+
+def _api_error(exc: genai_errors.APIError) -> ErrorInfo:
+    code = exc.code
+    status = exc.status or ""
+    message = _one_line(f"HTTP {code} {status}: {exc.message or ''}".replace(" :", ":"))
+    if code == 429:
+        retry_after, quota_ids = _rpc_details(exc.details)
+        per_day = any("PerDay" in quota_id for quota_id in quota_ids)
+        kind = ErrorKind.QUOTA_EXHAUSTED if per_day else ErrorKind.RATE_LIMITED
+        return ErrorInfo(kind, message, code, retry_after)
+    if code == 408:
+        kind = ErrorKind.TIMEOUT
+    elif code in (401, 403):
+        kind = ErrorKind.AUTH
+    elif code >= 500:
+        kind = ErrorKind.SERVER_ERROR
+    else:
+        kind = ErrorKind.BAD_REQUEST
+    return ErrorInfo(kind, message, code)
+
+
+def _rpc_details(body: Any) -> tuple[float | None, list[str]]:
+    """RetryInfo's delay and QuotaFailure's quota ids from a google.rpc error body, if present."""
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    details = error.get("details") if isinstance(error, dict) else None
+    retry_after: float | None = None
+    quota_ids: list[str] = []
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.RetryInfo"):
+            retry_after = _duration_s(detail.get("retryDelay"))
+        elif kind.endswith("google.rpc.QuotaFailure"):
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else []:
+                if isinstance(violation, dict):
+                    quota_ids.append(str(violation.get("quotaId", "")))
+    return retry_after, quota_ids
+
+
+def _duration_s(value: Any) -> float | None:
+    """A protobuf Duration in JSON form ("7s", "0.5s", "1.000340s") as seconds."""
+    if isinstance(value, dict):  # the rare non-JSON-mapped form {"seconds": 7, "nanos": 0}
+        return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", str(value or ""))
+    return float(match.group(1)) if match else None
+
+
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _describe(exc: BaseException, fallback: str = "") -> str:
+    detail = str(exc) or fallback
+    return _one_line(f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
