@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,21 @@ def fake_api_key(monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", FAKE_API_KEY)
     return FAKE_API_KEY
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store, migrated once: creating one costs seconds, copying it costs nothing."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, _migrated_mlflow_db: Path) -> str:
+    """A real, empty, local MLflow store for this test (tracking and registry), as a tracking URI."""
+    path = tmp_path / "mlflow.db"
+    shutil.copy(_migrated_mlflow_db, path)
+    return f"sqlite:///{path}"

@@ -7,6 +7,7 @@ promptgrade, never a mistake of the user's.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,16 @@ app.add_typer(prompts_app, name="prompts")
 console = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@app.callback()
+def _setup() -> None:
+    # Consoles are made per invocation so they see the terminal (and COLUMNS) of this run; MLflow's
+    # own INFO lines (database migrations) are noise to a user reading a summary table.
+    global console, err
+    console, err = Console(), Console(stderr=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def user_errors(fn: F) -> F:
@@ -90,49 +101,64 @@ class _ProgressListener:
         self.progress.update(task, completed=self.progress.tasks[task].total)
 
 
-def _fmt(value: Any, *, pct: bool = True) -> str:
+def _fmt(value: Any, *, pct: bool = True, ci: bool = False) -> str:
     if value is None:
         return "–"
-    estimate = getattr(value, "value", value)
-    if isinstance(estimate, float) and math.isnan(estimate):
+    number = getattr(value, "value", value)
+    if isinstance(number, float) and math.isnan(number):
         return "–"
-    if hasattr(value, "ci_low") and pct:
-        return f"{estimate:.1%} [{value.ci_low:.0%}–{value.ci_high:.0%}]"
-    if pct:
-        return f"{estimate:.1%}"
-    return f"{estimate:,.1f}"
+    if not pct:
+        return f"{number:,.1f}"
+    if ci and hasattr(value, "ci_low"):
+        return f"{number:.0%} ({value.ci_low:.0%}–{value.ci_high:.0%})"
+    return f"{number:.0%}"
+
+
+def _varying_settings(results: list[Any]) -> dict[str, str]:
+    """Only the settings that differ between candidates: the rest is noise in a comparison table."""
+    params = [r.candidate.settings.as_params() for r in results]
+    keys = sorted({k for p in params for k in p})
+    varying = [k for k in keys if len({str(p.get(k)) for p in params}) > 1]
+    out = {}
+    for result, p in zip(results, params, strict=True):
+        out[result.candidate.key] = " ".join(f"{k}={p[k]}" for k in varying if k in p)
+    return out
 
 
 def _summary_table(report: Any) -> Table:
     best = report.best()
+    settings = _varying_settings(report.results)
     table = Table(title=f"{report.plan.experiment.name} — {report.dataset.name} [{report.dataset.split}]")
     table.add_column("", width=1)
-    table.add_column("candidate")
+    table.add_column("prompt")
+    table.add_column("model")
+    if any(settings.values()):
+        table.add_column("settings")
     for column in (
-        "category acc",
+        "category acc (95% CI)",
         "top-1",
-        "grade acc",
-        "grade MAE",
+        "grade acc (95% CI)",
+        "MAE",
         "parse fail",
         "errors",
         "p50 ms",
-        "cost $",
+        "$",
     ):
         table.add_column(column, justify="right")
     for result in report.results:
-        m = result.metrics
+        m, candidate = result.metrics, result.candidate
+        head = ["★" if result is best else "", candidate.prompt.ref, candidate.model]
+        if any(settings.values()):
+            head.append(settings[candidate.key])
         if result.skipped_reason:
-            table.add_row(
-                "", result.candidate.label, f"[yellow]skipped: {result.skipped_reason}[/]", *[""] * 7
-            )
+            table.add_row(*head, f"[yellow]skipped: {result.skipped_reason}[/]", *[""] * 7)
             continue
         cost = m.get("cost_usd")
         table.add_row(
-            "★" if result is best else "",
-            result.candidate.label,
-            _fmt(m.get("category_accuracy")),
+            *head,
+            _fmt(m.get("category_accuracy"), ci=True),
             _fmt(m.get("category_top1_accuracy")),
-            _fmt(m.get("grade_accuracy")),
+            _fmt(m.get("grade_accuracy"), ci=True),
             _fmt(m.get("grade_mae"), pct=False),
             _fmt(m.get("parse_failure_rate")),
             _fmt(m.get("error_rate")),
@@ -151,14 +177,13 @@ def sweep(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Run every prompt × model × setting on the dataset split and log each candidate to MLflow."""
-    from promptgrade import sweep as sweeping
+    from promptgrade.sweep import Sweep
 
+    prepared = Sweep(experiment, limit=limit)
     if dry_run:
-        report = sweeping.dry_run(experiment, limit=limit)
-        _print_dry_run(report)
+        _print_dry_run(prepared.estimate())
         return
-    plan, dataset, candidates = sweeping.prepare(experiment, limit=limit)
-    total = len(candidates) * (len(dataset.examples) + len(dataset.skipped))
+    prepared.connect()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -166,20 +191,21 @@ def sweep(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
     ) as progress:
-        listener = _ProgressListener(progress, total)
-        report = sweeping.run(experiment, tracking_uri=tracking_uri, limit=limit, listeners=[listener])
+        listener = _ProgressListener(progress, prepared.total_calls)
+        report = prepared.run(tracking_uri=tracking_uri, listeners=[listener])
     console.print(_summary_table(report))
-    if dataset.skipped:
+    if report.dataset.skipped:
         console.print(
-            f"[yellow]{len(dataset.skipped)} unusable example(s) skipped[/] (see n_skipped and the predictions table)"
+            f"[yellow]{len(report.dataset.skipped)} unusable example(s) skipped[/] "
+            "(counted in n_skipped; reasons in the predictions table)"
         )
     best = report.best()
     if best is not None:
         console.print(f"best by {report.primary_metric}: [bold]{best.candidate.label}[/] (run {best.run_id})")
     console.print(
-        f"MLflow: experiment [bold]{plan.experiment.name}[/] in {report.tracking_uri} — `promptgrade ui` to compare"
+        f"MLflow: experiment [bold]{report.plan.experiment.name}[/] in {report.tracking_uri} — "
+        "`promptgrade ui` to compare"
     )
 
 
@@ -243,7 +269,7 @@ def compare(
     ] = False,
 ) -> None:
     """Show the candidates of the latest sweep as a table, best first, as MLflow recorded them."""
-    from promptgrade.compare import candidate_rows
+    from promptgrade.tracking.read import candidate_rows
 
     name = experiment
     if experiment.endswith((".yaml", ".yml")):
@@ -251,30 +277,35 @@ def compare(
 
         name = load_experiment(experiment).name
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
-    table = Table(title=f"{name}: candidates by {primary}")
-    columns = ["run", "candidate", *[m for m in _COMPARE_METRICS if any(m in r["metrics"] for r in rows)]]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("run", "candidate") else "right")
+    table = Table(title=f"{name}: candidates by {primary}, best first")
+    for column in ("", "run", "prompt", "model", *_COMPARE_METRICS.values()):
+        table.add_column(column, justify="right" if column in _COMPARE_METRICS.values() else "left")
     for index, row in enumerate(rows):
-        cells = [row["run_id"][:8], ("★ " if index == 0 else "  ") + row["name"]]
-        for metric in columns[2:]:
-            value = row["metrics"].get(metric)
-            cells.append("–" if value is None else (f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"))
+        params, metrics = row["params"], row["metrics"]
+        prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
+        cells = ["★" if index == 0 else "", row["run_id"][:8], prompt, params.get("model", "–")]
+        for metric in _COMPARE_METRICS:
+            value = metrics.get(metric)
+            if value is None:
+                cells.append("–")
+            elif metric.endswith(("accuracy", "_rate")):
+                cells.append(f"{value:.0%}")
+            else:
+                cells.append(f"{value:,.4f}" if metric == "cost_usd" else f"{value:,.1f}")
         table.add_row(*cells)
     console.print(table)
 
 
-_COMPARE_METRICS = (
-    "category_accuracy",
-    "category_top1_accuracy",
-    "grade_accuracy",
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "latency_p50_ms",
-    "cost_usd",
-    "n_examples",
-)
+_COMPARE_METRICS = {
+    "category_accuracy": "cat acc",
+    "category_top1_accuracy": "top-1",
+    "grade_accuracy": "grade acc",
+    "grade_mae": "MAE",
+    "parse_failure_rate": "parse fail",
+    "error_rate": "errors",
+    "latency_p50_ms": "p50 ms",
+    "cost_usd": "$",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,5 +395,4 @@ def fake_gemini(
 
 
 def main() -> None:  # pragma: no cover - the console script calls app()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app()

@@ -163,7 +163,7 @@ class PromptLibrary:
         if not path.is_file():
             available = ", ".join(f"v{v}" for v in self.versions(name))
             raise PromptError(
-                f"prompt {name!r} has no version v{version} (available: {available})", path=path
+                f"prompt {name!r} has no version v{version} (available: {available})", path=path.parent
             )
         prompt = PromptVersion(name, version, path.read_text(encoding="utf-8"), source=str(path))
         self._check_released(prompt)

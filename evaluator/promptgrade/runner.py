@@ -102,7 +102,7 @@ async def run_sweep(
         order = {e.id: i for i, e in enumerate(dataset.examples)}
         result.outcomes.sort(key=lambda o: order.get(o.example_id, len(order)))
         for skip in dataset.skipped:
-            result.outcomes.append(skipped(skip.id, skip.categories, skip.grade, skip.reason))
+            result.outcomes.append(skipped(skip.id, (), None, skip.reason))
         result.metrics = summarise(result.outcomes, price_for(candidate.model, plan.prices))
         for listener in listeners:
             listener.candidate_done(result)

@@ -23,6 +23,7 @@ from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
 from promptgrade.runner import CandidateResult, SweepListener, run_sweep
 from promptgrade.scoring import Estimate
+from promptgrade.task import Task
 
 if TYPE_CHECKING:
     from promptgrade.tracking import Tracker
@@ -43,15 +44,23 @@ class SweepReport:
         return self.plan.experiment.primary_metric
 
     def best(self) -> CandidateResult | None:
-        """Highest primary metric among candidates that ran (lowest, for an error like grade_mae)."""
-        lower_is_better = self.primary_metric.endswith("_mae")
-        scored = [
-            (primary_value(r, self.primary_metric), r) for r in self.results if r.skipped_reason is None
-        ]
-        scored = [(v, r) for v, r in scored if not math.isnan(v)]
-        if not scored:
+        """Best by the primary metric; ties go to grade accuracy, then to fewer failures."""
+        ran = [r for r in self.results if r.skipped_reason is None]
+        ran = [r for r in ran if not math.isnan(primary_value(r, self.primary_metric))]
+        if not ran:
             return None
-        return (min if lower_is_better else max)(scored, key=lambda pair: pair[0])[1]
+        sign = -1.0 if self.primary_metric.endswith("_mae") else 1.0
+
+        def rank(result: CandidateResult) -> tuple[float, float, float]:
+            grade = primary_value(result, "grade_accuracy")
+            failures = primary_value(result, "parse_failure_rate") + primary_value(result, "error_rate")
+            return (
+                sign * primary_value(result, self.primary_metric),
+                -math.inf if math.isnan(grade) else grade,
+                -failures,
+            )
+
+        return max(ran, key=rank)
 
 
 def primary_value(result: CandidateResult, metric: str) -> float:
@@ -59,57 +68,104 @@ def primary_value(result: CandidateResult, metric: str) -> float:
     return value.value if isinstance(value, Estimate) else float(value)
 
 
-def prepare(
-    experiment_path: str | Path, *, limit: int | None = None
-) -> tuple[Plan, LoadedDataset, list[Candidate]]:
-    """Load and validate everything a sweep needs; raises a PromptgradeError naming what is wrong."""
-    plan = plan_experiment(load_experiment(experiment_path))
-    config = plan.experiment.dataset
-    if limit is not None:
-        config = config.model_copy(update={"limit": limit})
-    dataset = load_dataset_split(config, plan.task, plan.experiment.base_dir)
-    return plan, dataset, candidates_for(plan)
+class Sweep:
+    """A sweep in three steps, so every free check happens before anything is shown or paid for:
+    construct (experiment, templates, dataset), ``connect`` (credentials), then ``run``."""
 
+    def __init__(self, experiment_path: str | Path, *, limit: int | None = None) -> None:
+        self.plan = plan_experiment(load_experiment(experiment_path))
+        config = self.plan.experiment.dataset
+        if limit is not None:
+            config = config.model_copy(update={"limit": limit})
+        self.dataset = load_dataset_split(config, self.plan.task, self.plan.experiment.base_dir)
+        self.candidates = candidates_for(self.plan)
+        self.results = {c.key: CandidateResult(c) for c in self.candidates}
+        self.providers: dict[tuple[str, str], Provider] | None = None
 
-def dry_run(experiment_path: str | Path, *, limit: int | None = None) -> SweepReport:
-    plan, dataset, candidates = prepare(experiment_path, limit=limit)
-    sizes = [image_size(example.image.data) for example in dataset.examples]
-    report = SweepReport(plan, dataset, candidates)
-    report.estimates = estimate(candidates, sizes, plan.prices)
-    return report
+    @property
+    def total_calls(self) -> int:
+        return len(self.runnable) * (len(self.dataset.examples) + len(self.dataset.skipped))
 
+    @property
+    def runnable(self) -> list[Candidate]:
+        return [c for c in self.candidates if self.results[c.key].skipped_reason is None]
 
-def _providers(
-    plan: Plan, candidates: list[Candidate], results: dict[str, CandidateResult]
-) -> dict[tuple[str, str], Provider]:
-    """One provider per model; a model without credentials skips its candidates, with the reason."""
-    providers: dict[tuple[str, str], Provider] = {}
-    failures: dict[tuple[str, str], CredentialsError] = {}
-    for spec in plan.experiment.models:
-        key = (spec.provider, spec.model)
-        if key in providers or key in failures:
-            continue
+    def estimate(self) -> SweepReport:
+        sizes = [image_size(example.image.data) for example in self.dataset.examples]
+        report = SweepReport(self.plan, self.dataset, self.candidates)
+        report.estimates = estimate(self.candidates, sizes, self.plan.prices)
+        return report
+
+    def connect(self) -> None:
+        """One provider per model; a model without credentials skips its candidates, with the reason.
+
+        If no candidate can run at all, the credentials error itself is raised: one clear line.
+        """
+        providers: dict[tuple[str, str], Provider] = {}
+        failures: dict[tuple[str, str], CredentialsError] = {}
+        experiment = self.plan.experiment
+        for spec in experiment.models:
+            key = (spec.provider, spec.model)
+            if key in providers or key in failures:
+                continue
+            try:
+                providers[key] = make_provider(
+                    spec.provider, spec.model, base_url=experiment.base_url, timeout_s=spec.timeout_s
+                )
+            except CredentialsError as exc:
+                failures[key] = exc
+        for candidate in self.candidates:
+            if (error := failures.get((candidate.provider, candidate.model))) is not None:
+                self.results[candidate.key].skipped_reason = error.message
+        if failures and not providers:
+            raise next(iter(failures.values()))
+        self.providers = providers
+
+    def run(
+        self,
+        *,
+        tracking_uri: str | None = None,
+        listeners: list[SweepListener] | None = None,
+        backoff_initial_s: float = 1.0,
+    ) -> SweepReport:
+        from promptgrade.tracking import Tracker  # mlflow is imported only when a sweep really runs
+
+        if self.providers is None:
+            self.connect()
+        plan, dataset = self.plan, self.dataset
+        report = SweepReport(plan, dataset, self.candidates)
+        tracker = Tracker(plan.experiment.name, tracking_uri)
+        report.tracking_uri = tracker.uri
+        report.sweep_run_id = tracker.start_sweep(plan.experiment.path, dataset, len(self.candidates))
+        all_listeners = [_TrackingListener(tracker, dataset, plan.task), *(listeners or [])]
         try:
-            providers[key] = make_provider(
-                spec.provider, spec.model, base_url=plan.experiment.base_url, timeout_s=spec.timeout_s
+            finished = asyncio.run(
+                run_sweep(
+                    plan,
+                    dataset,
+                    self.runnable,
+                    self.providers or {},
+                    all_listeners,
+                    backoff_initial_s=backoff_initial_s,
+                )
             )
-        except CredentialsError as exc:
-            failures[key] = exc
-    for candidate in candidates:
-        if (error := failures.get((candidate.provider, candidate.model))) is not None:
-            results[candidate.key].skipped_reason = error.message
-    if failures and not providers:
-        raise next(iter(failures.values()))
-    return providers
+        except BaseException:
+            tracker.finish_sweep(list(self.results.values()), plan.experiment.primary_metric, status="KILLED")
+            raise
+        for result in finished:
+            self.results[result.candidate.key] = result
+        report.results = [self.results[c.key] for c in self.candidates]
+        tracker.finish_sweep(report.results, plan.experiment.primary_metric)
+        return report
 
 
 class _TrackingListener:
     """Logs each candidate the moment it finishes, so an interrupted sweep keeps what it finished."""
 
-    def __init__(self, tracker: Tracker, dataset: LoadedDataset, task_name: str) -> None:
+    def __init__(self, tracker: Tracker, dataset: LoadedDataset, task: Task) -> None:
         self.tracker = tracker
         self.dataset = dataset
-        self.task_name = task_name
+        self.task = task
 
     def candidate_started(self, candidate: Candidate, total: int) -> None:
         pass
@@ -118,37 +174,4 @@ class _TrackingListener:
         pass
 
     def candidate_done(self, result: CandidateResult) -> None:
-        self.tracker.log_candidate(result, self.dataset, self.task_name)
-
-
-def run(
-    experiment_path: str | Path,
-    *,
-    tracking_uri: str | None = None,
-    limit: int | None = None,
-    listeners: list[SweepListener] | None = None,
-    backoff_initial_s: float = 1.0,
-) -> SweepReport:
-    from promptgrade.tracking import Tracker  # mlflow is imported only when a sweep really runs
-
-    plan, dataset, candidates = prepare(experiment_path, limit=limit)
-    report = SweepReport(plan, dataset, candidates)
-    results = {c.key: CandidateResult(c) for c in candidates}
-    providers = _providers(plan, candidates, results)
-    tracker = Tracker(plan.experiment.name, tracking_uri)
-    report.tracking_uri = tracker.uri
-    report.sweep_run_id = tracker.start_sweep(plan.experiment.path, dataset, len(candidates))
-    runnable = [c for c in candidates if results[c.key].skipped_reason is None]
-    all_listeners = [_TrackingListener(tracker, dataset, plan.task.name), *(listeners or [])]
-    try:
-        finished = asyncio.run(
-            run_sweep(plan, dataset, runnable, providers, all_listeners, backoff_initial_s=backoff_initial_s)
-        )
-    except BaseException:
-        tracker.finish_sweep(list(results.values()), plan.experiment.primary_metric, status="KILLED")
-        raise
-    for result in finished:
-        results[result.candidate.key] = result
-    report.results = [results[c.key] for c in candidates]
-    tracker.finish_sweep(report.results, plan.experiment.primary_metric)
-    return report
+        self.tracker.log_candidate(result, self.dataset, self.task)

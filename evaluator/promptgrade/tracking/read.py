@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from promptgrade.errors import TrackingError
-from promptgrade.tracking import tracking_uri
+from promptgrade.tracking.runs import tracking_uri
 
 DEFAULT_PRIMARY = "category_accuracy"
 LOWER_IS_BETTER = (

@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.errors import TrackingError
-from promptgrade.prompts import PromptVersion
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
+from promptgrade.task import Task
+from promptgrade.tracking.registry import PromptRegistry
 
 DEFAULT_DB = "mlflow.db"
-SHA_TAG = "promptgrade.sha256"
-VERSION_TAG = "promptgrade.version"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -38,6 +38,9 @@ def tracking_uri(explicit: str | None = None) -> str:
 class Tracker:
     def __init__(self, experiment_name: str, uri: str | None = None) -> None:
         self.uri = tracking_uri(uri)
+        # Some MLflow calls (linking a prompt to a run) read the global store, not the client's.
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         try:
             experiment = self.client.get_experiment_by_name(experiment_name)
@@ -52,7 +55,7 @@ class Tracker:
         except MlflowException as exc:
             raise TrackingError(f"cannot use MLflow store {self.uri}: {exc.message}") from None
         self.experiment_name = experiment_name
-        self._registered: dict[str, str] = {}
+        self.registry = PromptRegistry(self.client)
 
     # -- sweep ---------------------------------------------------------------------------------
     def start_sweep(self, experiment_file: Path, dataset: LoadedDataset, n_candidates: int) -> str:
@@ -87,7 +90,7 @@ class Tracker:
         self.client.set_terminated(self.parent_run_id, status=status)
 
     # -- candidates ----------------------------------------------------------------------------
-    def log_candidate(self, result: CandidateResult, dataset: LoadedDataset, task_name: str) -> str:
+    def log_candidate(self, result: CandidateResult, dataset: LoadedDataset, task: Task) -> str:
         candidate = result.candidate
         run = self.client.create_run(
             self.experiment_id,
@@ -96,7 +99,7 @@ class Tracker:
                 "mlflow.parentRunId": self.parent_run_id,
                 "promptgrade.kind": "candidate",
                 "candidate_key": candidate.key,
-                "task": task_name,
+                "task": task.name,
             },
         )
         run_id = run.info.run_id
@@ -114,46 +117,34 @@ class Tracker:
         )
         self.client.log_table(run_id, predictions_table(result), "predictions.json")
         self.client.log_dict(run_id, metrics_with_ci(result.metrics), "metrics.json")
-        self._link_prompt(run_id, candidate.prompt)
+        self.client.log_dict(run_id, candidate_record(result, task), "candidate.json")
+        uri = self.registry.link(run_id, candidate.prompt)
+        self.client.set_tag(run_id, "registry_prompt_uri", uri)
         self.client.set_terminated(run_id)
         result.run_id = run_id
         return run_id
 
-    # -- prompt registry -----------------------------------------------------------------------
-    def register_prompt(self, prompt: PromptVersion) -> str:
-        """The registry version holding ``prompt``'s exact text (registered once, found by sha256)."""
-        if prompt.sha256 in self._registered:
-            return self._registered[prompt.sha256]
-        version = self._find_registered(prompt)
-        if version is None:
-            registered = self.client.register_prompt(
-                name=prompt.name,
-                template=prompt.text,
-                commit_message=prompt.description or f"{prompt.ref}",
-                tags={SHA_TAG: prompt.sha256, VERSION_TAG: str(prompt.version)},
-            )
-            version = str(registered.version)
-        self._registered[prompt.sha256] = version
-        return version
-
-    def _find_registered(self, prompt: PromptVersion) -> str | None:
-        try:
-            versions = self.client.search_prompt_versions(prompt.name)
-        except MlflowException:
-            return None
-        for found in versions:
-            if (found.tags or {}).get(SHA_TAG) == prompt.sha256:
-                return str(found.version)
-        return None
-
-    def _link_prompt(self, run_id: str, prompt: PromptVersion) -> None:
-        version = self.register_prompt(prompt)
-        self.client.link_prompt_version_to_run(run_id, f"prompts:/{prompt.name}/{version}")
-        self.client.set_tag(run_id, "registry_prompt_uri", f"prompts:/{prompt.name}/{version}")
-
     @staticmethod
     def _dataset_params(dataset: LoadedDataset) -> dict[str, Any]:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
+
+
+def candidate_record(result: CandidateResult, task: Task) -> dict[str, Any]:
+    """Exactly what was run, so promotion can ship the same prompt, model, settings and task."""
+    candidate = result.candidate
+    return {
+        "key": candidate.key,
+        "label": candidate.label,
+        "prompt": {
+            "name": candidate.prompt.name,
+            "version": candidate.prompt.version,
+            "sha256": candidate.prompt.sha256,
+        },
+        "provider": candidate.provider,
+        "model": candidate.model,
+        "settings": candidate.settings.model_dump(exclude_none=True),
+        "task": task.model_dump(mode="json"),
+    }
 
 
 def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
