@@ -309,6 +309,95 @@ _COMPARE_METRICS = {
 
 
 # --------------------------------------------------------------------------------------------------
+# promote
+# --------------------------------------------------------------------------------------------------
+def _experiment_name(experiment: str) -> str:
+    if experiment.endswith((".yaml", ".yml")):
+        from promptgrade.config import load_experiment
+
+        return load_experiment(experiment).name
+    return experiment
+
+
+@app.command()
+@user_errors
+def promote(
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-e", help="MLflow experiment name or experiment file.")
+    ],
+    run: Annotated[str | None, typer.Option("--run", help="Promote this run instead of the best.")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Rank and test by this metric (default: the sweep's).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the paired test.")] = 0.05,
+    min_examples: Annotated[int, typer.Option(help="Fewer evaluated examples: not eligible.")] = 30,
+    max_failure_rate: Annotated[
+        float, typer.Option(help="More parse failures + errors: not eligible.")
+    ] = 0.2,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if not measurably better.")] = False,
+    bundle_dir: Annotated[Path, typer.Option(help="Where to write the Lambda bundle.")] = Path(
+        "lambda_handler/bundle"
+    ),
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Promote the best prompt: registry alias `production`, run tag, and the Lambda bundle."""
+    from promptgrade.promotion import Policy, PromotionRefused, decide
+    from promptgrade.promotion import promote as do_promote
+    from promptgrade.tracking.read import RunStore
+
+    store = RunStore(_experiment_name(experiment), tracking_uri)
+    policy = Policy(
+        metric=metric, alpha=alpha, min_examples=min_examples, max_failure_rate=max_failure_rate, force=force
+    )
+    try:
+        decision = decide(store, policy, run)
+    except PromotionRefused as refused:
+        _print_decision(refused.decision)
+        raise
+    _print_decision(decision)
+    do_promote(store, decision, bundle_dir, policy)
+    forced = " [yellow](forced)[/]" if decision.forced else ""
+    console.print(
+        f"[green]promoted[/]{forced} {decision.winner.name} → alias [bold]production[/] on {decision.registry_uri}; "
+        f"bundle written to {bundle_dir} (next: `promptgrade package`)"
+    )
+
+
+def _print_decision(decision: Any) -> None:
+    from promptgrade.promotion import SHOWN_METRICS
+
+    table = Table(title=f"promotion by {decision.metric}")
+    table.add_column("")
+    table.add_column("run")
+    table.add_column("candidate")
+    for metric in SHOWN_METRICS:
+        table.add_column(metric.replace("_", " "), justify="right")
+    for role, row in (
+        ("winner", decision.winner),
+        ("production", decision.incumbent),
+        ("runner-up", decision.runner_up),
+    ):
+        if row is None:
+            continue
+        cells = [role, row.run_id[:8], row.name]
+        for metric in SHOWN_METRICS:
+            value, low, high = (row.metric(metric + suffix) for suffix in ("", "_ci_low", "_ci_high"))
+            if math.isnan(value):
+                cells.append("–")
+            elif metric == "grade_mae":
+                cells.append(f"{value:.1f}" + ("" if math.isnan(low) else f" ({low:.1f}–{high:.1f})"))
+            else:
+                cells.append(f"{value:.0%}" + ("" if math.isnan(low) else f" ({low:.0%}–{high:.0%})"))
+        table.add_row(*cells)
+    console.print(table)
+    against = "production" if decision.incumbent is not None else "runner-up"
+    for test in decision.tests:
+        console.print(f"  vs {against}: {test.name}: p={test.p_value:.3g}, n={test.n}; {test.detail}")
+    if decision.incumbent is None and decision.runner_up is None:
+        console.print("  no production prompt and no runner-up to test against")
+
+
+# --------------------------------------------------------------------------------------------------
 # prompts
 # --------------------------------------------------------------------------------------------------
 PromptsDir = Annotated[Path, typer.Option("--dir", help="The prompts folder.")]

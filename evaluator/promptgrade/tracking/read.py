@@ -1,15 +1,23 @@
-"""Read candidate runs back from MLflow: the CLI's ``compare`` and promotion both start here."""
+"""Read candidate runs back from MLflow: ``compare`` and promotion both start here.
+
+Rows are plain dicts of params, metrics and tags, and predictions are the per-example table the sweep
+logged — enough to re-score or run a paired test without calling a model again.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from promptgrade.errors import TrackingError
+from promptgrade.tracking.registry import PromptRegistry
 from promptgrade.tracking.runs import tracking_uri
 
 DEFAULT_PRIMARY = "category_accuracy"
@@ -21,49 +29,123 @@ LOWER_IS_BETTER = (
     "latency_p95_ms",
     "cost_usd",
 )
+PRODUCTION_TAG = "promptgrade.production_run_id"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    name: str
+    sweep_run_id: str | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    status: str
+
+    def metric(self, name: str) -> float:
+        return self.metrics.get(name, math.nan)
+
+
+class RunStore:
+    """One MLflow experiment's sweeps and candidates."""
+
+    def __init__(self, experiment_name: str, uri: str | None = None) -> None:
+        self.uri = tracking_uri(uri)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise TrackingError(f"no MLflow experiment named {experiment_name!r} in {self.uri}")
+        self.name = experiment_name
+        self.experiment = experiment
+        self.registry = PromptRegistry(self.client)
+
+    def latest_sweep(self) -> str:
+        sweeps = self.client.search_runs(
+            [self.experiment.experiment_id],
+            "tags.`promptgrade.kind` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not sweeps:
+            raise TrackingError(f"experiment {self.name!r} has no sweeps yet: run `promptgrade sweep` first")
+        return sweeps[0].info.run_id
+
+    def candidates(self, sweep_run_id: str | None = None) -> list[RunRow]:
+        query = "tags.`promptgrade.kind` = 'candidate'"
+        if sweep_run_id is not None:
+            query += f" and tags.`mlflow.parentRunId` = '{sweep_run_id}'"
+        runs = self.client.search_runs([self.experiment.experiment_id], query, max_results=5000)
+        return [_row(r) for r in runs]
+
+    def run(self, run_id: str) -> RunRow:
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise TrackingError(f"no MLflow run {run_id!r} in {self.uri}") from None
+        if run.info.experiment_id != self.experiment.experiment_id:
+            raise TrackingError(f"run {run_id} belongs to another MLflow experiment, not {self.name!r}")
+        return _row(run)
+
+    def primary_metric(self, sweep_run_id: str) -> str:
+        """The metric the sweep's experiment file chose (recorded in the sweep run's summary)."""
+        summary = self.json_artifact(sweep_run_id, "summary.json", default={})
+        return str(summary.get("primary_metric", DEFAULT_PRIMARY))
+
+    def json_artifact(self, run_id: str, path: str, default: Any = None) -> Any:
+        try:
+            local = self.client.download_artifacts(run_id, path)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError):
+            if default is not None:
+                return default
+            raise TrackingError(f"run {run_id} has no readable {path} artifact") from None
+
+    def predictions(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's predictions table as example id → row."""
+        table = self.json_artifact(run_id, "predictions.json")
+        columns = table["columns"]
+        return {row[0]: dict(zip(columns, row, strict=True)) for row in table["data"]}
+
+    def production_run_id(self) -> str | None:
+        return self.experiment.tags.get(PRODUCTION_TAG)
+
+    def set_production_run(self, run_id: str) -> None:
+        self.client.set_experiment_tag(self.experiment.experiment_id, PRODUCTION_TAG, run_id)
+
+
+def _row(run: Any) -> RunRow:
+    return RunRow(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        sweep_run_id=run.data.tags.get("mlflow.parentRunId"),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+        status=run.info.status,
+    )
+
+
+def ranked(rows: list[RunRow], metric: str) -> list[RunRow]:
+    """Best first by ``metric``; runs without it go last."""
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+
+    def key(row: RunRow) -> float:
+        value = row.metric(metric)
+        return math.inf if math.isnan(value) else sign * value
+
+    return sorted(rows, key=key)
 
 
 def candidate_rows(
     experiment_name: str, uri: str | None = None, *, latest_only: bool = True, metric: str | None = None
 ) -> tuple[list[dict[str, Any]], str]:
     """Candidate runs (of the latest sweep, by default), best first by ``metric`` or the sweep's primary."""
-    client = MlflowClient(tracking_uri=tracking_uri(uri))
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise TrackingError(f"no MLflow experiment named {experiment_name!r} in {tracking_uri(uri)}")
-    sweeps = client.search_runs(
-        [experiment.experiment_id],
-        "tags.`promptgrade.kind` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-    )
-    if not sweeps:
-        raise TrackingError(
-            f"experiment {experiment_name!r} has no sweeps yet: run `promptgrade sweep` first"
-        )
-    query = "tags.`promptgrade.kind` = 'candidate'"
-    if latest_only:
-        query += f" and tags.`mlflow.parentRunId` = '{sweeps[0].info.run_id}'"
-    runs = client.search_runs([experiment.experiment_id], query, max_results=1000)
-    primary = metric or _primary_of(client, sweeps[0].info.run_id)
-    sign = 1 if primary in LOWER_IS_BETTER else -1
-    rows = [
-        {
-            "run_id": r.info.run_id,
-            "name": r.info.run_name,
-            "metrics": dict(r.data.metrics),
-            "params": dict(r.data.params),
-        }
-        for r in runs
-    ]
-    rows.sort(key=lambda row: sign * row["metrics"].get(primary, sign * math.inf))
-    return rows, primary
-
-
-def _primary_of(client: MlflowClient, sweep_run_id: str) -> str:
-    """The metric the sweep's experiment file chose (recorded in the sweep run's summary)."""
-    try:
-        summary = client.download_artifacts(sweep_run_id, "summary.json")
-        with open(summary, encoding="utf-8") as handle:
-            return str(json.load(handle).get("primary_metric", DEFAULT_PRIMARY))
-    except (MlflowException, OSError, ValueError):
-        return DEFAULT_PRIMARY
+    store = RunStore(experiment_name, uri)
+    sweep = store.latest_sweep()
+    primary = metric or store.primary_metric(sweep)
+    rows = ranked(store.candidates(sweep if latest_only else None), primary)
+    return [
+        {"run_id": r.run_id, "name": r.name, "metrics": r.metrics, "params": r.params} for r in rows
+    ], primary

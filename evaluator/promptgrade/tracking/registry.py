@@ -6,6 +6,8 @@ sha256 tag ties the two together, so the same text is registered once however ma
 
 from __future__ import annotations
 
+import contextlib
+
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -82,3 +84,8 @@ class PromptRegistry:
 
     def set_production(self, name: str, version: str) -> None:
         self.client.set_prompt_alias(name, PRODUCTION_ALIAS, int(version))
+
+    def clear_production(self, name: str) -> None:
+        """Production is one prompt: promoting another name takes the alias off this one."""
+        with contextlib.suppress(MlflowException):
+            self.client.delete_prompt_alias(name, PRODUCTION_ALIAS)

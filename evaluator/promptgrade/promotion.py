@@ -1,0 +1,261 @@
+"""Promotion: pick the best eligible candidate, prove it beats production, alias it, write the bundle.
+
+"Best" in a table of point estimates is not enough to replace what runs in production: the challenger
+must be *measurably* better on the same examples (a paired test at a chosen level), and must have
+been measured on enough examples with few enough failures to trust the figure at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
+from promptgrade.errors import PromptgradeError
+from promptgrade.providers.base import GenerationSettings
+from promptgrade.stats import PairedTest, mcnemar, wilcoxon_errors
+from promptgrade.task import Task
+from promptgrade.tracking.read import RunRow, RunStore, ranked
+
+SHOWN_METRICS = (
+    "category_accuracy",
+    "category_top1_accuracy",
+    "grade_accuracy",
+    "grade_mae",
+    "parse_failure_rate",
+)
+
+
+class PromotionError(PromptgradeError):
+    """No eligible run, or the challenger is not measurably better (without --force)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    metric: str | None = None  # default: the sweep's primary metric
+    alpha: float = 0.05
+    min_examples: int = 30
+    max_failure_rate: float = 0.2  # parse failures + errors
+    force: bool = False
+
+
+@dataclass
+class Decision:
+    winner: RunRow
+    metric: str
+    runner_up: RunRow | None = None
+    incumbent: RunRow | None = None
+    tests: list[PairedTest] = field(default_factory=list)
+    gating_test: PairedTest | None = None
+    ineligible: dict[str, str] = field(default_factory=dict)  # run id → why not
+    forced: bool = False
+    bundle_dir: Path | None = None
+    registry_uri: str | None = None
+
+
+def ineligibility(row: RunRow, policy: Policy) -> str | None:
+    if row.params.get("provider") in (None, "baseline") or "prompt_sha256" not in row.params:
+        return "not a prompt candidate"
+    if row.status != "FINISHED" or row.tags.get("promptgrade.partial") == "true":
+        return f"run is {row.status.lower()} / partial"
+    n = row.metric("n_examples")
+    if math.isnan(n) or n < policy.min_examples:
+        return f"only {0 if math.isnan(n) else int(n)} examples (minimum {policy.min_examples})"
+    failures = row.metric("parse_failure_rate") + row.metric("error_rate")
+    if not math.isnan(failures) and failures > policy.max_failure_rate:
+        return f"{failures:.0%} parse failures + errors (maximum {policy.max_failure_rate:.0%})"
+    return None
+
+
+def _paired(
+    store: RunStore, incumbent: RunRow, challenger: RunRow, metric: str
+) -> tuple[list[PairedTest], PairedTest]:
+    before, after = store.predictions(incumbent.run_id), store.predictions(challenger.run_id)
+    ids = sorted(set(before) & set(after))
+    ids = [i for i in ids if before[i]["status"] != "skipped" and after[i]["status"] != "skipped"]
+    if not ids:
+        raise PromotionError("the two runs share no evaluated examples: they cannot be compared")
+    tests = [
+        mcnemar(
+            [bool(before[i]["category_correct"]) for i in ids],
+            [bool(after[i]["category_correct"]) for i in ids],
+        ),
+    ]
+    top1 = mcnemar(
+        [bool(before[i]["category_top1_correct"]) for i in ids],
+        [bool(after[i]["category_top1_correct"]) for i in ids],
+    )
+    graded = [
+        i for i in ids if before[i]["grade_abs_error"] is not None and after[i]["grade_abs_error"] is not None
+    ]
+    grade_acc = mcnemar(
+        [bool(before[i]["grade_correct"]) for i in graded], [bool(after[i]["grade_correct"]) for i in graded]
+    )
+    grade_err = wilcoxon_errors(
+        [float(before[i]["grade_abs_error"]) for i in graded],
+        [float(after[i]["grade_abs_error"]) for i in graded],
+    )
+    named = {
+        "category_accuracy": tests[0],
+        "category_top1_accuracy": top1,
+        "grade_accuracy": grade_acc,
+        "grade_mae": grade_err,
+    }
+    tests = [
+        PairedTest(f"{t.name} — {name}", t.n, t.p_value, t.challenger_better, t.detail)
+        for name, t in named.items()
+    ]
+    gating = next(t for t in tests if t.name.endswith(f"— {metric}"))
+    return tests, gating
+
+
+def _comparable_incumbent(store: RunStore, production: RunRow, winner: RunRow) -> RunRow | None:
+    """The production candidate measured on the winner's examples: the same run, or its re-run in this sweep."""
+    same_data = production.params.get("dataset_sha256") == winner.params.get("dataset_sha256")
+    if same_data and production.params.get("split") == winner.params.get("split"):
+        return production
+    key = production.tags.get("candidate_key")
+    for row in store.candidates(winner.sweep_run_id):
+        if row.tags.get("candidate_key") == key:
+            return row
+    return None
+
+
+def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decision:
+    sweep = store.latest_sweep() if run_id is None else None
+    metric = policy.metric or store.primary_metric(sweep or store.run(run_id).sweep_run_id or "")
+    if run_id is not None:
+        winner = store.run(run_id)
+        reason = ineligibility(winner, policy)
+        if reason and not policy.force:
+            raise PromotionError(f"run {run_id} is not eligible: {reason} (use --force to override)")
+        peers = store.candidates(winner.sweep_run_id)
+    else:
+        peers = store.candidates(sweep)
+    eligible = [r for r in ranked(peers, metric) if ineligibility(r, policy) is None]
+    ineligible = {r.run_id: reason for r in peers if (reason := ineligibility(r, policy))}
+    if run_id is None:
+        if not eligible:
+            details = (
+                "; ".join(f"{store.run(rid).name}: {why}" for rid, why in ineligible.items()) or "none ran"
+            )
+            raise PromotionError(f"no eligible candidate in the latest sweep of {store.name!r} ({details})")
+        winner = eligible[0]
+    decision = Decision(winner=winner, metric=metric, ineligible=ineligible)
+    others = [r for r in eligible if r.run_id != winner.run_id]
+    decision.runner_up = others[0] if others else None
+
+    production_id = store.production_run_id()
+    if production_id and production_id != winner.run_id:
+        production = store.run(production_id)
+        if production.params.get("prompt_sha256") == winner.params.get("prompt_sha256") and all(
+            production.params.get(k) == winner.params.get(k) for k in ("model", "provider")
+        ):
+            decision.incumbent = production
+        else:
+            comparable = _comparable_incumbent(store, production, winner)
+            if comparable is None:
+                if not policy.force:
+                    raise PromotionError(
+                        f"production ({production.name}) was not measured on this sweep's examples, so the "
+                        "challenger cannot be tested against it: add it to the experiment and sweep again, or --force"
+                    )
+                decision.forced = True
+            else:
+                decision.incumbent = comparable
+                decision.tests, decision.gating_test = _paired(store, comparable, winner, metric)
+                gate = decision.gating_test
+                better = gate.challenger_better and gate.significant(policy.alpha)
+                if not better:
+                    if not policy.force:
+                        raise PromotionRefused(decision, policy)
+                    decision.forced = True
+    elif decision.runner_up is not None:
+        decision.tests, _ = _paired(store, decision.runner_up, winner, metric)
+    return decision
+
+
+class PromotionRefused(PromotionError):
+    def __init__(self, decision: Decision, policy: Policy) -> None:
+        self.decision = decision
+        gate = decision.gating_test
+        assert gate is not None
+        super().__init__(
+            f"{decision.winner.name} is not measurably better than production ({decision.incumbent.name if decision.incumbent else '?'}) "
+            f"on {decision.metric}: {gate.name} p={gate.p_value:.3g} (needs < {policy.alpha}), {gate.detail}. "
+            "Use --force to promote anyway."
+        )
+
+
+def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Policy) -> Decision:
+    """Alias the winner's prompt version as ``production``, tag the run, and write the Lambda bundle."""
+    winner = decision.winner
+    record = store.json_artifact(winner.run_id, "candidate.json")
+    uri = winner.tags.get("registry_prompt_uri", "")
+    name, _, registry_version = uri.removeprefix("prompts:/").partition("/")
+    if not name or not registry_version:
+        raise PromotionError(f"run {winner.run_id} has no registered prompt (tag registry_prompt_uri)")
+    prompt = store.registry.load(name, registry_version)
+    if prompt.sha256 != record["prompt"]["sha256"]:
+        raise PromotionError(f"registry prompt {uri} does not match the text run {winner.run_id} measured")
+    task = Task.model_validate(record["task"])
+    metrics = {k: v for k, v in winner.metrics.items() if not math.isnan(v)}
+    promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest = Manifest(
+        prompt=PromptInfo(name=prompt.name, version=int(record["prompt"]["version"]), sha256=prompt.sha256),
+        provider=record["provider"],
+        model=record["model"],
+        settings=GenerationSettings.model_validate(record["settings"]),
+        task=task,
+        provenance=Provenance(
+            run_id=winner.run_id,
+            experiment=store.name,
+            metrics=metrics,
+            promoted_at=promoted_at,
+            dataset=winner.params.get("dataset"),
+            dataset_sha256=winner.params.get("dataset_sha256"),
+            tracking_uri=store.uri,
+        ),
+    )
+    prompt = type(prompt)(prompt.name, int(record["prompt"]["version"]), prompt.text, source=uri)
+    write_bundle(bundle_dir, prompt, manifest)
+
+    previous = store.production_run_id()
+    if previous and previous != winner.run_id:
+        old_name = store.run(previous).params.get("prompt_name")
+        if old_name and old_name != name:
+            store.registry.clear_production(old_name)
+    store.registry.set_production(name, registry_version)
+    store.set_production_run(winner.run_id)
+    store.client.set_tag(winner.run_id, "promptgrade.promoted_at", promoted_at)
+    store.client.log_dict(winner.run_id, promotion_record(decision, policy, promoted_at), "promotion.json")
+    decision.bundle_dir = bundle_dir
+    decision.registry_uri = uri
+    return decision
+
+
+def promotion_record(decision: Decision, policy: Policy, promoted_at: str) -> dict[str, Any]:
+    return {
+        "promoted_at": promoted_at,
+        "metric": decision.metric,
+        "alpha": policy.alpha,
+        "forced": decision.forced,
+        "incumbent_run_id": decision.incumbent.run_id if decision.incumbent else None,
+        "runner_up_run_id": decision.runner_up.run_id if decision.runner_up else None,
+        "tests": [
+            {
+                "name": t.name,
+                "n": t.n,
+                "p_value": t.p_value,
+                "challenger_better": t.challenger_better,
+                "detail": t.detail,
+            }
+            for t in decision.tests
+        ],
+    }
+
+
+__all__ = ["Decision", "Policy", "PromotionError", "PromotionRefused", "decide", "promote"]
