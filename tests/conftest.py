@@ -13,6 +13,13 @@ from promptgrade.testing.gemini_server import FakeGemini
 FAKE_API_KEY = "test-key-not-real"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own answer cache and dataset cache, never the developer's (or another test's)."""
+    monkeypatch.setenv("PROMPTGRADE_CACHE", str(tmp_path / "answer-cache.sqlite"))
+    monkeypatch.setenv("PROMPTGRADE_CACHE_DIR", str(tmp_path / "dataset-cache"))
+
+
 @pytest.fixture
 def gemini_server() -> Iterator[FakeGemini]:
     """A started fake Gemini API on 127.0.0.1, fresh per test so scripts and logs never leak."""

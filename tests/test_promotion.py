@@ -73,7 +73,8 @@ def sweep(
             return json.dumps({"categories": categories, "food_remaining_pct": grade})
 
         gemini_server.default_answer = answer
-        result = RUNNER.invoke(app, ["sweep", str(experiment_file), "--tracking-uri", tracking])
+        # --no-cache: each call of this fixture scripts a different model; the cache would replay the first.
+        result = RUNNER.invoke(app, ["sweep", str(experiment_file), "--tracking-uri", tracking, "--no-cache"])
         assert result.exit_code == 0, result.output
 
     return run

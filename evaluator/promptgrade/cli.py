@@ -174,9 +174,21 @@ def sweep(
     experiment: Annotated[Path, typer.Argument(help="Experiment file (experiments/<name>.yaml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and estimate; call no model.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the answer cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Call again even if cached; store the new answers.")
+    ] = False,
+    cache_path: Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Run every prompt × model × setting on the dataset split and log each candidate to MLflow."""
+    """Run every prompt × model × setting on the dataset split and log each candidate to MLflow.
+
+    Interrupted (Ctrl-C, crash, quota, budget)? Run the same command again: it resumes.
+    """
+    from promptgrade.cache import AnswerCache
+    from promptgrade.runner import CacheMode, SweepStopped
     from promptgrade.sweep import Sweep
 
     prepared = Sweep(experiment, limit=limit)
@@ -184,22 +196,38 @@ def sweep(
         _print_dry_run(prepared.estimate())
         return
     prepared.connect()
-    with Progress(
+    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path), read=not refresh)
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-    ) as progress:
-        listener = _ProgressListener(progress, prepared.total_calls)
-        report = prepared.run(tracking_uri=tracking_uri, listeners=[listener])
+    )
+    listener = _ProgressListener(progress, prepared.total_calls)
+    resume_hint = f"run `promptgrade sweep {experiment}` again to resume" + (
+        "" if mode.cache else " (with --no-cache, answers already paid for will be paid again)"
+    )
+    try:
+        with progress:
+            report = prepared.run(tracking_uri=tracking_uri, listeners=[listener], cache=mode)
+    except SweepStopped as stop:
+        err.print(f"[bold yellow]sweep stopped:[/] {stop.message}", highlight=False, soft_wrap=True)
+        err.print(f"finished candidates and partial results are in MLflow; {resume_hint}", highlight=False)
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        saved = f"{mode.cache.count()} answers in the cache; " if mode.cache else ""
+        err.print(f"[yellow]interrupted[/] — {saved}{resume_hint}", highlight=False)
+        raise typer.Exit(130) from None
     console.print(_summary_table(report))
     if report.dataset.skipped:
         console.print(
             f"[yellow]{len(report.dataset.skipped)} unusable example(s) skipped[/] "
             "(counted in n_skipped; reasons in the predictions table)"
         )
+    resumed = "resumed sweep; " if report.resumed else ""
+    console.print(f"{resumed}{report.calls} API calls, {report.cache_hits} answers from the cache")
     best = report.best()
     if best is not None:
         console.print(f"best by {report.primary_metric}: [bold]{best.candidate.label}[/] (run {best.run_id})")
@@ -395,6 +423,39 @@ def _print_decision(decision: Any) -> None:
         console.print(f"  vs {against}: {test.name}: p={test.p_value:.3g}, n={test.n}; {test.detail}")
     if decision.incumbent is None and decision.runner_up is None:
         console.print("  no production prompt and no runner-up to test against")
+
+
+# --------------------------------------------------------------------------------------------------
+# cache
+# --------------------------------------------------------------------------------------------------
+cache_app = typer.Typer(help="Inspect or clear the answer cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")]
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(cache_path: CacheOpt = None) -> None:
+    """How many answers are cached, for which models, and the file's size."""
+    from promptgrade.cache import AnswerCache
+
+    stats = AnswerCache(cache_path).stats()
+    console.print(f"{stats['path']}: {stats['answers']} answers, {stats['bytes'] / 1e6:.1f} MB")
+    for provider, model, count in stats["by_model"]:
+        console.print(f"  {provider}/{model}: {count}")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(
+    cache_path: CacheOpt = None,
+    model: Annotated[str | None, typer.Option(help="Only this model's answers.")] = None,
+) -> None:
+    """Delete cached answers (all, or one model's): the next sweep pays for them again."""
+    from promptgrade.cache import AnswerCache
+
+    removed = AnswerCache(cache_path).clear(model)
+    console.print(f"removed {removed} cached answers")
 
 
 # --------------------------------------------------------------------------------------------------

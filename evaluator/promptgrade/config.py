@@ -49,6 +49,16 @@ class PromptRef(BaseModel):
         return {"name": name, "versions": [int(version)]}
 
 
+class Limits(BaseModel):
+    """A model's rate limits: the runner stays under them instead of discovering them through 429s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int | None = Field(None, ge=1, description="Requests in flight at once.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Input tokens per minute (estimated before each call).")
+
+
 class ModelSpec(BaseModel):
     """A model and its settings; ``grid`` lists values to sweep (every combination is a candidate)."""
 
@@ -59,6 +69,7 @@ class ModelSpec(BaseModel):
     settings: GenerationSettings = GenerationSettings()
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     timeout_s: float = Field(60.0, gt=0)
+    limits: Limits = Limits()
 
     @field_validator("grid")
     @classmethod
@@ -101,6 +112,18 @@ class Experiment(BaseModel):
     base_url: str | None = None
     concurrency: int = Field(8, ge=1, le=256)
     max_retries: int = Field(4, ge=0, le=20)
+    retry_initial_s: float = Field(1.0, gt=0, le=60, description="First backoff; doubles, with jitter.")
+    retry_max_s: float = Field(60.0, gt=0, le=3600)
+    retry_answers: list[Literal["blocked", "empty", "truncated", "malformed"]] = Field(
+        default_factory=list, description="Answer-like failures to retry as if transient (default: none)."
+    )
+    max_consecutive_failures: int = Field(
+        10, ge=1, description="A model failing this often in a row stops the sweep."
+    )
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="Stop before spending more than this (per run)."
+    )
+    max_calls: int | None = Field(None, ge=1, description="Stop before making more API requests than this.")
     primary_metric: Literal[PRIMARY_METRICS] = "category_accuracy"  # type: ignore[valid-type]
 
     # Set by load_experiment; not part of the file.

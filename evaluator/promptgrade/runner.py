@@ -1,9 +1,13 @@
-"""Runs a sweep: every candidate on every example, with bounded concurrency and retries.
+"""Runs a sweep: every candidate on every example, within limits, without losing or re-buying answers.
 
-Scheduling lives here once, not in each provider: a fixed pool of workers pulls (candidate, example)
+Scheduling lives here once, not in each provider. A fixed pool of workers pulls (candidate, example)
 pairs from one iterator, so memory does not grow with the dataset and the first candidate finishes
-(and is logged) first. Transient API errors are retried with exponential backoff and jitter, waiting
-at least as long as the server's RetryInfo asks — which the SDK itself ignores.
+(and is logged) first. Around each call, in order: the answer cache (a hit costs nothing), the budget
+(never start a call that could overspend), the model's limits (concurrency, requests and tokens per
+minute), and retries of transient errors — exponential backoff with jitter, never shorter than the
+server's RetryInfo delay, which the SDK itself ignores. Conditions that retrying cannot fix (a daily
+quota, a model that keeps failing, the budget) stop the sweep cleanly: what finished is kept, and
+running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -22,12 +27,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from promptgrade.cache import AnswerCache, cache_key
 from promptgrade.candidates import Candidate
-from promptgrade.config import Plan, price_for
+from promptgrade.config import Limits, Plan, price_for
 from promptgrade.data.examples import Example, LoadedDataset
+from promptgrade.errors import SweepAborted
+from promptgrade.estimate import EXPECTED_OUTPUT_TOKENS, image_size, image_tokens, text_tokens
 from promptgrade.grading import build_request, interpret
-from promptgrade.providers.base import Completion, CompletionRequest, Provider
-from promptgrade.scoring import Estimate, Outcome, score, skipped, summarise
+from promptgrade.providers.base import Completion, CompletionRequest, ErrorKind, Provider
+from promptgrade.scoring import Estimate, Outcome, Price, score, skipped, summarise
 
 
 @dataclass
@@ -37,6 +45,9 @@ class CandidateResult:
     metrics: dict[str, Estimate | float] = field(default_factory=dict)
     run_id: str | None = None
     skipped_reason: str | None = None
+    partial: bool = False
+    calls: int = 0  # API requests made for this candidate in this run (cache hits excluded)
+    cache_hits: int = 0
 
 
 class SweepListener(Protocol):
@@ -47,29 +58,190 @@ class SweepListener(Protocol):
     def candidate_done(self, result: CandidateResult) -> None: ...
 
 
-class _Retrying:
-    """Backoff policy: exponential with jitter, floored by the server's own retry delay."""
+class SweepStopped(SweepAborted):
+    """Stopped on purpose (quota, budget, failing model): finished work is logged, the rest resumes."""
 
-    def __init__(self, max_retries: int, *, initial_s: float = 1.0, max_s: float = 60.0) -> None:
-        self.max_retries = max_retries
-        self._jitter = wait_exponential_jitter(initial=initial_s, max=max_s)
+    def __init__(self, reason: str, kind: str) -> None:
+        self.kind = kind
+        super().__init__(reason)
+
+
+@dataclass
+class CacheMode:
+    cache: AnswerCache | None = None
+    read: bool = True  # --refresh: call again, but store the new answers
+
+    @classmethod
+    def off(cls) -> CacheMode:
+        return cls(None, read=False)
+
+
+class Budget:
+    """Spending and call limits for one run of a sweep. Single-threaded (asyncio), so no locks needed."""
+
+    def __init__(self, max_cost_usd: float | None, max_calls: int | None) -> None:
+        self.max_cost_usd = max_cost_usd
+        self.max_calls = max_calls
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self.calls = 0
+
+    def reserve(self, estimated_usd: float) -> None:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            raise SweepStopped(f"max_calls={self.max_calls} reached", "budget")
+        if (
+            self.max_cost_usd is not None
+            and self.spent_usd + self.reserved_usd + estimated_usd > self.max_cost_usd
+        ):
+            raise SweepStopped(
+                f"max_cost_usd=${self.max_cost_usd:g} reached (spent ${self.spent_usd:.4f}; the next call "
+                f"would cost ~${estimated_usd:.4f})",
+                "budget",
+            )
+        self.calls += 1
+        self.reserved_usd += estimated_usd
+
+    def settle(self, estimated_usd: float, actual_usd: float) -> None:
+        self.reserved_usd -= estimated_usd
+        self.spent_usd += actual_usd
+
+
+class _Gate:
+    """One model's limits and health: in-flight cap, request and token rates, consecutive failures."""
+
+    def __init__(self, limits: Limits, concurrency: int) -> None:
+        self.semaphore = asyncio.Semaphore(min(limits.concurrency or concurrency, concurrency))
+        self.rpm = AsyncLimiter(limits.rpm, 60) if limits.rpm else None
+        self.tpm = AsyncLimiter(limits.tpm, 60) if limits.tpm else None
+        self.consecutive_failures = 0
+        self.last_failure = ""
+
+    async def enter(self, tokens: int) -> None:
+        if self.rpm is not None:
+            await self.rpm.acquire()
+        if self.tpm is not None:
+            await self.tpm.acquire(min(tokens, self.tpm.max_rate))
+
+
+class Caller:
+    """A candidate's call, with everything around it that turns a flaky paid API into a reliable one."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        cache: CacheMode,
+        budget: Budget,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        experiment = plan.experiment
+        self.plan = plan
+        self.cache = cache
+        self.budget = budget
+        self.clock = clock
+        self.max_retries = experiment.max_retries
+        self.retry_answers = {ErrorKind(kind) for kind in experiment.retry_answers}
+        self.max_consecutive_failures = experiment.max_consecutive_failures
+        self._jitter = wait_exponential_jitter(initial=experiment.retry_initial_s, max=experiment.retry_max_s)
+        limits = {(m.provider, m.model): m.limits for m in experiment.models}
+        self.gates = {key: _Gate(value, experiment.concurrency) for key, value in limits.items()}
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def _retryable(self, completion: Completion) -> bool:
+        error = completion.error
+        return error is not None and (error.transient or error.kind in self.retry_answers)
 
     def _wait(self, state: RetryCallState) -> float:
         backoff = self._jitter(state)
-        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        outcome = state.outcome
+        result = outcome.result() if outcome is not None and not outcome.failed else None
         if isinstance(result, Completion) and result.error and result.error.retry_after_s is not None:
-            return max(result.error.retry_after_s, min(backoff, result.error.retry_after_s * 2))
+            delay = result.error.retry_after_s
+            return max(delay, min(backoff, delay * 2))
         return backoff
 
-    async def call(self, provider: Provider, request: CompletionRequest) -> Completion:
+    def _estimate_usd(self, request: CompletionRequest, price: Price | None) -> tuple[int, float]:
+        """Input tokens and dollars a call may cost, for the token limiter and the budget, before it is made."""
+        if (size := self._sizes.get(request.image.sha256)) is None:
+            try:
+                size = image_size(request.image.data)
+            except OSError:
+                size = (384, 384)
+            self._sizes[request.image.sha256] = size
+        width, height = size
+        tokens = image_tokens(width, height, request.settings.media_resolution) + text_tokens(request.prompt)
+        output = request.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+        return tokens, 0.0 if price is None else price.cost(tokens, output)
+
+    async def _attempt(
+        self, provider: Provider, request: CompletionRequest, candidate: Candidate
+    ) -> Completion:
+        gate = self.gates[(candidate.provider, candidate.model)]
+        price = price_for(candidate.model, self.plan.prices)
+        tokens, estimated = self._estimate_usd(request, price)
+        self.budget.reserve(estimated)
+        actual = 0.0
+        try:
+            async with gate.semaphore:
+                await gate.enter(tokens)
+                started = self.clock()
+                completion = await provider.complete(request)
+                if not completion.latency_ms:
+                    completion = replace(completion, latency_ms=(self.clock() - started) * 1000)
+            if price is not None:
+                actual = price.cost(completion.input_tokens, completion.output_tokens)
+            return completion
+        finally:
+            self.budget.settle(estimated, actual)
+
+    async def complete(
+        self, candidate: Candidate, provider: Provider, request: CompletionRequest
+    ) -> tuple[Completion, int]:
+        """The answer and how many API requests it took (0 when it came from the cache)."""
+        cache = self.cache.cache
+        key = cache_key(candidate.provider, candidate.model, request) if cache is not None else ""
+        if cache is not None and self.cache.read and (hit := cache.get(key)) is not None:
+            return hit, 0
+        attempts = 0
+
+        async def attempt() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(provider, request, candidate)
+
         retrying = AsyncRetrying(
-            retry=retry_if_result(lambda c: c.error is not None and c.error.transient),
+            retry=retry_if_result(self._retryable),
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
             reraise=True,
         )
-        return await retrying(provider.complete, request)
+        completion: Completion = await retrying(attempt)
+        self._health(candidate, completion)
+        if cache is not None:
+            cache.put(key, candidate.provider, candidate.model, completion)
+        return completion, attempts
+
+    def _health(self, candidate: Candidate, completion: Completion) -> None:
+        gate = self.gates[(candidate.provider, candidate.model)]
+        error = completion.error
+        if error is not None and error.kind is ErrorKind.QUOTA_EXHAUSTED:
+            raise SweepStopped(
+                f"{candidate.model}: daily quota exhausted ({error.message}); run the same command again "
+                "when the quota resets to resume",
+                "quota",
+            )
+        if error is not None and (error.transient or error.kind in (ErrorKind.AUTH, ErrorKind.BAD_REQUEST)):
+            gate.consecutive_failures += 1
+            gate.last_failure = f"{error.kind.value}: {error.message}"
+            if gate.consecutive_failures >= self.max_consecutive_failures:
+                raise SweepStopped(
+                    f"{candidate.model} keeps failing ({gate.consecutive_failures} answers in a row, last: "
+                    f"{gate.last_failure}); fix the cause and run the same command again to resume",
+                    "failing",
+                )
+        else:
+            gate.consecutive_failures = 0
 
 
 def _pairs(candidates: list[Candidate], examples: list[Example]) -> Iterator[tuple[Candidate, Example]]:
@@ -85,52 +257,60 @@ async def run_sweep(
     providers: dict[tuple[str, str], Provider],
     listeners: list[SweepListener] | None = None,
     *,
-    backoff_initial_s: float = 1.0,
-    clock: Callable[[], float] = time.perf_counter,
+    cache: CacheMode | None = None,
+    budget: Budget | None = None,
+    results: dict[str, CandidateResult] | None = None,
 ) -> list[CandidateResult]:
-    """Run ``candidates`` (those whose provider is in ``providers``) over ``dataset``'s examples."""
+    """Run ``candidates`` over ``dataset``; raises SweepStopped after logging what finished."""
     listeners = listeners or []
     experiment = plan.experiment
-    retrying = _Retrying(experiment.max_retries, initial_s=backoff_initial_s)
-    results = {c.key: CandidateResult(c) for c in candidates}
-    runnable = [c for c in candidates if (c.provider, c.model) in providers]
+    budget = budget or Budget(experiment.max_cost_usd, experiment.max_calls)
+    caller = Caller(plan, cache or CacheMode.off(), budget)
+    results = results if results is not None else {}
+    for candidate in candidates:
+        results.setdefault(candidate.key, CandidateResult(candidate))
     total = len(dataset.examples) + len(dataset.skipped)
-    remaining = {c.key: len(dataset.examples) for c in runnable}
+    remaining = {c.key: len(dataset.examples) for c in candidates}
+    order = {e.id: i for i, e in enumerate(dataset.examples)}
 
-    def finish(candidate: Candidate) -> None:
+    def finish(candidate: Candidate, *, partial: bool = False) -> None:
         result = results[candidate.key]
-        order = {e.id: i for i, e in enumerate(dataset.examples)}
         result.outcomes.sort(key=lambda o: order.get(o.example_id, len(order)))
         for skip in dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
         result.metrics = summarise(result.outcomes, price_for(candidate.model, plan.prices))
+        result.partial = partial
         for listener in listeners:
             listener.candidate_done(result)
 
-    for candidate in runnable:
+    for candidate in candidates:
         for listener in listeners:
             listener.candidate_started(candidate, total)
         if not dataset.examples:
             finish(candidate)
 
-    pairs = _pairs(runnable, dataset.examples)
+    pairs = _pairs(candidates, dataset.examples)
+    stopped: list[SweepStopped] = []
 
     async def worker() -> None:
         for candidate, example in pairs:
+            if stopped:
+                return
             provider = providers[(candidate.provider, candidate.model)]
             request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, example.image)
-            started = clock()
-            completion = await retrying.call(provider, request)
-            if not completion.latency_ms:
-                completion = _with_latency(completion, (clock() - started) * 1000)
+            try:
+                completion, calls = await caller.complete(candidate, provider, request)
+            except SweepStopped as stop:
+                stopped.append(stop)
+                return
+            result = results[candidate.key]
+            result.calls += calls
+            result.cache_hits += calls == 0
+            labels = example.labels
             outcome = score(
-                example.id,
-                example.labels.categories,
-                example.labels.grade,
-                interpret(completion, plan.task),
-                plan.task,
+                example.id, labels.categories, labels.grade, interpret(completion, plan.task), plan.task
             )
-            results[candidate.key].outcomes.append(outcome)
+            result.outcomes.append(outcome)
             for listener in listeners:
                 listener.example_done(candidate, outcome)
             remaining[candidate.key] -= 1
@@ -138,10 +318,9 @@ async def run_sweep(
                 finish(candidate)
 
     await asyncio.gather(*(worker() for _ in range(experiment.concurrency)))
+    if stopped:
+        for candidate in candidates:
+            if 0 < remaining[candidate.key] < len(dataset.examples):
+                finish(candidate, partial=True)
+        raise stopped[0]
     return [results[c.key] for c in candidates]
-
-
-def _with_latency(completion: Completion, latency_ms: float) -> Completion:
-    from dataclasses import replace
-
-    return replace(completion, latency_ms=latency_ms)

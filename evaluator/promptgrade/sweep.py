@@ -8,6 +8,8 @@ done so an interrupted sweep keeps what it finished.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,8 @@ from promptgrade.errors import CredentialsError
 from promptgrade.estimate import CandidateEstimate, estimate, image_size
 from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
-from promptgrade.runner import CandidateResult, SweepListener, run_sweep
+from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepStopped, run_sweep
 from promptgrade.scoring import Estimate
-from promptgrade.task import Task
 
 if TYPE_CHECKING:
     from promptgrade.tracking import Tracker
@@ -38,6 +39,15 @@ class SweepReport:
     estimates: list[CandidateEstimate] = field(default_factory=list)
     sweep_run_id: str | None = None
     tracking_uri: str | None = None
+    resumed: bool = False
+
+    @property
+    def calls(self) -> int:
+        return sum(r.calls for r in self.results)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(r.cache_hits for r in self.results)
 
     @property
     def primary_metric(self) -> str:
@@ -81,6 +91,7 @@ class Sweep:
         self.candidates = candidates_for(self.plan)
         self.results = {c.key: CandidateResult(c) for c in self.candidates}
         self.providers: dict[tuple[str, str], Provider] | None = None
+        self.stop_reason: str | None = None
 
     @property
     def total_calls(self) -> int:
@@ -121,13 +132,28 @@ class Sweep:
             raise next(iter(failures.values()))
         self.providers = providers
 
+    def sweep_key(self) -> str:
+        """Identifies "the same sweep": same candidates on the same data (what resume looks for)."""
+        payload = [
+            self.plan.experiment.name,
+            self.dataset.sha256,
+            self.dataset.split,
+            *sorted(self.candidate_keys),
+        ]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
+
+    @property
+    def candidate_keys(self) -> list[str]:
+        return [c.key for c in self.candidates]
+
     def run(
         self,
         *,
         tracking_uri: str | None = None,
         listeners: list[SweepListener] | None = None,
-        backoff_initial_s: float = 1.0,
+        cache: CacheMode | None = None,
     ) -> SweepReport:
+        """Run (or resume) the sweep. Raises SweepStopped after logging partial results, if stopped."""
         from promptgrade.tracking import Tracker  # mlflow is imported only when a sweep really runs
 
         if self.providers is None:
@@ -136,36 +162,70 @@ class Sweep:
         report = SweepReport(plan, dataset, self.candidates)
         tracker = Tracker(plan.experiment.name, tracking_uri)
         report.tracking_uri = tracker.uri
-        report.sweep_run_id = tracker.start_sweep(plan.experiment.path, dataset, len(self.candidates))
-        all_listeners = [_TrackingListener(tracker, dataset, plan.task), *(listeners or [])]
+        report.resumed = tracker.start_sweep(
+            plan.experiment.path, dataset, len(self.candidates), self.sweep_key()
+        )
+        report.sweep_run_id = tracker.parent_run_id
+        todo: list[Candidate] = []
+        for candidate in self.runnable:
+            result = self.results[candidate.key]
+            result.run_id, finished = tracker.candidate_run(candidate, dataset, plan.task)
+            if finished:
+                result.metrics = unflatten(tracker.finished_metrics(result.run_id))
+            else:
+                todo.append(candidate)
+        all_listeners = [_TrackingListener(tracker), *(listeners or [])]
+        self.stop_reason = None
         try:
-            finished = asyncio.run(
+            finished_results = asyncio.run(
                 run_sweep(
                     plan,
                     dataset,
-                    self.runnable,
+                    todo,
                     self.providers or {},
                     all_listeners,
-                    backoff_initial_s=backoff_initial_s,
+                    cache=cache,
+                    results=self.results,
                 )
             )
+        except SweepStopped as stop:
+            self.stop_reason = stop.message
+            report.results = [self.results[c.key] for c in self.candidates]
+            tracker.kill_unfinished([r.run_id for r in report.results if r.run_id])
+            tracker.finish_sweep(report.results, plan.experiment.primary_metric, "KILLED", stop.message)
+            raise
         except BaseException:
+            tracker.kill_unfinished([r.run_id for r in self.results.values() if r.run_id])
             tracker.finish_sweep(list(self.results.values()), plan.experiment.primary_metric, status="KILLED")
             raise
-        for result in finished:
+        for result in finished_results:
             self.results[result.candidate.key] = result
         report.results = [self.results[c.key] for c in self.candidates]
         tracker.finish_sweep(report.results, plan.experiment.primary_metric)
         return report
 
 
+def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:
+    """Metrics read back from MLflow, with their intervals, as the runner produced them."""
+    out: dict[str, Estimate | float] = {}
+    n = int(flat.get("n_examples", 0))
+    for name, value in flat.items():
+        if name.endswith(("_ci_low", "_ci_high")):
+            continue
+        if f"{name}_ci_low" in flat:
+            out[name] = Estimate(
+                value=value, ci_low=flat[f"{name}_ci_low"], ci_high=flat[f"{name}_ci_high"], n=n
+            )
+        else:
+            out[name] = value
+    return out
+
+
 class _TrackingListener:
     """Logs each candidate the moment it finishes, so an interrupted sweep keeps what it finished."""
 
-    def __init__(self, tracker: Tracker, dataset: LoadedDataset, task: Task) -> None:
+    def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        self.dataset = dataset
-        self.task = task
 
     def candidate_started(self, candidate: Candidate, total: int) -> None:
         pass
@@ -174,4 +234,4 @@ class _TrackingListener:
         pass
 
     def candidate_done(self, result: CandidateResult) -> None:
-        self.tracker.log_candidate(result, self.dataset, self.task)
+        self.tracker.log_candidate(result)

@@ -6,7 +6,9 @@ from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Provider
 
 
-def make_provider(provider: str, model: str, *, base_url: str | None = None, timeout_s: float = 60.0) -> Provider:
+def make_provider(
+    provider: str, model: str, *, base_url: str | None = None, timeout_s: float = 60.0
+) -> Provider:
     """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate."""
     if provider == "gemini":
         from promptgrade.providers.gemini import GeminiProvider

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from promptgrade.candidates import Candidate
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.errors import TrackingError
 from promptgrade.runner import CandidateResult
@@ -35,6 +37,15 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 
+def artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Artifacts beside a local sqlite store (not in whatever directory the command ran from)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides where its artifacts live
+    folder = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment_name).strip("-") or "experiment"
+    return (folder / safe).resolve().as_uri()
+
+
 class Tracker:
     def __init__(self, experiment_name: str, uri: str | None = None) -> None:
         self.uri = tracking_uri(uri)
@@ -45,7 +56,9 @@ class Tracker:
         try:
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
-                self.experiment_id = self.client.create_experiment(experiment_name)
+                self.experiment_id = self.client.create_experiment(
+                    experiment_name, artifact_location=artifact_location(self.uri, experiment_name)
+                )
             elif experiment.lifecycle_stage == "deleted":
                 raise TrackingError(
                     f"MLflow experiment {experiment_name!r} is deleted; restore it or rename the experiment"
@@ -58,11 +71,32 @@ class Tracker:
         self.registry = PromptRegistry(self.client)
 
     # -- sweep ---------------------------------------------------------------------------------
-    def start_sweep(self, experiment_file: Path, dataset: LoadedDataset, n_candidates: int) -> str:
+    def start_sweep(
+        self, experiment_file: Path, dataset: LoadedDataset, n_candidates: int, sweep_key: str
+    ) -> bool:
+        """Start a sweep run, or resume the unfinished one with the same key; True if resumed.
+
+        The key hashes the candidates and the dataset, so "the same command again" finds its sweep
+        and an edited experiment starts a new one.
+        """
+        unfinished = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`promptgrade.kind` = 'sweep' and tags.`sweep_key` = '{sweep_key}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if unfinished:
+            self.parent_run_id = unfinished[0].info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return True
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={"promptgrade.kind": "sweep", "experiment_file": str(experiment_file)},
+            tags={
+                "promptgrade.kind": "sweep",
+                "experiment_file": str(experiment_file),
+                "sweep_key": sweep_key,
+            },
         )
         self.parent_run_id = run.info.run_id
         self.client.log_batch(
@@ -70,28 +104,45 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in self._dataset_params(dataset).items()]
             + [Param("n_candidates", str(n_candidates))],
         )
-        return self.parent_run_id
+        return False
 
     def finish_sweep(
-        self, results: list[CandidateResult], primary_metric: str, status: str = "FINISHED"
+        self,
+        results: list[CandidateResult],
+        primary_metric: str,
+        status: str = "FINISHED",
+        stop_reason: str | None = None,
     ) -> None:
         summary = [
             {
                 "candidate": r.candidate.label,
                 "run_id": r.run_id,
                 "skipped_reason": r.skipped_reason,
+                "partial": r.partial,
                 **{k: v for k, v in flatten(r.metrics).items() if not k.endswith(("_ci_low", "_ci_high"))},
             }
             for r in results
         ]
-        self.client.log_dict(
-            self.parent_run_id, {"primary_metric": primary_metric, "candidates": summary}, "summary.json"
-        )
+        record = {"primary_metric": primary_metric, "stop_reason": stop_reason, "candidates": summary}
+        self.client.log_dict(self.parent_run_id, record, "summary.json")
+        self.client.set_tag(self.parent_run_id, "promptgrade.partial", str(status != "FINISHED").lower())
+        if stop_reason:
+            self.client.set_tag(self.parent_run_id, "stop_reason", stop_reason[:5000])
         self.client.set_terminated(self.parent_run_id, status=status)
 
     # -- candidates ----------------------------------------------------------------------------
-    def log_candidate(self, result: CandidateResult, dataset: LoadedDataset, task: Task) -> str:
-        candidate = result.candidate
+    def candidate_run(self, candidate: Candidate, dataset: LoadedDataset, task: Task) -> tuple[str, bool]:
+        """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`candidate_key` = '{candidate.key}'",
+            max_results=1,
+        )
+        if found:
+            run = found[0]
+            if run.info.status != "FINISHED":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id, run.info.status == "FINISHED"
         run = self.client.create_run(
             self.experiment_id,
             run_name=candidate.label,
@@ -100,38 +151,56 @@ class Tracker:
                 "promptgrade.kind": "candidate",
                 "candidate_key": candidate.key,
                 "task": task.name,
+                **{k: str(v) for k, v in candidate.params().items()},
             },
         )
         run_id = run.info.run_id
         params = {**candidate.params(), **self._dataset_params(dataset)}
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in flatten(result.metrics).items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
-            tags=[RunTag(k, str(v)) for k, v in candidate.params().items()],
-        )
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
         self.client.log_text(
             run_id, candidate.prompt.text, f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja"
         )
-        self.client.log_table(run_id, predictions_table(result), "predictions.json")
-        self.client.log_dict(run_id, metrics_with_ci(result.metrics), "metrics.json")
-        self.client.log_dict(run_id, candidate_record(result, task), "candidate.json")
+        self.client.log_dict(run_id, candidate_record(candidate, task), "candidate.json")
         uri = self.registry.link(run_id, candidate.prompt)
         self.client.set_tag(run_id, "registry_prompt_uri", uri)
-        self.client.set_terminated(run_id)
-        result.run_id = run_id
-        return run_id
+        return run_id, False
+
+    def finished_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def log_candidate(self, result: CandidateResult) -> None:
+        """Metrics and the predictions table; a partial result is logged too, and marked as such."""
+        run_id = result.run_id
+        if run_id is None:
+            raise TrackingError(f"candidate {result.candidate.label} has no MLflow run")
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in flatten(result.metrics).items()],
+            tags=[RunTag("promptgrade.partial", str(result.partial).lower())],
+        )
+        self.client.log_dict(run_id, metrics_with_ci(result.metrics), "metrics.json")
+        if result.partial:
+            # log_table appends to an existing table; the full table is written once, when complete.
+            self.client.log_dict(run_id, predictions_table(result), "predictions_partial.json")
+            self.client.set_terminated(run_id, status="KILLED")
+        else:
+            self.client.log_table(run_id, predictions_table(result), "predictions.json")
+            self.client.set_terminated(run_id)
+
+    def kill_unfinished(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
 
     @staticmethod
     def _dataset_params(dataset: LoadedDataset) -> dict[str, Any]:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
 
 
-def candidate_record(result: CandidateResult, task: Task) -> dict[str, Any]:
+def candidate_record(candidate: Candidate, task: Task) -> dict[str, Any]:
     """Exactly what was run, so promotion can ship the same prompt, model, settings and task."""
-    candidate = result.candidate
     return {
         "key": candidate.key,
         "label": candidate.label,
