@@ -217,6 +217,12 @@ class FakeGemini:
             )
             queue.extend([fault] * times)
 
+    def clear_faults(self) -> None:
+        """The outage is over: drop every queued fault (as when a quota resets)."""
+        with self._lock:
+            self._faults.clear()
+            self._image_faults.clear()
+
     # -- observation -----------------------------------------------------------------------------
     @property
     def requests(self) -> list[RequestInfo]:
