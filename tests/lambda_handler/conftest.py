@@ -1,0 +1,178 @@
+"""Fixtures for the Lambda tests: a real promoted bundle, moto's AWS, the fake Gemini, a local HTTPS host.
+
+Nothing leaves the machine: the model is ``FakeGemini`` on 127.0.0.1, AWS is moto in-process, and
+``url`` inputs are served by an HTTPS server on 127.0.0.1 with a certificate made here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from lambda_events import API_KEY, HOSTNAMES, MODEL, SECRET_ID, ImageHost, make_jpeg
+from moto import mock_aws
+
+from lambda_handler import app
+from promptgrade.bundle import Bundle, Manifest, PromptInfo, load_bundle, write_bundle
+from promptgrade.prompts import PromptLibrary
+from promptgrade.providers.base import GenerationSettings
+from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def fresh_container() -> Iterator[None]:
+    """Each test is a cold start: no bundle, provider, key or S3 client carried over."""
+    app.reset()
+    yield
+    app.reset()
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    """A bundle as `promote` writes it, from the released meal-tray JSON prompt and the real task."""
+    prompt = PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1)
+    task = load_task(ROOT / "experiments" / "tasks" / "meal_tray.yaml")
+    manifest = Manifest(
+        prompt=PromptInfo(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
+        model=MODEL,
+        settings=GenerationSettings(structured_output=True, temperature=0.0),
+        task=task,
+    )
+    return write_bundle(tmp_path / "bundle", prompt, manifest)
+
+
+@pytest.fixture
+def bundle(bundle_dir: Path) -> Bundle:
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in-process, with fake credentials so no developer profile is ever used."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def lambda_env(
+    monkeypatch: pytest.MonkeyPatch, aws: None, bundle_dir: Path, gemini_server: FakeGemini
+) -> FakeGemini:
+    """A deployed function: bundle on disk, key in Secrets Manager, model at the fake server."""
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GEMINI_BASE_URL",
+        "PROMPTGRADE_API_KEY_PARAMETER",
+        "PROMPTGRADE_OUTPUT_BUCKET",
+        "PROMPTGRADE_OUTPUT_PREFIX",
+        "PROMPTGRADE_MAX_IMAGE_BYTES",
+        "PROMPTGRADE_MODEL_TIMEOUT_S",
+        "PROMPTGRADE_FETCH_TIMEOUT_S",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    boto3.client("secretsmanager").create_secret(Name=SECRET_ID, SecretString=API_KEY)
+    monkeypatch.setenv("PROMPTGRADE_API_KEY_SECRET_ID", SECRET_ID)
+    monkeypatch.setenv("PROMPTGRADE_BUNDLE_DIR", str(bundle_dir))
+    monkeypatch.setenv("PROMPTGRADE_GEMINI_BASE_URL", gemini_server.base_url)
+    return gemini_server
+
+
+@pytest.fixture
+def tray_jpeg() -> bytes:
+    return make_jpeg((200, 120, 40))
+
+
+# -- a local HTTPS image host -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for the test host names (and 127.0.0.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAMES[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    san = [x509.DNSName(h) for h in HOSTNAMES] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def image_host(certificate: tuple[Path, Path]) -> Iterator[ImageHost]:
+    cert_path, key_path = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    host = ImageHost(port=0, cert_path=cert_path)
+    context.sni_callback = lambda _sock, server_name, _ctx: host.sni_seen.append(server_name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silent."""
+
+        def do_GET(self) -> None:
+            host.hosts_seen.append(self.headers.get("Host", ""))
+            if host.slow_s:
+                time.sleep(host.slow_s)
+            status, headers, body = host.routes.get(self.path, (404, {}, b"not found"))
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:  # broken pipe, reset, TLS EOF
+                pass  # the client stopped reading, as it should past a size limit
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    host.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield host
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

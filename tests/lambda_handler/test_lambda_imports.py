@@ -1,0 +1,39 @@
+"""The deployed function imports the grading path and nothing of the lab.
+
+A fresh interpreter is the only honest check: in the test process, other tests have already
+imported whatever they liked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = ("mlflow", "pandas", "datasets", "sklearn", "typer", "rich", "numpy")
+
+PROBE = """
+import json, sys, time
+started = time.perf_counter()
+import lambda_handler.app
+elapsed = time.perf_counter() - started
+print(json.dumps({
+    "loaded": sorted({name.split(".")[0] for name in sys.modules}),
+    "seconds": elapsed,
+}))
+"""
+
+
+def test_importing_the_handler_loads_no_lab_dependency_and_no_boto3() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    loaded = set(json.loads(completed.stdout.strip().splitlines()[-1])["loaded"])
+    assert not loaded & set(LAB), f"the handler imports lab packages: {sorted(loaded & set(LAB))}"
+    # boto3 is imported only when S3 or the secret is first needed, not on every cold start
+    assert "boto3" not in loaded and "botocore" not in loaded
+    assert {"promptgrade", "google", "pydantic", "PIL", "jinja2"} <= loaded
