@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from io import BytesIO
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -38,7 +39,23 @@ _ISO_BMFF_BRANDS = {
 
 
 class ImageError(DatasetError):
-    """An image cannot be used; ``path`` is the source (file, example id, request) it came from."""
+    """An image cannot be used; ``path`` is the source (file, example id, request) it came from.
+
+    ``code`` names the kind of problem with a stable word (``empty_file``, ``not_an_image``,
+    ``unsupported_format``, ``decompression_bomb``, ``truncated_image``, ``unreadable_image``) so that
+    ``promptgrade validate-data`` can say what to do about it without parsing the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        code: str = "unreadable_image",
+    ) -> None:
+        self.code = code
+        super().__init__(message, path=path, line=line)
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -61,30 +78,40 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def _describe_unreadable(data: bytes) -> str:
-    """A guess at what a non-image file is, because "cannot identify image" sends people searching."""
+def _describe_unreadable(data: bytes) -> tuple[str, str]:
+    """A guess at what a non-image file is, because "cannot identify image" sends people searching.
+
+    Returns ``(code, description)``: ``not_an_image`` for documents (HTML, JSON, PDF, text) that were
+    saved where an image belongs, ``unsupported_format`` for images we do not take, and
+    ``unreadable_image`` for a file that starts like a supported format but does not parse.
+    """
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
-        return "is an HTML page, not an image (an error or login page saved in place of the image?)"
+        return (
+            "not_an_image",
+            "is an HTML page, not an image (an error or login page saved in place of the image?)",
+        )
     if head.startswith((b"<?xml", b"<svg")) or b"<svg" in head:
-        return "is XML/SVG, which is not supported; export it as PNG or JPEG"
+        return "unsupported_format", "is XML/SVG, which is not supported; export it as PNG or JPEG"
     if head.startswith((b"{", b"[")):
-        return "is JSON text, not an image"
+        return "not_an_image", "is JSON text, not an image"
     if data[4:8] == b"ftyp" and data[8:12] in _ISO_BMFF_BRANDS:
         kind = _ISO_BMFF_BRANDS[data[8:12]]
-        return f"is {kind}, which is not supported; convert it to JPEG or PNG"
+        return "unsupported_format", f"is {kind}, which is not supported; convert it to JPEG or PNG"
     if data.startswith(b"%PDF"):
-        return "is a PDF, not an image"
+        return "not_an_image", "is a PDF, not an image"
     sample = data[:512]
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
-        return "is text, not an image"
-    return "is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        return "not_an_image", "is text, not an image"
+    unsupported = "is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+    # Magic bytes of a format we take, yet Pillow cannot identify it: damaged, not foreign.
+    return ("unreadable_image" if sniff_mime(data) else "unsupported_format"), unsupported
 
 
 def _open(data: bytes, source: str, max_pixels: int) -> Image.Image:
     """Open, verify and fully decode, turning every Pillow failure into one ImageError."""
     if not data:
-        raise ImageError("image file is empty (0 bytes)", path=source)
+        raise ImageError("image file is empty (0 bytes)", path=source, code="empty_file")
     Image.init()  # registers the WebP/TIFF openers that `formats=` names (idempotent)
     formats = [name for name in _FORMATS if name in Image.OPEN]  # a slim Pillow build may lack some
     with warnings.catch_warnings():
@@ -100,14 +127,19 @@ def _open(data: bytes, source: str, max_pixels: int) -> Image.Image:
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"image is too large to decode safely ({exc})", path=source) from None
+            raise ImageError(
+                f"image is too large to decode safely ({exc})", path=source, code="decompression_bomb"
+            ) from None
         except UnidentifiedImageError:
-            raise ImageError(f"file {_describe_unreadable(data)}", path=source) from None
+            code, description = _describe_unreadable(data)
+            raise ImageError(f"file {description}", path=source, code=code) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # Pillow signals truncation and corrupt chunks with these (SyntaxError for bad PNG chunks).
             reason = str(exc) or type(exc).__name__
             if "truncated" in reason.lower() or isinstance(exc, EOFError):
-                raise ImageError(f"image is truncated or incomplete ({reason})", path=source) from None
+                raise ImageError(
+                    f"image is truncated or incomplete ({reason})", path=source, code="truncated_image"
+                ) from None
             raise ImageError(f"image is corrupt and cannot be decoded ({reason})", path=source) from None
     return image
 
@@ -121,6 +153,7 @@ def _check_size(image: Image.Image, source: str, max_pixels: int) -> None:
             f"image is too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
             f"(limit {max_pixels / 1e6:.0f}); a decompression bomb or an unreduced scan",
             path=source,
+            code="decompression_bomb",
         )
 
 

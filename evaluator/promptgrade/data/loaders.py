@@ -5,6 +5,10 @@ must be one the task allows (stored in its canonical spelling), each grade must 
 scale, ids must be unique. Such mistakes stop the load with the file and line (or example id) to fix,
 before any model is called. An image that cannot be read does not: it is recorded in ``skipped``, so
 one corrupt JPEG in a thousand costs one example, not the sweep.
+
+The label checks report through an ``on_problem`` callback that raises by default. ``promptgrade
+validate-data`` passes one that collects instead, so it finds every problem in one pass with exactly
+the rules (and words) the loader applies, rather than a second copy of them that would drift.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,6 +41,89 @@ from promptgrade.task import Task
 
 _CATEGORY_SEPARATORS = ";|"
 _S3_MANIFEST = ".promptgrade-s3-etags.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a dataset's labels, ids or paths, found while reading it.
+
+    ``code`` is a stable word (``unknown_category``, ``duplicate_id``, …) and ``fix`` says what to do;
+    ``error()`` is the DatasetError the loader raises for it when it is not collecting.
+    """
+
+    code: str
+    message: str
+    fix: str
+    path: str
+    line: int | None = None
+    example_id: str | None = None
+    split: str | None = None
+    bare: bool = False  # the raised message does not start with "example '<id>': "
+
+    def error(self) -> DatasetError:
+        prefix = f"example {self.example_id!r}: " if self.example_id and not self.bare else ""
+        return DatasetError(prefix + self.message, path=self.path, line=self.line)
+
+
+ProblemHandler = Callable[[Problem], None]
+
+
+def raise_problem(problem: Problem) -> None:
+    """The loader's default: the first problem stops the load, before any model is called."""
+    raise problem.error()
+
+
+class SplitNotFound(DatasetError):
+    """The requested split has no examples in this dataset (which may be fine for an optional split)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """Where one example's image comes from, and how to read its bytes (lazily: images are big)."""
+
+    where: str
+    fetch: Callable[[], bytes]
+
+
+class ImageUnavailable(Exception):
+    """An example's image cannot be had (missing file, failed download, empty cell); it is skipped.
+
+    ``code`` is ``missing_file`` when there is nothing to read, ``unreadable_image`` when reading failed.
+    """
+
+    def __init__(self, reason: str, code: str = "missing_file") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PendingExample:
+    """An example whose labels are checked and whose image is not read yet."""
+
+    id: str
+    labels: Labels
+    where: str
+    split: str
+    image: ImageSource
+
+
+@dataclass
+class PendingSplit:
+    """One split, read as far as labels: ``examples()`` yields each row with its image source.
+
+    The images are fetched lazily and only once (a table's cells are streamed), so iterate once.
+    """
+
+    name: str
+    split: str
+    rows: list[_Row]
+    images: Iterable[ImageSource]
+    max_side: int
+
+    def examples(self) -> Iterator[PendingExample]:
+        for row, image in zip(self.rows, self.images, strict=True):
+            yield PendingExample(row.id, row.labels, row.where.text, self.split, image)
 
 
 def default_cache_dir() -> Path:
@@ -58,14 +145,33 @@ def load_dataset_split(
     ``base_dir`` is the experiment file's folder, against which relative paths are resolved.
     ``cache_dir`` holds S3 downloads and, when given, the Hugging Face cache (else HF's default).
     """
+    return _materialise(read_dataset_split(config, task, base_dir, split, cache_dir=cache_dir))
+
+
+def read_dataset_split(
+    config: DatasetConfig,
+    task: Task,
+    base_dir: Path,
+    split: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    on_problem: ProblemHandler = raise_problem,
+) -> PendingSplit:
+    """``load_dataset_split`` up to, not including, decoding the images.
+
+    Each label, id or path problem goes to ``on_problem``; the default raises, and a handler that
+    returns instead lets reading go on (the row keeps what was valid, or is left out if it has no
+    usable id or path). Problems that leave nothing to read — a missing file or column, an absent
+    split — always raise DatasetError (SplitNotFound for the split).
+    """
     config = config.resolved(Path(base_dir))
     split = split or config.split
     if isinstance(config, FolderDatasetConfig):
-        return _load_folder(config, task, split)
+        return _load_folder(config, task, split, on_problem)
     if isinstance(config, S3DatasetConfig):
-        return _load_s3(config, task, split, cache_dir or default_cache_dir())
+        return _load_s3(config, task, split, cache_dir or default_cache_dir(), on_problem)
     if isinstance(config, HFDatasetConfig | ParquetDatasetConfig):
-        return _load_table(config, task, split, cache_dir)
+        return _load_table(config, task, split, cache_dir, on_problem)
     raise TypeError(f"unknown dataset config {type(config).__name__}")
 
 
@@ -80,10 +186,18 @@ class _Where:
     path: str
     line: int | None = None
     example_id: str | None = None
+    split: str | None = None
 
     def error(self, message: str) -> DatasetError:
         prefix = f"example {self.example_id!r}: " if self.example_id else ""
         return DatasetError(prefix + message, path=self.path, line=self.line)
+
+    def problem(self, code: str, message: str, fix: str, *, bare: bool = False) -> Problem:
+        return Problem(code, message, fix, self.path, self.line, self.example_id, self.split, bare)
+
+    @property
+    def text(self) -> str:
+        return self.path if self.line is None else f"{self.path}:{self.line}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +205,12 @@ class _Row:
     id: str
     labels: Labels
     where: _Where
+    index: int | None = None  # position in the table or the split's rows: where its image is
+
+
+def _position(row: _Row) -> int:
+    assert row.index is not None  # set by every loader when it builds its rows
+    return row.index
 
 
 def _category_values(raw: Any) -> list[str]:
@@ -115,64 +235,114 @@ def _category_values(raw: Any) -> list[str]:
     return [str(raw).strip()]
 
 
-def _suggest(label: str, task: Task) -> str:
+def _closest(label: str, task: Task) -> list[str]:
     lowered = {category.lower(): category for category in task.categories}
-    close = difflib.get_close_matches(label.lower(), list(lowered), n=3, cutoff=0.5)
+    return [lowered[c] for c in difflib.get_close_matches(label.lower(), list(lowered), n=3, cutoff=0.5)]
+
+
+def _suggest(label: str, task: Task) -> str:
+    close = _closest(label, task)
     if close:
-        return "closest allowed: " + ", ".join(repr(lowered[c]) for c in close)
+        return "closest allowed: " + ", ".join(repr(c) for c in close)
     shown = ", ".join(task.categories[:12])
     more = f", … ({len(task.categories)} in all)" if len(task.categories) > 12 else ""
     return f"allowed: {shown}{more}"
 
 
-def _categories(raw: Any, task: Task, where: _Where) -> tuple[str, ...]:
+_FIX_MISSING_ID = "give every row a unique, non-empty id"
+_FIX_DUPLICATE_ID = "give each example its own id; if both rows are the same photo, delete one"
+
+
+def _categories(
+    raw: Any, task: Task, where: _Where, on_problem: ProblemHandler = raise_problem
+) -> tuple[str, ...]:
     labels = _category_values(raw)
     if not labels:
-        raise where.error("no categories given")
+        on_problem(
+            where.problem(
+                "missing_labels",
+                "no categories given",
+                f"add at least one of the task's categories ({'; '.join(task.categories[:3])}; …), "
+                "separated by ';', or remove the row",
+            )
+        )
+        return ()
     canonical: list[str] = []
     for label in labels:
         category = task.canonical_category(label)
         if category is None:
-            raise where.error(f"category {label!r} is not in task {task.name!r}; {_suggest(label, task)}")
+            close = _closest(label, task)
+            instead = f"use {' or '.join(repr(c) for c in close)}" if close else "use an allowed category"
+            on_problem(
+                where.problem(
+                    "unknown_category",
+                    f"category {label!r} is not in task {task.name!r}; {_suggest(label, task)}",
+                    f"{instead}, or add {label!r} to the task's categories if it really is a new one",
+                )
+            )
+            continue
         if category not in canonical:
             canonical.append(category)
     return tuple(canonical)
 
 
-def _grade(raw: Any, task: Task, where: _Where) -> float | None:
+def _grade(raw: Any, task: Task, where: _Where, on_problem: ProblemHandler = raise_problem) -> float | None:
     """A grade on the task's scale, or None when the source has none for this example."""
+    scale = task.grade
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
-    if isinstance(raw, bool):
-        raise where.error(f"{task.grade.name} {raw!r} is not a number")
     try:
+        if isinstance(raw, bool):
+            raise TypeError("a boolean is not a grade")
         value = float(raw.strip().removesuffix("%") if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
-        raise where.error(f"{task.grade.name} {raw!r} is not a number") from None
+        on_problem(
+            where.problem(
+                "invalid_grade",
+                f"{scale.name} {raw!r} is not a number",
+                f"write a number from {scale.minimum:g} to {scale.maximum:g}, or leave the cell empty "
+                "if unknown",
+            )
+        )
+        return None
     if math.isnan(value):
         return None
-    if not task.grade.contains(value):
-        raise where.error(
-            f"{task.grade.name} {value:g} is outside the task's scale "
-            f"[{task.grade.minimum:g}, {task.grade.maximum:g}]"
+    if not scale.contains(value):
+        on_problem(
+            where.problem(
+                "grade_out_of_range",
+                f"{scale.name} {value:g} is outside the task's scale [{scale.minimum:g}, {scale.maximum:g}]",
+                f"correct it to a value from {scale.minimum:g} to {scale.maximum:g} (a different unit or "
+                "scale?), or leave the cell empty if unknown",
+            )
         )
+        return None
     return value
 
 
-def _check_unique(ids: Iterable[tuple[str, _Where]]) -> None:
+def _check_unique(ids: Iterable[tuple[str, _Where]], on_problem: ProblemHandler = raise_problem) -> set[int]:
+    """Positions (in ``ids``) of rows without an id; duplicates are reported but kept."""
     seen: dict[str, _Where] = {}
-    for example_id, where in ids:
+    nameless: set[int] = set()
+    for position, (example_id, where) in enumerate(ids):
         if not example_id:
-            raise where.error("id is empty")
+            on_problem(where.problem("missing_id", "id is empty", _FIX_MISSING_ID))
+            nameless.add(position)
+            continue
         if example_id in seen:
             first = seen[example_id]
             at = f"line {first.line}" if first.line is not None else "an earlier row"
-            raise DatasetError(
-                f"duplicate id {example_id!r} (first at {at}); ids must be unique across all splits",
-                path=where.path,
-                line=where.line,
+            on_problem(
+                replace(where, example_id=example_id).problem(
+                    "duplicate_id",
+                    f"duplicate id {example_id!r} (first at {at}); ids must be unique across all splits",
+                    _FIX_DUPLICATE_ID,
+                    bare=True,
+                )
             )
+            continue
         seen[example_id] = where
+    return nameless
 
 
 def _open_csv(path: Path, what: str) -> Iterator[tuple[int, dict[str, str]]]:
@@ -217,7 +387,9 @@ def _require_columns(path: Path, what: str, required: Sequence[str]) -> list[str
     return header
 
 
-def _read_grades(path: Path, task: Task) -> dict[str, float | None]:
+def _read_grades(
+    path: Path, task: Task, on_problem: ProblemHandler = raise_problem
+) -> dict[str, float | None]:
     """An ``id,<grade>`` CSV: how grades are added to a source that has none (e.g. food-kb)."""
     key = task.grade.name
     _require_columns(path, "grades CSV", ["id", key])
@@ -227,10 +399,18 @@ def _read_grades(path: Path, task: Task) -> dict[str, float | None]:
         example_id = row["id"]
         where = _Where(str(path), line, example_id or None)
         if not example_id:
-            raise where.error("id is empty")
+            on_problem(where.problem("missing_id", "id is empty", _FIX_MISSING_ID))
+            continue
         if example_id in grades:
-            raise where.error(f"duplicate id in grades CSV (first at line {lines[example_id]})")
-        grades[example_id] = _grade(row[key], task, where)
+            on_problem(
+                where.problem(
+                    "duplicate_id",
+                    f"duplicate id in grades CSV (first at line {lines[example_id]})",
+                    "keep one grade per id in the grades CSV",
+                )
+            )
+            continue
+        grades[example_id] = _grade(row[key], task, where, on_problem)
         lines[example_id] = line
     return grades
 
@@ -248,8 +428,7 @@ def _join_grades(
     joined = []
     for row in rows:
         if row.id in grades:
-            labels = row.labels.model_copy(update={"grade": grades[row.id]})
-            row = _Row(row.id, labels, row.where)
+            row = replace(row, labels=row.labels.model_copy(update={"grade": grades[row.id]}))
         joined.append(row)
     return joined
 
@@ -260,44 +439,34 @@ def _select(rows: list[_Row], limit: int | None) -> list[_Row]:
     return ordered[:limit] if limit is not None else ordered
 
 
-def _no_split(split: str, present: Iterable[str], where: str) -> DatasetError:
+def _no_split(split: str, present: Iterable[str], where: str) -> SplitNotFound:
     names = ", ".join(sorted(set(present))) or "(none)"
-    return DatasetError(f"split {split!r} has no examples; splits present: {names}", path=where)
+    return SplitNotFound(f"split {split!r} has no examples; splits present: {names}", path=where)
 
 
-class _Unavailable(Exception):
-    """This example's image cannot be had; the example is skipped with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _materialise(
-    name: str,
-    split: str,
-    rows: Sequence[_Row],
-    images: Iterable[Callable[[], bytes]],
-    max_side: int,
-) -> LoadedDataset:
+def _materialise(pending: PendingSplit) -> LoadedDataset:
     """Decode each row's image once; unreadable ones go to ``skipped``, not up the stack."""
     examples: list[Example] = []
     skipped: list[SkippedExample] = []
-    for row, fetch in zip(rows, images, strict=True):
+    rows, split = pending.rows, pending.split
+    for row, image in zip(rows, pending.images, strict=True):
         try:
-            image = prepare_image(fetch(), max_side=max_side, source=f"{row.where.path}[{row.id}]")
-        except _Unavailable as exc:
+            prepared = prepare_image(
+                image.fetch(), max_side=pending.max_side, source=f"{row.where.path}[{row.id}]"
+            )
+        except ImageUnavailable as exc:
             skipped.append(SkippedExample(row.id, exc.reason))
             continue
         except ImageError as exc:
             skipped.append(SkippedExample(row.id, exc.message))
             continue
-        examples.append(Example(row.id, image, row.labels))
+        examples.append(Example(row.id, prepared, row.labels))
     if rows and not examples:
         raise DatasetError(
-            f"all {len(rows)} examples of split {split!r} were skipped; first: {skipped[0].reason}", path=name
+            f"all {len(rows)} examples of split {split!r} were skipped; first: {skipped[0].reason}",
+            path=pending.name,
         )
-    return LoadedDataset.build(name, split, examples, skipped)
+    return LoadedDataset.build(pending.name, split, examples, skipped)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,31 +480,43 @@ class _FolderRow:
     split: str | None
 
 
-def _safe_relative(file: str, where: _Where) -> str:
+def _safe_relative(file: str, where: _Where, on_problem: ProblemHandler = raise_problem) -> str | None:
     """Image paths stay inside the dataset folder, so an S3 labels file cannot write outside the cache."""
     posix = PurePosixPath(file.replace("\\", "/"))
     if not file or posix.is_absolute() or ".." in posix.parts:
-        raise where.error(f"file {file!r} must be a relative path inside the dataset folder")
+        on_problem(
+            where.problem(
+                "unsafe_path",
+                f"file {file!r} must be a relative path inside the dataset folder",
+                "copy the image into the dataset folder and give its path relative to it (no '..')",
+            )
+        )
+        return None
     return str(posix)
 
 
-def _read_labels(labels: Path, task: Task) -> list[_FolderRow]:
+def _read_labels(
+    labels: Path, task: Task, default_split: str, on_problem: ProblemHandler = raise_problem
+) -> list[_FolderRow]:
     header = _require_columns(labels, "labels CSV", ["id", "file", "categories"])
     has_split, has_grade = "split" in header, task.grade.name in header
     rows: list[_FolderRow] = []
     for line, raw in _open_csv(labels, "labels CSV"):
         example_id = raw["id"]
-        where = _Where(str(labels), line, example_id or None)
-        if not example_id:
-            raise where.error("id is empty")
-        categories = _categories(raw["categories"], task, where)
-        grade = _grade(raw[task.grade.name], task, where) if has_grade else None
-        file = _safe_relative(raw["file"], where)
         split = raw["split"] if has_split else None
+        where = _Where(str(labels), line, example_id or None, split or default_split)
+        if not example_id:
+            on_problem(where.problem("missing_id", "id is empty", _FIX_MISSING_ID))
+            continue
+        categories = _categories(raw["categories"], task, where, on_problem)
+        grade = _grade(raw[task.grade.name], task, where, on_problem) if has_grade else None
+        file = _safe_relative(raw["file"], where, on_problem)
+        if file is None:
+            continue
         rows.append(
             _FolderRow(_Row(example_id, Labels(categories=categories, grade=grade), where), file, split)
         )
-    _check_unique((r.row.id, r.row.where) for r in rows)
+    _check_unique(((r.row.id, r.row.where) for r in rows), on_problem)
     return rows
 
 
@@ -344,9 +525,11 @@ def _read_image_file(path: Path) -> Callable[[], bytes]:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise _Unavailable(f"image file not found: {path}") from None
+            raise ImageUnavailable(f"image file not found: {path}") from None
         except OSError as exc:
-            raise _Unavailable(f"cannot read image file {path}: {exc.strerror}") from None
+            raise ImageUnavailable(
+                f"cannot read image file {path}: {exc.strerror}", "unreadable_image"
+            ) from None
 
     return fetch
 
@@ -355,40 +538,48 @@ def _load_folder(
     config: FolderDatasetConfig,
     task: Task,
     split: str,
+    on_problem: ProblemHandler = raise_problem,
     *,
     name: str | None = None,
     fetch_files: Callable[[Sequence[str]], None] | None = None,
-) -> LoadedDataset:
+) -> PendingSplit:
     folder, labels = config.path, config.labels
     assert labels is not None  # set by resolved()
     if not folder.is_dir():
         raise DatasetError("dataset folder not found", path=folder)
-    folder_rows = _read_labels(labels, task)
+    folder_rows = _read_labels(labels, task, config.split, on_problem)
     if any(r.split is None for r in folder_rows) and split != config.split:
-        raise DatasetError(
+        raise SplitNotFound(
             f"labels CSV has no split column, so it is all split {config.split!r}; cannot select {split!r}",
             path=labels,
         )
     chosen = [r for r in folder_rows if r.split in (split, None)]
     if not chosen:
         raise _no_split(split, (r.split or "" for r in folder_rows), str(labels))
-    rows = [r.row for r in chosen]
+    # Rows keep their own file (ids may repeat when problems are collected rather than raised).
+    rows = [replace(r.row, index=i) for i, r in enumerate(chosen)]
     if config.grades is not None:
         all_ids = {r.row.id for r in folder_rows}
-        rows = _join_grades(rows, _read_grades(config.grades, task), all_ids, config.grades)
+        rows = _join_grades(rows, _read_grades(config.grades, task, on_problem), all_ids, config.grades)
     rows = _select(rows, config.limit)
-    files = {r.row.id: r.file for r in chosen}
+    files = [chosen[_position(row)].file for row in rows]
     if fetch_files is not None:
-        fetch_files([files[row.id] for row in rows])
-    images = (_read_image_file(folder / files[row.id]) for row in rows)
-    return _materialise(name or config.display_name, split, rows, images, config.image_max_side)
+        fetch_files(files)
+    images = (ImageSource(str(folder / file), _read_image_file(folder / file)) for file in files)
+    return PendingSplit(name or config.display_name, split, rows, images, config.image_max_side)
 
 
 # --------------------------------------------------------------------------------------------------
 # S3: download what the split needs into the cache, then read it as a folder
 
 
-def _load_s3(config: S3DatasetConfig, task: Task, split: str, cache_dir: Path) -> LoadedDataset:
+def _load_s3(
+    config: S3DatasetConfig,
+    task: Task,
+    split: str,
+    cache_dir: Path,
+    on_problem: ProblemHandler = raise_problem,
+) -> PendingSplit:
     import boto3  # the lab's dependency, not the grading path's: imported only when S3 is used
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -452,7 +643,7 @@ def _load_s3(config: S3DatasetConfig, task: Task, split: str, cache_dir: Path) -
         limit=config.limit,
         image_max_side=config.image_max_side,
     )
-    return _load_folder(folder, task, split, name=config.display_name, fetch_files=fetch_files)
+    return _load_folder(folder, task, split, on_problem, name=config.display_name, fetch_files=fetch_files)
 
 
 def _list_s3(client: Any, bucket: str, prefix: str) -> dict[str, str]:
@@ -493,7 +684,7 @@ def _open_table(config: HFDatasetConfig | ParquetDatasetConfig, split: str, cach
         ) from None
     except ValueError as exc:
         if "split" in str(exc).lower():
-            raise DatasetError(f"split {split!r} not found: {exc}", path=config.path) from None
+            raise SplitNotFound(f"split {split!r} not found: {exc}", path=config.path) from None
         raise DatasetError(f"cannot load dataset: {exc}", path=config.path) from None
     except (DatasetsError, OSError, ConnectionError) as exc:
         raise DatasetError(f"cannot load dataset: {exc}", path=config.path) from None
@@ -504,8 +695,12 @@ def _column(table: Any, name: str) -> list[Any]:
 
 
 def _load_table(
-    config: HFDatasetConfig | ParquetDatasetConfig, task: Task, split: str, cache_dir: Path | None
-) -> LoadedDataset:
+    config: HFDatasetConfig | ParquetDatasetConfig,
+    task: Task,
+    split: str,
+    cache_dir: Path | None,
+    on_problem: ProblemHandler = raise_problem,
+) -> PendingSplit:
     import datasets
 
     table = _open_table(config, split, cache_dir)
@@ -528,9 +723,9 @@ def _load_table(
     else:
         ids = [str(index) for index in range(count)]  # food-kb-like data without the id column
     wheres = [_Where(source, None, ids[i] or f"row {i}") for i in range(count)]
-    _check_unique(zip(ids, wheres, strict=True))
+    nameless = _check_unique(zip(ids, wheres, strict=True), on_problem)
 
-    indices = list(range(count))
+    indices = [i for i in range(count) if i not in nameless]
     if isinstance(config, ParquetDatasetConfig):
         if config.split_column:
             splits = ["" if v is None else str(v) for v in _column(table, config.split_column)]
@@ -538,7 +733,7 @@ def _load_table(
             if not indices:
                 raise _no_split(split, splits, source)
         elif split != config.split:
-            raise DatasetError(
+            raise SplitNotFound(
                 f"no split_column, so the whole file is split {config.split!r}; cannot select {split!r}",
                 path=source,
             )
@@ -549,15 +744,16 @@ def _load_table(
         _Row(
             ids[i],
             Labels(
-                categories=_categories(categories[i], task, wheres[i]),
-                grade=_grade(grades[i], task, wheres[i]),
+                categories=_categories(categories[i], task, wheres[i], on_problem),
+                grade=_grade(grades[i], task, wheres[i], on_problem),
             ),
-            wheres[i],
+            replace(wheres[i], split=split),
+            index=i,
         )
         for i in indices
     ]
     if config.grades is not None:
-        rows = _join_grades(rows, _read_grades(config.grades, task), set(ids), config.grades)
+        rows = _join_grades(rows, _read_grades(config.grades, task, on_problem), set(ids), config.grades)
     rows = _select(rows, config.limit)
 
     images = table.select_columns([config.image_column])
@@ -565,11 +761,16 @@ def _load_table(
         # raw bytes, not PIL: one corrupt image must become a skipped example, not an exception
         # thrown from inside the datasets iterator
         images = images.cast_column(config.image_column, datasets.Image(decode=False))
-    position = {example_id: i for i, example_id in enumerate(ids)}
-    chosen = images.select([position[row.id] for row in rows])
+    chosen = images.select([_position(row) for row in rows])
     root = _table_root(config)
-    cells = (_cell_fetcher(cell[config.image_column], config.image_column, root, source) for cell in chosen)
-    return _materialise(config.display_name, split, rows, cells, config.image_max_side)
+    cells = (
+        ImageSource(
+            f"{source} [{config.image_column!r} of {row.id!r}]",
+            _cell_fetcher(cell[config.image_column], config.image_column, root, source),
+        )
+        for row, cell in zip(rows, chosen, strict=True)
+    )
+    return PendingSplit(config.display_name, split, rows, cells, config.image_max_side)
 
 
 def _table_root(config: HFDatasetConfig | ParquetDatasetConfig) -> Path | None:
@@ -614,15 +815,27 @@ def _cell_fetcher(value: Any, column: str, root: Path | None, source: str) -> Ca
             try:
                 image.save(buffer, format="PNG")
             except (OSError, ValueError) as exc:
-                raise _Unavailable(f"cannot re-encode the decoded image: {exc}") from None
+                raise ImageUnavailable(f"cannot re-encode the decoded image: {exc}") from None
             return buffer.getvalue()
 
         return encode
 
     def absent() -> bytes:
-        raise _Unavailable(f"no image in column {column!r}")
+        raise ImageUnavailable(f"no image in column {column!r}")
 
     return absent
 
 
-__all__ = ["default_cache_dir", "load_dataset_split"]
+__all__ = [
+    "ImageSource",
+    "ImageUnavailable",
+    "PendingExample",
+    "PendingSplit",
+    "Problem",
+    "ProblemHandler",
+    "SplitNotFound",
+    "default_cache_dir",
+    "load_dataset_split",
+    "raise_problem",
+    "read_dataset_split",
+]
