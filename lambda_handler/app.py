@@ -42,7 +42,7 @@ from lambda_handler import fetch, secrets
 from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.grading import GradingResult, grade_image
-from promptgrade.images import DEFAULT_MAX_SIDE, ImageError, prepare_image, sniff_mime
+from promptgrade.images import ImageError, prepare_image, sniff_mime
 from promptgrade.providers.base import ErrorKind, ImageInput
 from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
 
@@ -258,9 +258,7 @@ class Runtime:
 
     @property
     def max_side(self) -> int:
-        # The evaluator's datasets may downscale to another size (``image_max_side``); the manifest
-        # does not record it yet, so read it if a later manifest does and fall back to the default.
-        return int(getattr(self.bundle.manifest, "image_max_side", None) or DEFAULT_MAX_SIDE)
+        return self.bundle.manifest.image_max_side
 
 
 _runtime: Runtime | None = None

@@ -112,6 +112,7 @@ def test_first_promotion_aliases_tags_and_writes_an_exact_bundle(
         source.sha256,
     )
     assert manifest.model == "gemini-2.5-flash" and manifest.settings.temperature == 0.0
+    assert manifest.image_max_side == 128  # production prepares images exactly as they were measured
     assert manifest.settings.structured_output is True
     assert manifest.task.name == "meal_tray" and "soup" in manifest.task.categories
     assert manifest.provenance.metrics["category_accuracy"] == pytest.approx(36 / N)

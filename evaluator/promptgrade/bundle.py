@@ -54,6 +54,9 @@ class Manifest(BaseModel):
     model: str
     settings: GenerationSettings = GenerationSettings()
     task: Task
+    image_max_side: int = Field(
+        1024, ge=64, le=8192, description="Images are prepared exactly as when measured."
+    )
     provenance: Provenance = Provenance()
 
 

@@ -210,6 +210,7 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
         model=record["model"],
         settings=GenerationSettings.model_validate(record["settings"]),
         task=task,
+        image_max_side=int(record.get("image_max_side", 1024)),
         provenance=Provenance(
             run_id=winner.run_id,
             experiment=store.name,

@@ -169,7 +169,9 @@ class Sweep:
         todo: list[Candidate] = []
         for candidate in self.runnable:
             result = self.results[candidate.key]
-            result.run_id, finished = tracker.candidate_run(candidate, dataset, plan.task)
+            result.run_id, finished = tracker.candidate_run(
+                candidate, dataset, plan.task, plan.experiment.dataset.image_max_side
+            )
             if finished:
                 result.metrics = unflatten(tracker.finished_metrics(result.run_id))
             else:

@@ -131,7 +131,9 @@ class Tracker:
         self.client.set_terminated(self.parent_run_id, status=status)
 
     # -- candidates ----------------------------------------------------------------------------
-    def candidate_run(self, candidate: Candidate, dataset: LoadedDataset, task: Task) -> tuple[str, bool]:
+    def candidate_run(
+        self, candidate: Candidate, dataset: LoadedDataset, task: Task, image_max_side: int
+    ) -> tuple[str, bool]:
         """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
         found = self.client.search_runs(
             [self.experiment_id],
@@ -155,13 +157,13 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
-        params = {**candidate.params(), **self._dataset_params(dataset)}
+        params = {**candidate.params(), **self._dataset_params(dataset), "image_max_side": image_max_side}
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
         self.client.log_text(
             run_id, candidate.prompt.text, f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja"
         )
-        self.client.log_dict(run_id, candidate_record(candidate, task), "candidate.json")
+        self.client.log_dict(run_id, candidate_record(candidate, task, image_max_side), "candidate.json")
         uri = self.registry.link(run_id, candidate.prompt)
         self.client.set_tag(run_id, "registry_prompt_uri", uri)
         return run_id, False
@@ -199,8 +201,8 @@ class Tracker:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
 
 
-def candidate_record(candidate: Candidate, task: Task) -> dict[str, Any]:
-    """Exactly what was run, so promotion can ship the same prompt, model, settings and task."""
+def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> dict[str, Any]:
+    """Exactly what was run, so promotion can ship the same prompt, model, settings, task and image size."""
     return {
         "key": candidate.key,
         "label": candidate.label,
@@ -213,6 +215,7 @@ def candidate_record(candidate: Candidate, task: Task) -> dict[str, Any]:
         "model": candidate.model,
         "settings": candidate.settings.model_dump(exclude_none=True),
         "task": task.model_dump(mode="json"),
+        "image_max_side": image_max_side,
     }
 
 
