@@ -1,0 +1,513 @@
+"""Build the Lambda deployment zip: the handler, the promoted bundle, the grading path and its wheels.
+
+Only the grading-path modules of promptgrade go in, so the zip cannot drag the lab (mlflow, pandas,
+datasets) into production, and a grading-path module that starts importing the lab fails the build
+here rather than at cold start. Third-party packages are installed from PyPI wheels for the Lambda's
+platform (not the build machine's), so a zip built on a laptop runs on Amazon Linux. The zip is
+deterministic — sorted entries, fixed timestamps and modes — so the same inputs give the same sha256
+and a re-deploy of an unchanged build is recognisable as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import importlib.metadata
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal, get_args
+
+from promptgrade.bundle import MANIFEST, Bundle, load_bundle
+from promptgrade.errors import PromptgradeError
+
+HANDLER = "lambda_handler.app.handler"
+HANDLER_PACKAGE = "lambda_handler"
+BUNDLE_IN_ZIP = f"{HANDLER_PACKAGE}/bundle"
+REQUIREMENTS_FILE = f"{HANDLER_PACKAGE}/requirements.txt"
+DEFAULT_ZIP = f"{HANDLER_PACKAGE}/build/promptgrade-lambda.zip"  # template.yaml's CodeUri points here
+DEFAULT_RUNTIME = "python3.12"
+DEFAULT_ARCHITECTURE = "x86_64"
+
+Architecture = Literal["x86_64", "arm64"]
+
+# runtime -> (pip --python-version, glibc of its Amazon Linux). python3.11 runs on Amazon Linux 2
+# (glibc 2.26), 3.12+ on Amazon Linux 2023 (glibc 2.34): a manylinux_2_28 wheel would install fine
+# for 3.11 and then fail to load on AL2, so the platform tags offered to pip follow the glibc.
+SUPPORTED_RUNTIMES: dict[str, tuple[str, int]] = {
+    "python3.11": ("3.11", 26),
+    "python3.12": ("3.12", 34),
+    "python3.13": ("3.13", 34),
+}
+_MACHINE: dict[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
+
+# The promptgrade modules the Lambda imports: the one grading path, shared with the lab.
+GRADING_PATH: tuple[str, ...] = (
+    "__init__.py",
+    "errors.py",
+    "task.py",
+    "yamlfile.py",
+    "prompts.py",
+    "answers.py",
+    "grading.py",
+    "bundle.py",
+    "images.py",
+    "providers/__init__.py",
+    "providers/base.py",
+    "providers/gemini.py",
+)
+
+# What every Lambda Python runtime already has; shipping them only adds size and version skew.
+RUNTIME_PROVIDED: frozenset[str] = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
+# The lab: never in production. Matched against top-level names in the zip (packages, .libs, dist-info).
+FORBIDDEN: frozenset[str] = frozenset(
+    {"mlflow", "pandas", "datasets", "sklearn", "scikit_learn", "numpy", "torch", "torchvision"}
+)
+UNZIPPED_LIMIT_BYTES = 262_144_000  # Lambda's 250 MB limit on the unzipped function (and layers)
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+class PackagingError(PromptgradeError):
+    """The Lambda zip cannot be built as asked (bad runtime, invalid bundle, missing wheel, lab code)."""
+
+
+@dataclass(frozen=True)
+class PackageReport:
+    """What was built, so the caller can print it and a deploy can be traced to its inputs."""
+
+    path: Path
+    size_bytes: int
+    files: int
+    dependencies: dict[str, str]
+    sha256: str
+    unzipped_bytes: int
+    runtime: str
+    architecture: str
+    prompt: str
+    # direct requirements whose shipped version differs from the lab's: {name: (lab, shipped)}
+    drift: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"{self.path}: {self.size_bytes / 1_048_576:.1f} MiB zipped, "
+            f"{self.unzipped_bytes / 1_048_576:.1f} MiB unzipped, {self.files} files, "
+            f"{len(self.dependencies)} dependencies, {self.runtime}/{self.architecture}, "
+            f"prompt {self.prompt}, sha256 {self.sha256[:12]}…"
+        )
+
+
+def platform_tags(runtime: str, architecture: str) -> list[str]:
+    """Every manylinux tag the runtime's glibc can load, newest first (pip does not expand them)."""
+    _, glibc_minor = _runtime(runtime)
+    machine = _MACHINE[_architecture(architecture)]
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 16, -1)]
+    tags.append(f"manylinux2014_{machine}")
+    if machine == "x86_64":
+        tags += [f"manylinux2010_{machine}", f"manylinux1_{machine}"]
+    return tags
+
+
+def build_package(
+    bundle_dir: Path,
+    out: Path,
+    *,
+    runtime: str = DEFAULT_RUNTIME,
+    architecture: Architecture = DEFAULT_ARCHITECTURE,
+    project_root: Path,
+    cache_dir: Path | None = None,
+    quiet: bool = False,
+) -> PackageReport:
+    """Build the deployable zip at ``out`` and print one summary line to stderr unless ``quiet``.
+
+    Cheap checks (runtime, bundle, sources, promptgrade imports) run before pip, so a mistake costs
+    no download. ``cache_dir`` is pip's cache, to make repeated builds fast.
+    """
+    python_version, _ = _runtime(runtime)
+    _architecture(architecture)
+    project_root = Path(project_root)
+    bundle = _load_bundle(Path(bundle_dir))
+    requirements = project_root / REQUIREMENTS_FILE
+    if not requirements.is_file():
+        raise PackagingError("the Lambda's requirements file is missing", path=requirements)
+    sources = _sources(project_root)
+
+    with tempfile.TemporaryDirectory(prefix="promptgrade-package-") as tmp:
+        staging = Path(tmp) / "zip"
+        staging.mkdir()
+        for relative, source in sources.items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        bundle_target = staging / BUNDLE_IN_ZIP
+        bundle_target.mkdir(parents=True, exist_ok=True)
+        for name in (MANIFEST, bundle.manifest.prompt.file):
+            shutil.copyfile(Path(bundle_dir) / name, bundle_target / name)
+        _load_bundle(bundle_target)  # what ships must load, not just what was given
+        _check_first_party_imports(staging, project_root)
+
+        _pip_install(staging, requirements, python_version, platform_tags(runtime, architecture), cache_dir)
+        _prune(staging)
+        _check_forbidden(staging)
+        _check_third_party_imports(staging)
+        unzipped = sum(p.stat().st_size for p in _files(staging))
+        if unzipped > UNZIPPED_LIMIT_BYTES:
+            raise PackagingError(
+                f"the unzipped package is {unzipped / 1_048_576:.0f} MiB, over Lambda's 250 MB limit"
+            )
+        dependencies = _installed(staging)
+        out = Path(out)
+        count = _write_zip(staging, out)
+
+    report = PackageReport(
+        path=out,
+        size_bytes=out.stat().st_size,
+        files=count,
+        dependencies=dependencies,
+        sha256=hashlib.sha256(out.read_bytes()).hexdigest(),
+        unzipped_bytes=unzipped,
+        runtime=runtime,
+        architecture=architecture,
+        prompt=bundle.prompt.ref,
+        drift=_drift(requirements, dependencies),
+    )
+    if not quiet:
+        print(report.summary(), file=sys.stderr)
+        for name, (lab, shipped) in sorted(report.drift.items()):
+            print(f"  note: {name} {shipped} ships, the lab has {lab}", file=sys.stderr)
+    return report
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def _runtime(runtime: str) -> tuple[str, int]:
+    try:
+        return SUPPORTED_RUNTIMES[runtime]
+    except KeyError:
+        supported = ", ".join(SUPPORTED_RUNTIMES)
+        raise PackagingError(f"unsupported Lambda runtime {runtime!r} (supported: {supported})") from None
+
+
+def _architecture(architecture: str) -> str:
+    if architecture not in get_args(Architecture):
+        raise PackagingError(f"unsupported architecture {architecture!r} (supported: x86_64, arm64)")
+    return architecture
+
+
+def _load_bundle(bundle_dir: Path) -> Bundle:
+    try:
+        bundle = load_bundle(bundle_dir)
+    except PromptgradeError as exc:
+        raise PackagingError(f"cannot package this bundle: {exc}") from None
+    name = bundle.manifest.prompt.file
+    if PurePosixPath(name).name != name or name == MANIFEST:
+        raise PackagingError(
+            f"the manifest's template file {name!r} must be a plain file name", path=bundle_dir
+        )
+    return bundle
+
+
+def _sources(project_root: Path) -> dict[str, Path]:
+    """Zip path -> source file for the handler's .py files and the grading path."""
+    handler_dir = project_root / HANDLER_PACKAGE
+    if not (handler_dir / "app.py").is_file():
+        raise PackagingError("no Lambda handler here (expected lambda_handler/app.py)", path=handler_dir)
+    sources: dict[str, Path] = {}
+    for path in sorted(handler_dir.rglob("*.py")):
+        relative = path.relative_to(handler_dir)
+        if relative.parts[0] in {"tests", "build", "bundle"} or "__pycache__" in relative.parts:
+            continue
+        sources[f"{HANDLER_PACKAGE}/{relative.as_posix()}"] = path
+    package_dir = project_root / "evaluator" / "promptgrade"
+    for name in GRADING_PATH:
+        path = package_dir / name
+        if not path.is_file():
+            raise PackagingError("a grading-path module is missing", path=path)
+        sources[f"promptgrade/{name}"] = path
+    return sources
+
+
+# -- third-party wheels ------------------------------------------------------------------------
+
+
+def _pip_install(
+    target: Path, requirements: Path, python_version: str, platforms: list[str], cache_dir: Path | None
+) -> None:
+    command = [sys.executable, "-m", "pip", "install", "--target", str(target)]
+    for tag in platforms:
+        command += ["--platform", tag]
+    command += [
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        "--only-binary=:all:",
+        "--upgrade",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        "--requirement",
+        str(requirements),
+    ]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        detail = next(
+            (line for line in reversed(lines) if line.startswith("ERROR")), lines[-1] if lines else ""
+        )
+        raise PackagingError(
+            f"pip could not install the Lambda's dependencies for {platforms[0]}, Python {python_version}: "
+            f"{detail.removeprefix('ERROR: ')}",
+            path=requirements,
+        )
+
+
+def _prune(staging: Path) -> None:
+    """Drop what the runtime provides or never runs: console scripts, caches, packages' own tests."""
+    shutil.rmtree(staging / "bin", ignore_errors=True)
+    for entry in list(staging.iterdir()):
+        if _distribution_stem(entry.name) in RUNTIME_PROVIDED:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for directory in sorted(staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if not directory.is_dir():
+            continue
+        relative = directory.relative_to(staging)
+        if directory.name == "__pycache__" or (
+            # a package's own test suite (google/genai/tests is 2.6 MB); never ours
+            directory.name == "tests" and len(relative.parts) >= 2 and relative.parts[0] not in _OURS
+        ):
+            shutil.rmtree(directory)
+    for path in staging.rglob("*.py[co]"):
+        path.unlink()
+
+
+_OURS = frozenset({"promptgrade", HANDLER_PACKAGE})
+
+
+def _distribution_stem(name: str) -> str:
+    """``numpy``, ``numpy.libs``, ``numpy-2.1.dist-info`` and ``typing_extensions.py`` -> their name."""
+    return re.split(r"[-.]", name, maxsplit=1)[0].lower().replace("-", "_")
+
+
+def _check_forbidden(staging: Path) -> None:
+    found = sorted({_distribution_stem(p.name) for p in staging.iterdir()} & FORBIDDEN)
+    if found:
+        raise PackagingError(
+            f"the Lambda zip would contain {', '.join(found)}: the grading path must not depend on the lab; "
+            f"find what pulls them in with `pip install --dry-run -r {REQUIREMENTS_FILE}`"
+        )
+
+
+def _installed(staging: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions(path=[str(staging)]):
+        found[dist.metadata["Name"]] = dist.version
+    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+
+
+def _drift(requirements: Path, shipped: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Direct requirements whose version differs from this environment's, i.e. from what was measured."""
+    normalized = {_normalize(name): version for name, version in shipped.items()}
+    drift: dict[str, tuple[str, str]] = {}
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        match = _NAME.match(line.split("#", 1)[0])
+        if not match:
+            continue
+        name = match.group(1)
+        try:
+            lab = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        ship = normalized.get(_normalize(name))
+        if ship is not None and ship != lab:
+            drift[name] = (lab, ship)
+    return drift
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# -- import checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Import:
+    module: str
+    names: tuple[str, ...]
+    line: int
+
+
+class _ImportCollector(ast.NodeVisitor):
+    """Absolute imports that must resolve at run time; optional (try/except ImportError) and
+    type-checking-only imports are skipped because a missing module there is handled or harmless."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self.found: list[_Import] = []
+
+    def visit_Try(self, node: ast.Try) -> None:
+        guarded = any(_catches_import_error(handler.type) for handler in node.handlers)
+        for child in node.body if not guarded else []:
+            self.visit(child)
+        for child in [*node.handlers, *node.orelse, *node.finalbody]:
+            self.visit(child)
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        ):
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.found.append(_Import(alias.name, (), node.lineno))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        if node.level:
+            base = self.package.split(".")
+            base = base[: len(base) - node.level + 1]
+            module = ".".join([*base, module] if module else base)
+        self.found.append(_Import(module, tuple(a.name for a in node.names), node.lineno))
+
+
+def _catches_import_error(handler_type: ast.expr | None) -> bool:
+    if handler_type is None:
+        return True
+    names = handler_type.elts if isinstance(handler_type, ast.Tuple) else [handler_type]
+    return any(isinstance(n, ast.Name) and n.id in {"ImportError", "ModuleNotFoundError"} for n in names)
+
+
+def _shipped_modules(staging: Path) -> Iterator[tuple[Path, _Import]]:
+    for top in sorted(_OURS):
+        for path in sorted((staging / top).rglob("*.py")):
+            # the package a relative import is resolved against: the folder holding the file
+            package = ".".join(path.relative_to(staging).parts[:-1])
+            collector = _ImportCollector(package)
+            collector.visit(ast.parse(path.read_bytes(), filename=str(path)))
+            for found in collector.found:
+                yield path, found
+
+
+def _module_exists(root: Path, module: str) -> bool:
+    path = root.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _check_first_party_imports(staging: Path, project_root: Path) -> None:
+    """A shipped module importing an unshipped promptgrade module would fail at cold start: fail now."""
+    source_roots = {"promptgrade": project_root / "evaluator", HANDLER_PACKAGE: project_root}
+    for path, found in _shipped_modules(staging):
+        top = found.module.split(".")[0]
+        if top not in _OURS:
+            continue
+        wanted = [found.module]
+        # `from promptgrade import tracking` names a module, `from promptgrade.task import Task` does not
+        wanted += [
+            f"{found.module}.{name}"
+            for name in found.names
+            if _module_exists(source_roots[top], f"{found.module}.{name}")
+        ]
+        for module in wanted:
+            if not _module_exists(staging, module):
+                hint = "add it to GRADING_PATH if it is grading code" if top == "promptgrade" else ""
+                raise PackagingError(
+                    f"imports {module}, which is not in the Lambda zip"
+                    + (f": the grading path must not import the lab ({hint})" if hint else ""),
+                    path=path.relative_to(staging),
+                    line=found.line,
+                )
+
+
+def _check_third_party_imports(staging: Path) -> None:
+    """A shipped module importing a package the requirements lack would fail at cold start: fail now."""
+    available = set(sys.stdlib_module_names) | RUNTIME_PROVIDED | _OURS | {"__future__"}
+    for entry in staging.iterdir():
+        available.add(entry.name.split(".", 1)[0])
+    for path, found in _shipped_modules(staging):
+        top = found.module.split(".")[0]
+        if top and top not in available:
+            raise PackagingError(
+                f"imports {top}, which is neither in {REQUIREMENTS_FILE} nor provided by the Lambda runtime",
+                path=path.relative_to(staging),
+                line=found.line,
+            )
+
+
+# -- the zip -----------------------------------------------------------------------------------
+
+
+def _files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for directory, _, names in os.walk(root):
+        found += [Path(directory) / name for name in names]
+    return found
+
+
+def _write_zip(staging: Path, out: Path) -> int:
+    """Sorted entries, fixed timestamps and modes: the same tree gives the same bytes, anywhere."""
+    entries = sorted((p.relative_to(staging).as_posix(), p) for p in _files(staging))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for name, path in entries:
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.create_system = 3  # unix, so the mode bits below are honoured
+            executable = path.stat().st_mode & 0o111
+            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes(), compresslevel=6)
+    os.replace(partial, out)
+    return len(entries)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m promptgrade.shipping.package", description="Build the Lambda deployment zip."
+    )
+    parser.add_argument("--bundle", type=Path, default=Path(BUNDLE_IN_ZIP), help="promoted bundle folder")
+    parser.add_argument("--out", type=Path, default=Path(DEFAULT_ZIP))
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(SUPPORTED_RUNTIMES))
+    parser.add_argument("--architecture", default=DEFAULT_ARCHITECTURE, choices=get_args(Architecture))
+    parser.add_argument("--project-root", type=Path, default=Path.cwd())
+    parser.add_argument("--cache-dir", type=Path, default=None, help="pip cache folder")
+    args = parser.parse_args(argv)
+    try:
+        report = build_package(
+            args.bundle,
+            args.out,
+            runtime=args.runtime,
+            architecture=args.architecture,
+            project_root=args.project_root,
+            cache_dir=args.cache_dir,
+        )
+    except PromptgradeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(report.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

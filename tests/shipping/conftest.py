@@ -1,0 +1,136 @@
+"""Fixtures for shipping: a real promoted bundle, the real Lambda zip (built once), and a moto server.
+
+The zip is built from PyPI wheels once per session, with pip's cache kept in pytest's cache folder,
+because that download is the slow part and every package test reads the same zip.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
+from promptgrade.prompts import PromptLibrary, PromptVersion
+from promptgrade.shipping.package import PackageReport, build_package
+from promptgrade.task import load_task
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "gemini-2.5-flash"
+REGION = "us-east-1"
+# The machine's runtime and architecture, so the built zip can be imported by this very interpreter.
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+ARCHITECTURE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[
+    platform.machine().lower()
+]
+
+
+def promoted_prompt() -> PromptVersion:
+    return PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1)
+
+
+def make_bundle(directory: Path) -> Path:
+    """A bundle exactly as `promote` writes it: the released meal-tray prompt and its task."""
+    prompt = promoted_prompt()
+    manifest = Manifest(
+        prompt=PromptInfo(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
+        model=MODEL,
+        task=load_task(ROOT / "experiments" / "tasks" / "meal_tray.yaml"),
+        provenance=Provenance(run_id="test-run", experiment="meal_tray", metrics={"grade_accuracy": 0.8}),
+    )
+    return write_bundle(directory, prompt, manifest)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(name="make_bundle", scope="session")
+def make_bundle_fixture() -> Callable[[Path], Path]:
+    """``make_bundle(folder)``: a fresh promoted bundle a test may edit."""
+    return make_bundle
+
+
+@pytest.fixture(scope="session")
+def target() -> tuple[str, str]:
+    """(runtime, architecture) of this machine, so a zip built for it can be imported here."""
+    return RUNTIME, ARCHITECTURE
+
+
+@pytest.fixture(scope="session")
+def pip_cache(request: pytest.FixtureRequest) -> Path:
+    return request.config.cache.mkdir("promptgrade-pip-cache")
+
+
+@pytest.fixture(scope="session")
+def project_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The handler and promptgrade as they are when the session starts: the builds compared for
+    determinism must see the same sources even while someone edits the working tree."""
+    root = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "build", "*.pyc")
+    shutil.copytree(ROOT / "lambda_handler", root / "lambda_handler", ignore=ignore)
+    shutil.copytree(ROOT / "evaluator" / "promptgrade", root / "evaluator" / "promptgrade", ignore=ignore)
+    return root
+
+
+@dataclass(frozen=True)
+class BuiltZip:
+    report: PackageReport
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def lambda_zip(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    bundle_dir: Path,
+    pip_cache: Path,
+    project_snapshot: Path,
+) -> BuiltZip:
+    started = time.perf_counter()
+    report = build_package(
+        bundle_dir,
+        tmp_path_factory.mktemp("dist") / "promptgrade-lambda.zip",
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        project_root=project_snapshot,
+        cache_dir=pip_cache,
+        quiet=True,
+    )
+    built = BuiltZip(report, time.perf_counter() - started)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n[lambda zip] {report.summary()} — built in {built.seconds:.1f} s")
+    return built
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real HTTP moto endpoint, as boto3 in another process (the unzipped Lambda) can reach it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials, so nothing here can ever reach a real AWS account."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
