@@ -426,6 +426,95 @@ def _print_decision(decision: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# package / deploy
+# --------------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def package(
+    bundle: Annotated[Path, typer.Option(help="The promoted bundle.")] = Path("lambda_handler/bundle"),
+    out: Annotated[Path, typer.Option(help="Where to write the zip.")] = Path(
+        "lambda_handler/build/promptgrade-lambda.zip"
+    ),
+    runtime: Annotated[str, typer.Option(help="python3.11, python3.12 or python3.13.")] = "python3.12",
+    architecture: Annotated[str, typer.Option(help="x86_64 or arm64.")] = "x86_64",
+    project_root: Annotated[Path, typer.Option(help="The promptgrade checkout.")] = Path("."),
+    pip_cache: Annotated[Path | None, typer.Option(help="pip cache folder for the wheels.")] = None,
+) -> None:
+    """Build the Lambda zip: handler, bundle, grading path and manylinux wheels (no mlflow, pandas, datasets)."""
+    from promptgrade.shipping.package import build_package
+
+    report = build_package(
+        bundle,
+        out,
+        runtime=runtime,
+        architecture=architecture,  # type: ignore[arg-type]
+        project_root=project_root,
+        cache_dir=pip_cache,
+        quiet=True,
+    )
+    console.print(report.summary())
+    for name, (lab, shipped) in report.drift.items():
+        console.print(
+            f"  [yellow]note:[/] {name} {shipped} ships (the lab has {lab}): no {lab} wheel for {runtime}"
+        )
+
+
+@app.command()
+@user_errors
+def deploy(
+    function_name: Annotated[str, typer.Option(help="Lambda function to create or update.")],
+    role_arn: Annotated[str, typer.Option(help="Execution role for a new function.")],
+    region: Annotated[str, typer.Option(help="AWS region.")],
+    zip_path: Annotated[Path, typer.Option("--zip", help="The zip from `promptgrade package`.")] = Path(
+        "lambda_handler/build/promptgrade-lambda.zip"
+    ),
+    secret_id: Annotated[str | None, typer.Option(help="Secrets Manager secret holding the API key.")] = None,
+    parameter: Annotated[str | None, typer.Option(help="SSM SecureString holding the API key.")] = None,
+    runtime: Annotated[str, typer.Option(help="Must match the zip.")] = "python3.12",
+    architecture: Annotated[str, typer.Option(help="Must match the zip.")] = "x86_64",
+    alias: Annotated[str, typer.Option(help="Alias to move to the new version.")] = "live",
+    canary: Annotated[
+        float | None, typer.Option(help="Send only this share of traffic to the new version.")
+    ] = None,
+    memory: Annotated[int, typer.Option(help="MB.")] = 512,
+    timeout: Annotated[int, typer.Option(help="Seconds.")] = 30,
+    env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE for the function (never a key).")] = None,
+    s3_bucket: Annotated[
+        str | None, typer.Option(help="Upload the zip here first (needed above 50 MB).")
+    ] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="AWS endpoint override (an emulator).")] = None,
+) -> None:
+    """Create or update the function, publish a version and move the alias (optionally as a canary)."""
+    from promptgrade.errors import ConfigError
+    from promptgrade.shipping.deploy import deploy as do_deploy
+
+    environment: dict[str, str] = {}
+    for item in env or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--env wants NAME=VALUE, got {item!r}")
+        environment[name] = value
+    report = do_deploy(
+        zip_path,
+        function_name=function_name,
+        role_arn=role_arn,
+        runtime=runtime,
+        architecture=architecture,  # type: ignore[arg-type]
+        alias=alias,
+        canary_weight=canary,
+        memory_mb=memory,
+        timeout_s=timeout,
+        environment=environment,
+        api_key_secret_id=secret_id,
+        api_key_parameter=parameter,
+        region=region,
+        endpoint_url=endpoint_url,
+        s3_bucket=s3_bucket,
+    )
+    console.print(f"[green]{report.summary()}[/]")
+
+
+# --------------------------------------------------------------------------------------------------
 # cache
 # --------------------------------------------------------------------------------------------------
 cache_app = typer.Typer(help="Inspect or clear the answer cache.", no_args_is_help=True)

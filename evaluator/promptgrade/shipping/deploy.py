@@ -10,13 +10,11 @@ leaves a half-deployed function behind.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import hashlib
 import json
 import re
-import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -385,62 +383,3 @@ def _check_api_key_source(make: Any, secret_id: str | None, parameter: str | Non
             f"the API key parameter {parameter!r} is a {found[0].get('Type')}, not a SecureString: "
             "store the key encrypted"
         )
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m promptgrade.shipping.deploy", description="Deploy a built Lambda zip behind an alias."
-    )
-    parser.add_argument("zip", type=Path)
-    parser.add_argument("--function-name", required=True)
-    parser.add_argument("--role-arn", required=True)
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(SUPPORTED_RUNTIMES))
-    parser.add_argument("--architecture", default=DEFAULT_ARCHITECTURE, choices=sorted(_MACHINE.values()))
-    parser.add_argument("--alias", default="live")
-    parser.add_argument("--canary", type=float, default=None, help="share of traffic for the new version")
-    parser.add_argument("--memory", type=int, default=512, help="MB")
-    parser.add_argument("--timeout", type=int, default=30, help="seconds")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    key = parser.add_mutually_exclusive_group(required=True)
-    key.add_argument("--secret-id", help="Secrets Manager secret holding the Gemini API key")
-    key.add_argument("--parameter", help="SSM SecureString parameter holding the Gemini API key")
-    parser.add_argument("--s3-bucket", help="deploy the zip from this bucket (required above 50 MB)")
-    parser.add_argument("--endpoint-url", help="AWS endpoint override (e.g. a local emulator)")
-    args = parser.parse_args(argv)
-    environment: dict[str, str] = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--env wants NAME=VALUE, got {item!r}")
-        environment[name] = value
-    try:
-        report = deploy(
-            args.zip,
-            function_name=args.function_name,
-            role_arn=args.role_arn,
-            runtime=args.runtime,
-            architecture=args.architecture,
-            alias=args.alias,
-            canary_weight=args.canary,
-            memory_mb=args.memory,
-            timeout_s=args.timeout,
-            environment=environment,
-            api_key_secret_id=args.secret_id,
-            api_key_parameter=args.parameter,
-            region=args.region,
-            endpoint_url=args.endpoint_url,
-            s3_bucket=args.s3_bucket,
-        )
-    except PromptgradeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(report.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

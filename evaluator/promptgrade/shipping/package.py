@@ -10,7 +10,6 @@ and a re-deploy of an unchanged build is recognisable as such.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import importlib.metadata
@@ -477,37 +476,3 @@ def _write_zip(staging: Path, out: Path) -> int:
             archive.writestr(info, path.read_bytes(), compresslevel=6)
     os.replace(partial, out)
     return len(entries)
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m promptgrade.shipping.package", description="Build the Lambda deployment zip."
-    )
-    parser.add_argument("--bundle", type=Path, default=Path(BUNDLE_IN_ZIP), help="promoted bundle folder")
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_ZIP))
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(SUPPORTED_RUNTIMES))
-    parser.add_argument("--architecture", default=DEFAULT_ARCHITECTURE, choices=get_args(Architecture))
-    parser.add_argument("--project-root", type=Path, default=Path.cwd())
-    parser.add_argument("--cache-dir", type=Path, default=None, help="pip cache folder")
-    args = parser.parse_args(argv)
-    try:
-        report = build_package(
-            args.bundle,
-            args.out,
-            runtime=args.runtime,
-            architecture=args.architecture,
-            project_root=args.project_root,
-            cache_dir=args.cache_dir,
-        )
-    except PromptgradeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(report.path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
