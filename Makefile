@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint format sample-set clean
+.PHONY: install install-cnn quickstart test format sample-set clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,15 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(BIN)/promptgrade sweep experiments/quickstart.yaml
 
+# The CNN baseline needs PyTorch. PyPI's Linux wheels are multi-GB CUDA builds; this workplace keeps a
+# CPU wheel in /opt/wheels, which is used when present. Elsewhere, the cnn tests skip (the extra is optional).
+install-cnn: install
+	@if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then \
+		$(BIN)/uv pip install --python $(BIN)/python --quiet "torch==2.13.0+cpu" --find-links /opt/wheels; \
+	else echo "no CPU torch wheel on this machine: the cnn baseline is skipped (pip install 'promptgrade[cnn]')"; fi
+
 ## Lint, format check and the whole test suite (what .ci/run runs).
-test: install
+test: install-cnn
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from promptgrade.config import ModelSpec, Plan
+from promptgrade.config import BaselineSpec, ModelSpec, Plan
 from promptgrade.grading import effective_settings
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import GenerationSettings
@@ -55,6 +55,35 @@ class Candidate:
             "model": self.model,
             **self.settings.as_params(),
         }
+
+
+@dataclass(frozen=True)
+class BaselineCandidate:
+    """A trained baseline in the same comparison: same metrics, same table, same MLflow experiment."""
+
+    spec: BaselineSpec
+    prompt: None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    provider: str = "baseline"
+
+    @property
+    def model(self) -> str:
+        return self.spec.kind
+
+    @cached_property
+    def key(self) -> str:
+        payload = {"baseline": self.spec.kind, "seed": self.spec.seed, "options": self.spec.options}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"baseline · {self.spec.kind}"
+
+    def params(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, "seed": self.spec.seed, **self.spec.options}
+
+
+AnyCandidate = Candidate | BaselineCandidate
 
 
 def candidates_for(plan: Plan) -> list[Candidate]:

@@ -98,7 +98,14 @@ class _ProgressListener:
 
     def candidate_done(self, result: Any) -> None:
         task = self.tasks[result.candidate.key]
-        self.progress.update(task, completed=self.progress.tasks[task].total)
+        self.progress.update(
+            task, completed=self.progress.tasks[task].total, description=result.candidate.label
+        )
+
+    def training(self, candidate: Any, stage: str, fraction: float) -> None:
+        self.progress.update(
+            self.tasks[candidate.key], description=f"{candidate.label}: {stage} {fraction:.0%}"
+        )
 
 
 def _fmt(value: Any, *, pct: bool = True, ci: bool = False) -> str:
@@ -115,14 +122,18 @@ def _fmt(value: Any, *, pct: bool = True, ci: bool = False) -> str:
 
 
 def _varying_settings(results: list[Any]) -> dict[str, str]:
-    """Only the settings that differ between candidates: the rest is noise in a comparison table."""
-    params = [r.candidate.settings.as_params() for r in results]
-    keys = sorted({k for p in params for k in p})
-    varying = [k for k in keys if len({str(p.get(k)) for p in params}) > 1]
-    out = {}
-    for result, p in zip(results, params, strict=True):
-        out[result.candidate.key] = " ".join(f"{k}={p[k]}" for k in varying if k in p)
-    return out
+    """Only the settings that differ between prompt candidates: the rest is noise in a comparison table."""
+    params = {
+        r.candidate.key: r.candidate.settings.as_params() for r in results if r.candidate.prompt is not None
+    }
+    keys = sorted({k for p in params.values() for k in p})
+    varying = [k for k in keys if len({str(p.get(k)) for p in params.values()}) > 1]
+    return {
+        r.candidate.key: " ".join(
+            f"{k}={params[r.candidate.key][k]}" for k in varying if k in params.get(r.candidate.key, {})
+        )
+        for r in results
+    }
 
 
 def _summary_table(report: Any) -> Table:
@@ -147,11 +158,12 @@ def _summary_table(report: Any) -> Table:
         table.add_column(column, justify="right")
     for result in report.results:
         m, candidate = result.metrics, result.candidate
-        head = ["★" if result is best else "", candidate.prompt.ref, candidate.model]
+        prompt = candidate.prompt.ref if candidate.prompt is not None else f"[dim]{candidate.provider}[/]"
+        head = ["★" if result is best else "", prompt, candidate.model]
         if any(settings.values()):
             head.append(settings[candidate.key])
         if result.skipped_reason:
-            table.add_row(*head, f"[yellow]skipped: {result.skipped_reason}[/]", *[""] * 7)
+            table.add_row(*head, "[yellow]skipped[/]", *[""] * 7)
             continue
         cost = m.get("cost_usd")
         table.add_row(
@@ -221,6 +233,9 @@ def sweep(
         err.print(f"[yellow]interrupted[/] — {saved}{resume_hint}", highlight=False)
         raise typer.Exit(130) from None
     console.print(_summary_table(report))
+    reasons = {r.skipped_reason: r.candidate.model for r in report.results if r.skipped_reason}
+    for reason, model in reasons.items():
+        console.print(f"[yellow]skipped[/] {model}: {reason}", highlight=False)
     if report.dataset.skipped:
         console.print(
             f"[yellow]{len(report.dataset.skipped)} unusable example(s) skipped[/] "
@@ -249,12 +264,15 @@ def _print_dry_run(report: Any) -> None:
         table.add_row(
             est.candidate.label, str(est.calls), f"{est.input_tokens:,}", f"{est.output_tokens:,}", cost
         )
+    for candidate in report.candidates:
+        if candidate.prompt is None:
+            table.add_row(candidate.label, "0", "–", "–", "0 (trained locally)")
     console.print(table)
     calls = sum(e.calls for e in report.estimates)
     tokens = sum(e.input_tokens for e in report.estimates)
     note = " (some models have no price in the price table)" if unknown else ""
     console.print(
-        f"{len(report.candidates)} candidates × {len(report.dataset.examples)} examples = [bold]{calls} calls[/], "
+        f"{len(report.estimates)} prompt candidates × {len(report.dataset.examples)} examples = [bold]{calls} calls[/], "
         f"~{tokens:,} input tokens, ~${total_cost:.4f}{note}"
     )
     if report.dataset.skipped:

@@ -98,6 +98,16 @@ class ModelSpec(BaseModel):
         return out
 
 
+class BaselineSpec(BaseModel):
+    """A trained model (the original study's approach) evaluated beside the prompts: the floor to beat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["classical", "cnn"]
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="Constructor options, e.g. epochs.")
+
+
 class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +117,7 @@ class Experiment(BaseModel):
     dataset: DatasetConfig
     prompts: list[PromptRef] = Field(min_length=1)
     models: list[ModelSpec] = Field(default_factory=list)
+    baselines: list[BaselineSpec] = Field(default_factory=list)
     prompts_dir: Path = Path("../prompts")
     prices: Path | None = Path("prices.yaml")
     base_url: str | None = None

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
 from tenacity import (
@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from promptgrade.cache import AnswerCache, cache_key
-from promptgrade.candidates import Candidate
+from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.config import Limits, Plan, price_for
 from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.errors import SweepAborted
@@ -40,7 +40,7 @@ from promptgrade.scoring import Estimate, Outcome, Price, score, skipped, summar
 
 @dataclass
 class CandidateResult:
-    candidate: Candidate
+    candidate: Candidate | BaselineCandidate
     outcomes: list[Outcome] = field(default_factory=list)
     metrics: dict[str, Estimate | float] = field(default_factory=dict)
     run_id: str | None = None
@@ -56,6 +56,7 @@ class SweepListener(Protocol):
     def candidate_started(self, candidate: Candidate, total: int) -> None: ...
     def example_done(self, candidate: Candidate, outcome: Outcome) -> None: ...
     def candidate_done(self, result: CandidateResult) -> None: ...
+    def training(self, candidate: Any, stage: str, fraction: float) -> None: ...
 
 
 class SweepStopped(SweepAborted):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptgrade.candidates import Candidate, candidates_for
+from promptgrade.baseline.evaluate import evaluate_baseline, unavailable_reason
+from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
 from promptgrade.config import Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 class SweepReport:
     plan: Plan
     dataset: LoadedDataset
-    candidates: list[Candidate]
+    candidates: list[AnyCandidate]
     results: list[CandidateResult] = field(default_factory=list)
     estimates: list[CandidateEstimate] = field(default_factory=list)
     sweep_run_id: str | None = None
@@ -88,23 +89,32 @@ class Sweep:
         if limit is not None:
             config = config.model_copy(update={"limit": limit})
         self.dataset = load_dataset_split(config, self.plan.task, self.plan.experiment.base_dir)
-        self.candidates = candidates_for(self.plan)
+        self.prompt_candidates = candidates_for(self.plan)
+        self.baselines = [BaselineCandidate(spec) for spec in self.plan.experiment.baselines]
+        self.candidates: list[AnyCandidate] = [*self.prompt_candidates, *self.baselines]
         self.results = {c.key: CandidateResult(c) for c in self.candidates}
         self.providers: dict[tuple[str, str], Provider] | None = None
         self.stop_reason: str | None = None
+        self.limit = limit
 
     @property
     def total_calls(self) -> int:
-        return len(self.runnable) * (len(self.dataset.examples) + len(self.dataset.skipped))
+        """Examples to grade in all: what the overall progress bar counts."""
+        runnable = len(self.runnable) + len(self.runnable_baselines)
+        return runnable * (len(self.dataset.examples) + len(self.dataset.skipped))
 
     @property
     def runnable(self) -> list[Candidate]:
-        return [c for c in self.candidates if self.results[c.key].skipped_reason is None]
+        return [c for c in self.prompt_candidates if self.results[c.key].skipped_reason is None]
+
+    @property
+    def runnable_baselines(self) -> list[BaselineCandidate]:
+        return [c for c in self.baselines if self.results[c.key].skipped_reason is None]
 
     def estimate(self) -> SweepReport:
         sizes = [image_size(example.image.data) for example in self.dataset.examples]
         report = SweepReport(self.plan, self.dataset, self.candidates)
-        report.estimates = estimate(self.candidates, sizes, self.plan.prices)
+        report.estimates = estimate(self.prompt_candidates, sizes, self.plan.prices)
         return report
 
     def connect(self) -> None:
@@ -125,10 +135,12 @@ class Sweep:
                 )
             except CredentialsError as exc:
                 failures[key] = exc
-        for candidate in self.candidates:
+        for candidate in self.prompt_candidates:
             if (error := failures.get((candidate.provider, candidate.model))) is not None:
                 self.results[candidate.key].skipped_reason = error.message
-        if failures and not providers:
+        for baseline in self.baselines:
+            self.results[baseline.key].skipped_reason = unavailable_reason(baseline)
+        if failures and not providers and not self.runnable_baselines:
             raise next(iter(failures.values()))
         self.providers = providers
 
@@ -166,6 +178,13 @@ class Sweep:
             plan.experiment.path, dataset, len(self.candidates), self.sweep_key()
         )
         report.sweep_run_id = tracker.parent_run_id
+        all_listeners = [_TrackingListener(tracker), *(listeners or [])]
+        try:
+            self._run_baselines(tracker, all_listeners)
+        except BaseException:
+            tracker.kill_unfinished([r.run_id for r in self.results.values() if r.run_id])
+            tracker.finish_sweep(list(self.results.values()), plan.experiment.primary_metric, status="KILLED")
+            raise
         todo: list[Candidate] = []
         for candidate in self.runnable:
             result = self.results[candidate.key]
@@ -176,7 +195,6 @@ class Sweep:
                 result.metrics = unflatten(tracker.finished_metrics(result.run_id))
             else:
                 todo.append(candidate)
-        all_listeners = [_TrackingListener(tracker), *(listeners or [])]
         self.stop_reason = None
         try:
             finished_results = asyncio.run(
@@ -205,6 +223,31 @@ class Sweep:
         report.results = [self.results[c.key] for c in self.candidates]
         tracker.finish_sweep(report.results, plan.experiment.primary_metric)
         return report
+
+    def _run_baselines(self, tracker: Tracker, listeners: list[SweepListener]) -> None:
+        """Train each baseline on the training split and score it on the evaluation split (never seen)."""
+        if not self.runnable_baselines:
+            return
+        plan = self.plan
+        config = plan.experiment.dataset
+        train = load_dataset_split(
+            config.model_copy(update={"limit": self.limit}) if self.limit else config,
+            plan.task,
+            plan.experiment.base_dir,
+            split=config.train_split,
+        )
+        for candidate in self.runnable_baselines:
+            result = self.results[candidate.key]
+            result.run_id, finished = tracker.baseline_run(candidate, self.dataset, train, plan.task)
+            if finished:
+                result.metrics = unflatten(tracker.finished_metrics(result.run_id))
+                continue
+            model = evaluate_baseline(candidate, plan.task, train, self.dataset, result, listeners)
+            samples = [e.image.data for e in self.dataset.examples[:2]]
+            if samples:
+                tracker.log_model(result.run_id, model, plan.task, samples)
+            for listener in listeners:
+                listener.candidate_done(result)
 
 
 def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:
@@ -237,3 +280,6 @@ class _TrackingListener:
 
     def candidate_done(self, result: CandidateResult) -> None:
         self.tracker.log_candidate(result)
+
+    def training(self, candidate: object, stage: str, fraction: float) -> None:
+        pass

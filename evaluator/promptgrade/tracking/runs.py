@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from promptgrade.candidates import Candidate
+from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.errors import TrackingError
 from promptgrade.runner import CandidateResult
@@ -135,16 +135,9 @@ class Tracker:
         self, candidate: Candidate, dataset: LoadedDataset, task: Task, image_max_side: int
     ) -> tuple[str, bool]:
         """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`candidate_key` = '{candidate.key}'",
-            max_results=1,
-        )
-        if found:
-            run = found[0]
-            if run.info.status != "FINISHED":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-            return run.info.run_id, run.info.status == "FINISHED"
+        found = self._child(candidate.key)
+        if found is not None:
+            return found
         run = self.client.create_run(
             self.experiment_id,
             run_name=candidate.label,
@@ -167,6 +160,55 @@ class Tracker:
         uri = self.registry.link(run_id, candidate.prompt)
         self.client.set_tag(run_id, "registry_prompt_uri", uri)
         return run_id, False
+
+    def baseline_run(
+        self, candidate: BaselineCandidate, dataset: LoadedDataset, train: LoadedDataset, task: Task
+    ) -> tuple[str, bool]:
+        """Like candidate_run, for a trained baseline; records which splits it trained and was scored on."""
+        found = self._child(candidate.key)
+        if found is not None:
+            return found
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=candidate.label,
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "promptgrade.kind": "candidate",
+                "candidate_key": candidate.key,
+                "task": task.name,
+                "provider": candidate.provider,
+                "model": candidate.model,
+            },
+        )
+        params = {
+            **candidate.params(),
+            **self._dataset_params(dataset),
+            "train_split": train.split,
+            "train_dataset_sha256": train.sha256,
+            "n_train": len(train.examples),
+        }
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id, False
+
+    def log_model(self, run_id: str, baseline: Any, task: Task, sample_images: list[bytes]) -> str:
+        from promptgrade.baseline.model import log_baseline_model
+
+        uri = log_baseline_model(run_id, baseline, task, sample_images, tracking_uri=self.uri)
+        self.client.set_tag(run_id, "model_uri", uri)
+        return uri
+
+    def _child(self, candidate_key: str) -> tuple[str, bool] | None:
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`candidate_key` = '{candidate_key}'",
+            max_results=1,
+        )
+        if not found:
+            return None
+        run = found[0]
+        if run.info.status != "FINISHED":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, run.info.status == "FINISHED"
 
     def finished_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
