@@ -138,20 +138,9 @@ class Tracker:
         found = self._child(candidate.key)
         if found is not None:
             return found
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=candidate.label,
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                "promptgrade.kind": "candidate",
-                "candidate_key": candidate.key,
-                "task": task.name,
-                **{k: str(v) for k, v in candidate.params().items()},
-            },
+        run_id = self._new_child(
+            candidate, task, {**self._dataset_params(dataset), "image_max_side": image_max_side}
         )
-        run_id = run.info.run_id
-        params = {**candidate.params(), **self._dataset_params(dataset), "image_max_side": image_max_side}
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
         self.client.log_text(
             run_id, candidate.prompt.text, f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja"
@@ -168,6 +157,16 @@ class Tracker:
         found = self._child(candidate.key)
         if found is not None:
             return found
+        extra = {
+            **self._dataset_params(dataset),
+            "train_split": train.split,
+            "train_dataset_sha256": train.sha256,
+            "n_train": len(train.examples),
+        }
+        return self._new_child(candidate, task, extra), False
+
+    def _new_child(self, candidate: Candidate | BaselineCandidate, task: Task, params: dict[str, Any]) -> str:
+        """A candidate run under the sweep: the candidate's params also as tags, to filter on in the UI."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=candidate.label,
@@ -176,19 +175,12 @@ class Tracker:
                 "promptgrade.kind": "candidate",
                 "candidate_key": candidate.key,
                 "task": task.name,
-                "provider": candidate.provider,
-                "model": candidate.model,
+                **{k: str(v) for k, v in candidate.params().items()},
             },
         )
-        params = {
-            **candidate.params(),
-            **self._dataset_params(dataset),
-            "train_split": train.split,
-            "train_dataset_sha256": train.sha256,
-            "n_train": len(train.examples),
-        }
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return run.info.run_id, False
+        everything = {**candidate.params(), **params}
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in everything.items()])
+        return run.info.run_id
 
     def log_model(self, run_id: str, baseline: Any, task: Task, sample_images: list[bytes]) -> str:
         from promptgrade.baseline.model import log_baseline_model
