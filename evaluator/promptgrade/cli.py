@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -300,9 +299,24 @@ def ui(
 
     uri = resolve(tracking_uri)
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command = [
+        mlflow_bin,
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(command))
+    # One user, one worker, and none of MLflow's background job runners; exec so that Ctrl-C (or a
+    # kill) reaches the server itself and leaves no orphaned processes behind.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    sys.stdout.flush()
+    os.execve(mlflow_bin, command, env)
 
 
 @app.command()
