@@ -85,7 +85,9 @@ def test_failures_are_typed_not_crashes(text: str | None, reason: str) -> None:
 
 
 def test_a_different_task_uses_its_own_grade_key() -> None:
-    fruit = Task(name="fruit", categories=("apple", "pear"), grade=GradeScale(name="quality", maximum=5, tolerance=0))
+    fruit = Task(
+        name="fruit", categories=("apple", "pear"), grade=GradeScale(name="quality", maximum=5, tolerance=0)
+    )
     result = parse_answer('{"categories": ["pear"], "quality": 4}', fruit)
     assert isinstance(result, Prediction) and result.grade == 4
     assert isinstance(parse_answer('{"categories": ["pear"], "quality": 7}', fruit), ParseFailure)

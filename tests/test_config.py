@@ -54,7 +54,9 @@ def test_valid_experiment_plans_prompts_and_prices(workspace: Path) -> None:
 
 
 def test_unknown_field_is_reported_with_its_line(workspace: Path) -> None:
-    path = experiment(workspace, BASE.replace("    settings: {temperature: 0.0}", "    setings: {temperature: 0.0}"))
+    path = experiment(
+        workspace, BASE.replace("    settings: {temperature: 0.0}", "    setings: {temperature: 0.0}")
+    )
     with pytest.raises(ConfigError) as info:
         load_experiment(path)
     assert str(info.value).startswith(f"{path}:13: models.0.setings: unknown field")
@@ -68,7 +70,9 @@ def test_bad_setting_value_is_reported_with_its_line(workspace: Path) -> None:
 
 def test_missing_prompt_version_is_reported_at_the_prompt_line(workspace: Path) -> None:
     path = experiment(workspace, BASE.replace("meal_tray_json@1", "meal_tray_json@9"))
-    with pytest.raises(ConfigError, match=r"exp\.yaml:10: prompts\[0\]: prompt 'meal_tray_json' has no version v9"):
+    with pytest.raises(
+        ConfigError, match=r"exp\.yaml:10: prompts\[0\]: prompt 'meal_tray_json' has no version v9"
+    ):
         plan_experiment(load_experiment(path))
 
 
@@ -89,7 +93,9 @@ def test_yaml_syntax_error_has_a_line(workspace: Path) -> None:
 def test_grid_expands_into_candidates(workspace: Path) -> None:
     from promptgrade.candidates import candidates_for
 
-    text = BASE.replace("prompts:\n  - meal_tray_json@1", "prompts:\n  - meal_tray_json@1\n  - meal_tray_freetext")
+    text = BASE.replace(
+        "prompts:\n  - meal_tray_json@1", "prompts:\n  - meal_tray_json@1\n  - meal_tray_freetext"
+    )
     text += "    grid: {temperature: [0.0, 0.5], structured_output: [true, false]}\n"
     plan = plan_experiment(load_experiment(experiment(workspace, text)))
     candidates = candidates_for(plan)

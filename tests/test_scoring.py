@@ -17,7 +17,9 @@ TASK = Task(name="t", categories=("soup", "stew", "salad"), grade=GradeScale(tol
 
 def ok(categories: tuple[str, ...], grade: float, tokens: int = 100) -> GradingResult:
     completion = Completion(text="…", input_tokens=tokens, output_tokens=10, latency_ms=100)
-    return GradingResult(completion, prediction=Prediction(categories=categories, grade=grade, answer_format="json"))
+    return GradingResult(
+        completion, prediction=Prediction(categories=categories, grade=grade, answer_format="json")
+    )
 
 
 def test_category_accuracy_counts_any_true_category_top1_only_the_first() -> None:
@@ -32,7 +34,9 @@ def test_grade_tolerance_is_inclusive() -> None:
 
 
 def test_failures_count_as_wrong_with_worst_case_grade_error() -> None:
-    failure = GradingResult(Completion(text="nope"), failure=ParseFailure(reason="no_categories", message="x"))
+    failure = GradingResult(
+        Completion(text="nope"), failure=ParseFailure(reason="no_categories", message="x")
+    )
     error = GradingResult(Completion(text=None, error=ErrorInfo(ErrorKind.SERVER_ERROR, "503")))
     outcomes = [
         score("a", ("soup",), 20, ok(("soup",), 20), TASK),
@@ -52,7 +56,10 @@ def test_failures_count_as_wrong_with_worst_case_grade_error() -> None:
 
 
 def test_skipped_examples_are_reported_not_scored() -> None:
-    outcomes = [score("a", ("soup",), 20, ok(("soup",), 20), TASK), skipped("b", ("soup",), 20, "unreadable image")]
+    outcomes = [
+        score("a", ("soup",), 20, ok(("soup",), 20), TASK),
+        skipped("b", ("soup",), 20, "unreadable image"),
+    ]
     metrics = summarise(outcomes)
     assert metrics["n_examples"] == 1 and metrics["n_skipped"] == 1
     assert metrics["category_accuracy"].value == 1.0
