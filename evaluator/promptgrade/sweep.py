@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptgrade.baseline.evaluate import evaluate_baseline, unavailable_reason
 from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
 from promptgrade.config import Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import LoadedDataset
@@ -138,8 +137,12 @@ class Sweep:
         for candidate in self.prompt_candidates:
             if (error := failures.get((candidate.provider, candidate.model))) is not None:
                 self.results[candidate.key].skipped_reason = error.message
-        for baseline in self.baselines:
-            self.results[baseline.key].skipped_reason = unavailable_reason(baseline)
+        if self.baselines:
+            # scikit-learn and scipy cost a second of import: only when the experiment trains baselines
+            from promptgrade.baseline.evaluate import unavailable_reason
+
+            for baseline in self.baselines:
+                self.results[baseline.key].skipped_reason = unavailable_reason(baseline)
         if failures and not providers and not self.runnable_baselines:
             raise next(iter(failures.values()))
         self.providers = providers
@@ -228,6 +231,8 @@ class Sweep:
         """Train each baseline on the training split and score it on the evaluation split (never seen)."""
         if not self.runnable_baselines:
             return
+        from promptgrade.baseline.evaluate import evaluate_baseline
+
         plan = self.plan
         config = plan.experiment.dataset
         train = load_dataset_split(

@@ -34,7 +34,7 @@ from promptgrade.data.config import (
     ParquetDatasetConfig,
     S3DatasetConfig,
 )
-from promptgrade.data.examples import Example, Labels, LoadedDataset, SkippedExample
+from promptgrade.data.examples import Example, Labels, LoadedDataset, PreparedImages, SkippedExample
 from promptgrade.errors import DatasetError
 from promptgrade.images import ImageError, prepare_image
 from promptgrade.task import Task
@@ -445,9 +445,14 @@ def _no_split(split: str, present: Iterable[str], where: str) -> SplitNotFound:
 
 
 def _materialise(pending: PendingSplit) -> LoadedDataset:
-    """Decode each row's image once; unreadable ones go to ``skipped``, not up the stack."""
+    """Decode each row's image once; unreadable ones go to ``skipped``, not up the stack.
+
+    The prepared bytes are spooled to a temporary file (``PreparedImages``) rather than kept in memory,
+    so a sweep's memory does not grow with its images; each request reads its image back from there.
+    """
     examples: list[Example] = []
     skipped: list[SkippedExample] = []
+    store = PreparedImages()
     rows, split = pending.rows, pending.split
     for row, image in zip(rows, pending.images, strict=True):
         try:
@@ -460,7 +465,7 @@ def _materialise(pending: PendingSplit) -> LoadedDataset:
         except ImageError as exc:
             skipped.append(SkippedExample(row.id, exc.message))
             continue
-        examples.append(Example(row.id, prepared, row.labels))
+        examples.append(Example(row.id, store.add(prepared), row.labels))
     if rows and not examples:
         raise DatasetError(
             f"all {len(rows)} examples of split {split!r} were skipped; first: {skipped[0].reason}",

@@ -1,0 +1,271 @@
+"""Run every benchmark, one fresh interpreter each, then rewrite the results section of benchmarks/README.md.
+
+    .venv/bin/python benchmarks/run_all.py                 # all seven, then the README table
+    .venv/bin/python benchmarks/run_all.py --table-only    # only rebuild the table from results/*.json
+
+Each benchmark prints its figures and saves ``benchmarks/results/<name>.json``; the table is built from
+those files, with the machine they ran on and the load average when each finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import BENCH, PYTHON, REPO, RESULTS, fmt, load_note, machine, markdown_table
+
+BENCHMARKS = ["throughput", "overhead", "memory_growth", "cache_rerun", "cost", "lambda_cold_start"]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def run(names: list[str]) -> list[tuple[str, int, float]]:
+    out = []
+    for name in names:
+        print(f"\n=== {name} ({load_note()}) ===", flush=True)
+        started = time.perf_counter()
+        code = subprocess.run([PYTHON, str(BENCH / f"{name}.py")], cwd=REPO, check=False).returncode
+        out.append((name, code, time.perf_counter() - started))
+        print(f"=== {name}: exit {code} in {time.perf_counter() - started:.0f} s ===", flush=True)
+    return out
+
+
+def results() -> dict[str, dict[str, Any]]:
+    found = {}
+    for name in BENCHMARKS:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def load_of(record: dict[str, Any]) -> str:
+    one, five, _ = record["load_average_at_end"]
+    return f"{one} / {five}"
+
+
+def checks_table(found: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, record in found.items():
+        for check in record["checks"]:
+            sign = ">=" if check["direction"].startswith("higher") else "<="
+            informative = check["note"].startswith("no target")
+            rows.append(
+                [
+                    name,
+                    check["name"] + (" (informative: the issue sets no target)" if informative else ""),
+                    f"{fmt(check['value'])} {check['unit']}",
+                    f"{sign} {fmt(check['target'])} {check['unit']}",
+                    f"{check['ratio_to_target']:.2f}",
+                    "—" if informative else "met" if check["met"] else "**missed**",
+                    load_of(record),
+                ]
+            )
+    header = ["benchmark", "figure", "measured", "target", "ratio to target", "", "load (1/5 min)"]
+    return markdown_table(header, rows)
+
+
+def details(found: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    if (record := found.get("throughput")) is not None:
+        figures = record["figures"]
+        rows = []
+        for run in [
+            *figures["sweeps"],
+            *([figures["long_latency_sweep"]] if figures.get("long_latency_sweep") else []),
+        ]:
+            rows.append(
+                [
+                    str(run["concurrency"]),
+                    f"{run['latency_s'] * 1000:.0f} ms",
+                    str(run["requests"]),
+                    f"{run['rate_per_s']:.1f} / {run['ideal_per_s']:.0f}",
+                    f"{run['ratio_to_ideal']:.3f}",
+                    f"{run['end_to_end_ratio_to_ideal']:.3f}",
+                    f"{run['client_cpu_ms_per_request']:.2f}",
+                    f"{run['wave_model_per_s']:.1f}",
+                    f"{run['server_cpu_cores']:.2f}",
+                    run["load"].split(" (")[0].removeprefix("load "),
+                ]
+            )
+        naive = figures["naive"]
+        probe = figures["server_probe"]
+        speedups = ", ".join(f"{c}: {s:.1f}×" for c, s in figures["speedup_vs_naive"].items())
+        out += [
+            "**Throughput** (`throughput.py`): requests/s over the request phase against concurrency ÷ latency.",
+            "",
+            markdown_table(
+                [
+                    "concurrency",
+                    "latency",
+                    "requests",
+                    "req/s achieved / ideal",
+                    "ratio",
+                    "ratio end to end",
+                    "client CPU ms/req",
+                    "wave model req/s",
+                    "server CPU (cores)",
+                    "load 1/5/15",
+                ],
+                rows,
+            ),
+            "",
+            f"Naive loop (one call at a time, retry-and-sleep): {naive['rate_per_s']:.2f} req/s over "
+            f"{naive['requests']} requests. Speed-up of the sweep, same run: {speedups}. Server alone "
+            f"(raw-socket client) at concurrency {probe['concurrency']}: {probe['rate_per_s']:.1f} req/s of "
+            f"{probe['achievable_per_s']:.0f} achievable, server CPU {probe['server_cpu_ms_per_request']:.2f} ms/request.",
+            "",
+        ]
+    if (record := found.get("overhead")) is not None:
+        figures = record["figures"]
+        per = figures["attributed_concurrency_1"]["ms_per_request"]
+        parts = figures["components_us"]
+        out += [
+            "**Client overhead** (`overhead.py`, CPU ms per request, zero server latency, concurrency 1): "
+            f"promptgrade {per['promptgrade_total']:.2f} = load and prepare {per['load_and_prepare']:.2f} + "
+            f"runner/cache/parse/score {per['runner_cache_parse_score']:.2f} + MLflow {per['mlflow_logging']:.2f}; "
+            f"google-genai and HTTP {per['google_genai_sdk_and_http']:.2f} (not counted); whole client at "
+            f"concurrency 8: {figures['concurrency_8']['ms_per_request']['whole_client']:.2f}. Components (µs/call): "
+            + ", ".join(f"{k.removesuffix('_us')} {v:.0f}" for k, v in parts.items())
+            + ".",
+            "",
+        ]
+    if (record := found.get("memory_growth")) is not None:
+        figures = record["figures"]
+        rows = [
+            [
+                str(n),
+                f"{run['after_imports_mb']:.0f}",
+                f"{run['after_load_mb']:.0f}",
+                f"{run['prepared_image_mb']:.0f} ({'in memory' if run['images_in_memory'] else 'on disk'})",
+                f"{run['after_run_mb']:.0f}",
+                f"{run['peak_mb']:.0f}",
+                run["load"].split(" (")[0].removeprefix("load "),
+            ]
+            for n, run in figures["runs"].items()
+        ]
+        out += [
+            "**Memory** (`memory_growth.py`, MiB RSS of a fresh interpreter, one prompt):",
+            "",
+            markdown_table(
+                [
+                    "examples",
+                    "after imports",
+                    "after load",
+                    "prepared images (where)",
+                    "after run",
+                    "peak",
+                    "load 1/5/15",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    if (record := found.get("cache_rerun")) is not None:
+        figures = record["figures"]
+        split = figures["rerun_breakdown"]
+        no_bytecode = figures.get("rerun_without_bytecode")
+        out += [
+            f"**Cache** (`cache_rerun.py`, {figures['requests']} requests = {figures['images']} trays × "
+            f"{len(figures['prompts'])} prompts, {figures['latency_s'] * 1000:.0f} ms latency, concurrency "
+            f"{figures['concurrency']}): first run {figures['first_run']['wall_s']:.1f} s, unchanged re-run "
+            f"{figures['rerun']['wall_s']:.2f} s with {figures['rerun']['api_calls']} API calls. Re-run split: "
+            f"interpreter and imports {split['interpreter_and_imports_s']:.2f} s, opening the MLflow store "
+            f"{split['mlflow_store_open_s']:.2f} s, loading the dataset {split['load_s']:.2f} s, `Sweep.run` "
+            f"{split['run_s']:.2f} s (in-process ratio {figures['in_process_ratio']:.3f})."
+            + (
+                f" Without bytecode (this machine sets PYTHONDONTWRITEBYTECODE=1): {no_bytecode['wall_s']:.2f} s."
+                if no_bytecode
+                else ""
+            ),
+            "",
+        ]
+    if (record := found.get("cost")) is not None:
+        for set_name, data in record["figures"]["sets"].items():
+            out += [
+                f"**Cost per image**, {set_name} (`cost.py`; token rule of `estimate.py`):",
+                "",
+                data["table"],
+                "",
+            ]
+    if (record := found.get("lambda_cold_start")) is not None:
+        figures = record["figures"]
+        warm = figures["warm"]
+        out += [
+            f"**Lambda** (`lambda_cold_start.py`): zip {figures['zip']['bytes']:,} bytes "
+            f"({figures['zip']['mib']:.2f} MiB; largest: "
+            + ", ".join(f"{n} {m:.1f} MiB" for n, m in figures["zip"]["largest_entries_mib"][:4])
+            + f"); cold import median {figures['cold_import_no_bytecode']['import_s_median']:.3f} s as shipped (no "
+            f".pyc), {figures['cold_import_with_bytecode']['import_s_median']:.3f} s with bytecode; warm: handler "
+            f"{warm['handler_ms_median']:.1f} ms median, bare round trip {warm['raw_round_trip_ms_median']:.1f} ms, "
+            f"overhead {warm['overhead_ms']:.1f} ms.",
+            "",
+        ]
+    return out
+
+
+def write_table(found: dict[str, dict[str, Any]], command: str) -> str:
+    machines = {
+        json.dumps({k: r["machine"][k] for k in ("cores", "memory_mb", "python")}) for r in found.values()
+    }
+    first = next(iter(found.values()))["machine"]
+    shas = sorted({r["machine"]["promptgrade_git"] for r in found.values()})
+    times = sorted(r["machine"]["time_utc"] for r in found.values())
+    lines = [
+        START,
+        f"Produced by `{command}` — {times[0]} to {times[-1]} UTC, promptgrade {', '.join(shas)}; "
+        f"{first['cores']} cores, {first['memory_mb'] / 1024:.1f} GiB memory, Python {first['python']}, "
+        f"{first['platform']}"
+        + ("" if len(machines) == 1 else " (results from more than one machine!)")
+        + ". Other processes were running tests on the same machine: the load average is given per row.",
+        "",
+        checks_table(found),
+        "",
+        *details(found),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(block: str) -> None:
+    readme = BENCH / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text, encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--table-only", action="store_true", help="do not run; rebuild the table")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these (table from all files)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    if not args.table_only:
+        outcomes = run(args.only or BENCHMARKS)
+        failed = [name for name, code, _ in outcomes if code != 0]
+        for name, code, seconds in outcomes:
+            print(f"{name}: exit {code}, {seconds:.0f} s")
+        if failed:
+            print(f"failed: {', '.join(failed)}; README not updated", file=sys.stderr)
+            return 1
+    found = results()
+    command = ".venv/bin/python benchmarks/run_all.py"
+    block = write_table(found, command)
+    update_readme(block)
+    print(f"\n{block}\n\nupdated {Path(BENCH / 'README.md').relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
