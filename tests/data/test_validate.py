@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = REPO / "experiments" / "tasks" / "meal_tray.yaml"
 HEADER = ["id", "file", "categories", "food_remaining_pct", "split"]
 MAX_SIDE = 256  # the broken set's image_max_side: "too large" starts at 8x this, 2048 px
-
-
-@pytest.fixture(autouse=True)
-def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and "/" not in host:
-            raise OSError(f"test tried to reach the network: {address}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
