@@ -359,7 +359,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_calls_into_the_same_runs(
     tmp_path: Path, server: FakeGemini, tracking: str, fake_api_key: str, sig: signal.Signals
 ) -> None:
     path = write_experiment(tmp_path, server, concurrency=2)
-    server.latency_s = 0.05
+    server.latency_s = 0.1  # wide enough to signal mid-run even on a loaded machine
     env = {**os.environ, "COLUMNS": "200"}
     process = _spawn(path, tracking, env)
     _wait_for_calls(server, 9, process)
