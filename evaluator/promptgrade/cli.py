@@ -655,6 +655,9 @@ def fake_gemini(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
     answers: Annotated[Path | None, typer.Option(help="JSON file: image sha256 → answer text.")] = None,
     latency: Annotated[float, typer.Option(help="Seconds before each answer.")] = 0.0,
+    default_answer: Annotated[
+        str | None, typer.Option(help="Answer text for images not in --answers (default: an empty answer).")
+    ] = None,
 ) -> None:
     """Serve a local stand-in for the Gemini REST API (scripted answers), for demos and offline runs."""
     from promptgrade.testing import gemini_server
@@ -662,6 +665,8 @@ def fake_gemini(
     argv = ["--port", str(port), "--latency", str(latency)]
     if answers is not None:
         argv += ["--answers", str(answers)]
+    if default_answer is not None:
+        argv += ["--default-answer", default_answer]
     raise typer.Exit(gemini_server.main(argv))
 
 

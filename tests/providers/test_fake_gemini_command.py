@@ -1,0 +1,56 @@
+"""`promptgrade fake-gemini` serves scripted answers on its own, for demos and offline runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from promptgrade.providers.base import CompletionRequest, ImageInput
+from promptgrade.providers.gemini import GeminiProvider
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_command_answers_the_real_client_with_scripted_and_default_answers(
+    tmp_path: Path, fake_api_key: str
+) -> None:
+    image = ImageInput(b"\xff\xd8\xff tray", "image/jpeg")
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({image.sha256: "Category: soup\nFood %: 40%"}), encoding="utf-8")
+    port = _free_port()
+    command = [sys.executable, "-m", "promptgrade.cli", "fake-gemini", "--port", str(port)]
+    command += ["--answers", str(answers), "--default-answer", '{"categories": ["stew"], "grade": 5}']
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the fake server did not start"
+                time.sleep(0.2)
+        provider = GeminiProvider("gemini-2.5-flash", base_url=f"http://127.0.0.1:{port}")
+        scripted = asyncio.run(provider.complete(CompletionRequest(prompt="grade", image=image)))
+        other = ImageInput(b"\xff\xd8\xff other", "image/jpeg")
+        default = asyncio.run(provider.complete(CompletionRequest(prompt="grade", image=other)))
+        assert scripted.error is None and scripted.text == "Category: soup\nFood %: 40%"
+        assert default.text == '{"categories": ["stew"], "grade": 5}'
+        assert scripted.input_tokens > 0
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
