@@ -22,12 +22,11 @@ from typing import Any
 
 from promptgrade.answers import Prediction
 from promptgrade.baseline import available_kinds, image_features, train_and_predict
+from promptgrade.baseline.evaluate import score_predictions
 from promptgrade.data.config import FolderDatasetConfig
 from promptgrade.data.examples import Example
 from promptgrade.data.loaders import load_dataset_split
-from promptgrade.grading import GradingResult
-from promptgrade.providers.base import Completion
-from promptgrade.scoring import Estimate, score, summarise
+from promptgrade.scoring import Estimate, summarise
 from promptgrade.task import Task, load_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,16 +34,7 @@ COLUMNS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "gra
 
 
 def metrics(predictions: Sequence[Prediction], examples: Sequence[Example], task: Task) -> dict[str, Any]:
-    outcomes = [
-        score(
-            e.id,
-            e.labels.categories,
-            e.labels.grade,
-            GradingResult(Completion(text=None), prediction=p),
-            task,
-        )
-        for p, e in zip(predictions, examples, strict=True)
-    ]
+    outcomes = score_predictions(predictions, examples, task)
     summary = summarise(outcomes)
     out: dict[str, Any] = {}
     for name in (*COLUMNS, "n_examples"):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import json
 import logging
 import os
@@ -52,7 +51,8 @@ from common import (
     load_note,
 )
 
-RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+from promptgrade.testing.lambda_runtime import runtime_dir
+
 MARK = "RESULT:"
 REGION = "us-east-1"
 SECRET_ID = "promptgrade/bench-gemini-key"
@@ -84,19 +84,6 @@ def build(tmp: Path) -> tuple[Any, float]:
         quiet=True,
     )
     return report, time.perf_counter() - started
-
-
-def runtime_dir(tmp: Path) -> Path:
-    """A stand-in for /var/runtime: links to boto3 and its dependencies only, not the whole venv."""
-    folder = tmp / "var-runtime"
-    folder.mkdir()
-    for name in RUNTIME_MODULES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin, f"{name} is not installed"
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (folder / source.name).symlink_to(source, target_is_directory=source.is_dir())
-    return folder
 
 
 def isolated(

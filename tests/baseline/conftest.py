@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from promptgrade.answers import Prediction
+from promptgrade.baseline.evaluate import score_predictions
 from promptgrade.data.examples import Example, Labels
-from promptgrade.grading import GradingResult
-from promptgrade.providers.base import Completion, ImageInput
-from promptgrade.scoring import Estimate, score, summarise
+from promptgrade.providers.base import ImageInput
+from promptgrade.scoring import Estimate, summarise
 from promptgrade.task import GradeScale, Task
 
 COLOURS = {
@@ -67,16 +67,7 @@ def make_examples(
 
 def evaluate(predictions: list[Prediction], examples: list[Example], task: Task) -> dict[str, float]:
     """The project's own metrics for baseline predictions, exactly as a sweep would score them."""
-    outcomes = [
-        score(
-            e.id,
-            e.labels.categories,
-            e.labels.grade,
-            GradingResult(Completion(text=None), prediction=p),
-            task,
-        )
-        for p, e in zip(predictions, examples, strict=True)
-    ]
+    outcomes = score_predictions(predictions, examples, task)
     return {k: v.value if isinstance(v, Estimate) else v for k, v in summarise(outcomes).items()}
 
 

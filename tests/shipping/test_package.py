@@ -9,7 +9,6 @@ from a Secrets Manager secret in a moto server — the way the function runs in 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -39,12 +38,12 @@ from promptgrade.shipping.package import (
     platform_tags,
 )
 from promptgrade.testing.gemini_server import FakeGemini
+from promptgrade.testing.lambda_runtime import runtime_dir as lambda_runtime_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 
 # What /var/runtime holds next to the Lambda's Python: boto3 and what it imports.
-LAMBDA_RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 RESULT_MARK = "RESULT:"
 
 
@@ -120,19 +119,6 @@ def test_the_same_inputs_give_the_same_bytes(
 # -- the zip runs where only the zip (and the runtime's boto3) is ----------------------------------
 
 
-def _lambda_runtime_dir(tmp_path: Path) -> Path:
-    """A stand-in for /var/runtime: links to boto3 and its dependencies only, not the whole venv."""
-    runtime_dir = tmp_path / "var-runtime"
-    runtime_dir.mkdir()
-    for name in LAMBDA_RUNTIME_MODULES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin, f"{name} is not installed here"
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (runtime_dir / source.name).symlink_to(source, target_is_directory=source.is_dir())
-    return runtime_dir
-
-
 def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
@@ -145,7 +131,7 @@ def test_a_fresh_interpreter_grades_an_image_from_the_unzipped_package(
     task_dir = tmp_path / "var-task"
     with zipfile.ZipFile(lambda_zip.report.path) as archive:
         archive.extractall(task_dir)
-    runtime_dir = _lambda_runtime_dir(tmp_path)
+    runtime_dir = lambda_runtime_dir(tmp_path)
 
     secret_id = "promptgrade/test-gemini-key"
     boto3.client(

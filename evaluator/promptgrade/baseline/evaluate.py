@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from promptgrade.answers import Prediction
 from promptgrade.baseline.model import Baseline, available_kinds
 from promptgrade.baseline.train import train_and_predict
 from promptgrade.candidates import BaselineCandidate
-from promptgrade.data.examples import LoadedDataset
+from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.grading import GradingResult
 from promptgrade.providers.base import Completion
 from promptgrade.runner import CandidateResult, SweepListener
-from promptgrade.scoring import Price, score, skipped, summarise
+from promptgrade.scoring import Outcome, Price, score, skipped, summarise
 from promptgrade.task import Task
 
 NO_COST = Price(input=0.0, output=0.0)  # no API is called: its cost is zero, not unknown
@@ -54,14 +55,7 @@ def evaluate_baseline(
         **candidate.spec.options,
     )
     per_example_ms = 1000 * stats["predict_seconds"] / max(1, len(evaluation.examples))
-    for example, prediction in zip(evaluation.examples, predictions, strict=True):
-        outcome = score(
-            example.id,
-            example.labels.categories,
-            example.labels.grade,
-            GradingResult(_as_completion(prediction, task, per_example_ms), prediction=prediction),
-            task,
-        )
+    for outcome in score_predictions(predictions, evaluation.examples, task, per_example_ms):
         result.outcomes.append(outcome)
         for listener in listeners:
             listener.example_done(candidate, outcome)
@@ -72,6 +66,22 @@ def evaluate_baseline(
     result.metrics["n_train"] = stats["n_train"]
     result.metrics["wall_seconds"] = time.perf_counter() - started
     return baseline
+
+
+def score_predictions(
+    predictions: Sequence[Prediction], examples: Sequence[Example], task: Task, latency_ms: float = 0.0
+) -> list[Outcome]:
+    """A trained model's predictions scored exactly as a prompt's answers are (same ``score``)."""
+    return [
+        score(
+            example.id,
+            example.labels.categories,
+            example.labels.grade,
+            GradingResult(_as_completion(prediction, task, latency_ms), prediction=prediction),
+            task,
+        )
+        for prediction, example in zip(predictions, examples, strict=True)
+    ]
 
 
 def _as_completion(prediction: Prediction, task: Task, latency_ms: float) -> Completion:
