@@ -78,31 +78,21 @@ def _paired(
     ids = [i for i in ids if before[i]["status"] != "skipped" and after[i]["status"] != "skipped"]
     if not ids:
         raise PromotionError("the two runs share no evaluated examples: they cannot be compared")
-    tests = [
-        mcnemar(
-            [bool(before[i]["category_correct"]) for i in ids],
-            [bool(after[i]["category_correct"]) for i in ids],
-        ),
-    ]
-    top1 = mcnemar(
-        [bool(before[i]["category_top1_correct"]) for i in ids],
-        [bool(after[i]["category_top1_correct"]) for i in ids],
-    )
     graded = [
         i for i in ids if before[i]["grade_abs_error"] is not None and after[i]["grade_abs_error"] is not None
     ]
-    grade_acc = mcnemar(
-        [bool(before[i]["grade_correct"]) for i in graded], [bool(after[i]["grade_correct"]) for i in graded]
-    )
-    grade_err = wilcoxon_errors(
-        [float(before[i]["grade_abs_error"]) for i in graded],
-        [float(after[i]["grade_abs_error"]) for i in graded],
-    )
+
+    def paired(column: str, rows: list[str]) -> PairedTest:
+        return mcnemar([bool(before[i][column]) for i in rows], [bool(after[i][column]) for i in rows])
+
     named = {
-        "category_accuracy": tests[0],
-        "category_top1_accuracy": top1,
-        "grade_accuracy": grade_acc,
-        "grade_mae": grade_err,
+        "category_accuracy": paired("category_correct", ids),
+        "category_top1_accuracy": paired("category_top1_correct", ids),
+        "grade_accuracy": paired("grade_correct", graded),
+        "grade_mae": wilcoxon_errors(
+            [float(before[i]["grade_abs_error"]) for i in graded],
+            [float(after[i]["grade_abs_error"]) for i in graded],
+        ),
     }
     tests = [
         PairedTest(f"{t.name} — {name}", t.n, t.p_value, t.challenger_better, t.detail)
