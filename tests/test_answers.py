@@ -64,6 +64,12 @@ def test_unknown_categories_are_recorded_and_extra_ones_truncated() -> None:
     result = ok('{"categories": ["pizza", "salad", "soup", "dessert"], "food_remaining_pct": 0}')
     assert result.categories == ("salad", "soup")
     assert result.unknown_categories == ("pizza",)
+    assert result.top1 is None  # the model's first choice was not an allowed category
+
+
+def test_top1_is_the_model_first_name_when_allowed() -> None:
+    assert ok('{"categories": ["Soups", "spaceship"], "food_remaining_pct": 0}').top1 == "soup"
+    assert ok("Category: spaceship, stew\nFood %: 40%").top1 is None
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,14 @@ class Prediction(BaseModel):
     grade: float
     unknown_categories: tuple[str, ...] = ()  # named by the model but not allowed by the task
     answer_format: Literal["json", "text"]
+    # Top-1 is the model's first choice, not the first name that survived filtering: an answer that
+    # leads with a name outside the task has a wrong top-1 even if an allowed name follows it.
+    first_named_allowed: bool = True
+
+    @property
+    def top1(self) -> str | None:
+        """The model's first-named category, or None when that name is not one the task allows."""
+        return self.categories[0] if self.first_named_allowed else None
 
 
 class ParseFailure(BaseModel):
@@ -150,6 +158,7 @@ def _build(
         return ParseFailure(reason="no_categories", message="the answer names no category")
     categories: list[str] = []
     unknown: list[str] = []
+    first_named_allowed = task.canonical_category(names[0]) is not None
     for name in names:
         canonical = task.canonical_category(name)
         if canonical is None:
@@ -172,6 +181,7 @@ def _build(
         grade=grade,
         unknown_categories=tuple(unknown),
         answer_format=answer_format,
+        first_named_allowed=first_named_allowed,
     )
 
 

@@ -76,7 +76,7 @@ def score(
         predicted_categories=prediction.categories,
         predicted_grade=prediction.grade,
         category_correct=bool(truth.intersection(prediction.categories)),
-        category_top1_correct=prediction.categories[0] in truth,
+        category_top1_correct=prediction.top1 in truth,
         grade_correct=None if grade_error is None else grade_error <= task.grade.tolerance + 1e-9,
         grade_abs_error=grade_error,
         **common,

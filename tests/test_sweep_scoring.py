@@ -1,0 +1,65 @@
+"""Given answers whose first name is outside the task, when I sweep, then MLflow's top-1 counts it wrong.
+
+Top-1 is the model's own first choice. A parser that dropped unknown names before taking the first
+would credit the model's second choice; this runs the whole path (real google-genai client → local
+Gemini server → parser → scoring → MLflow) so the metric a user reads is the one that is checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner(env={"COLUMNS": "200"})
+N = 6
+
+EXPERIMENT = f"""\
+name: top1
+task: {ROOT}/experiments/tasks/meal_tray.yaml
+prompts_dir: {ROOT}/prompts
+prices: {ROOT}/experiments/prices.yaml
+base_url: {{base_url}}
+dataset: {{{{kind: folder, path: {ROOT}/data/sample, split: test, limit: {N}, image_max_side: 256}}}}
+prompts: [meal_tray_json@1]
+models: [{{{{model: gemini-2.5-flash}}}}]
+concurrency: 2
+"""
+
+
+def test_an_unknown_first_name_is_a_wrong_top1_but_a_right_category(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    from promptgrade.config import load_experiment
+    from promptgrade.data.loaders import load_dataset_split
+    from promptgrade.task import load_task
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(EXPERIMENT.format(base_url=gemini_server.base_url), encoding="utf-8")
+    experiment = load_experiment(path)
+    task = load_task(experiment.resolve(experiment.task))
+    examples = load_dataset_split(experiment.dataset, task, experiment.base_dir).examples
+    truth = {e.image.sha256: e.labels for e in examples}
+    first_half = {e.image.sha256 for e in sorted(examples, key=lambda e: e.id)[: N // 2]}
+
+    def answer(request: RequestInfo) -> str:
+        labels = truth[request.image_sha256 or ""]
+        lead = ["spaceship"] if request.image_sha256 in first_half else []
+        return json.dumps({"categories": [*lead, labels.categories[0]], "food_remaining_pct": labels.grade})
+
+    gemini_server.default_answer = answer
+    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+    assert result.exit_code == 0, result.output
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment_id = client.get_experiment_by_name("top1").experiment_id
+    [run] = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    assert run.data.metrics["category_accuracy"] == 1.0
+    assert run.data.metrics["category_top1_accuracy"] == pytest.approx(0.5)
