@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,6 +43,17 @@ app.add_typer(prompts_app, name="prompts")
 console = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def esc(value: object) -> str:
+    """Text from outside (messages, names, paths, answers) shown through rich: brackets stay brackets.
+
+    rich reads ``[cnn]`` as a markup tag and silently drops it; every interpolated value goes through
+    here so that only our own styling is markup.
+    """
+    return escape(str(value))
+
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -62,7 +74,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PromptgradeError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {esc(exc)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
@@ -138,7 +150,9 @@ def _varying_settings(results: list[Any]) -> dict[str, str]:
 def _summary_table(report: Any) -> Table:
     best = report.best()
     settings = _varying_settings(report.results)
-    table = Table(title=f"{report.plan.experiment.name} — {report.dataset.name} [{report.dataset.split}]")
+    table = Table(
+        title=esc(f"{report.plan.experiment.name} — {report.dataset.name} [{report.dataset.split}]")
+    )
     table.add_column("", width=1)
     table.add_column("prompt")
     table.add_column("model")
@@ -157,10 +171,14 @@ def _summary_table(report: Any) -> Table:
         table.add_column(column, justify="right")
     for result in report.results:
         m, candidate = result.metrics, result.candidate
-        prompt = candidate.prompt.ref if candidate.prompt is not None else f"[dim]{candidate.provider}[/]"
-        head = ["★" if result is best else "", prompt, candidate.model]
+        prompt = (
+            esc(candidate.prompt.ref)
+            if candidate.prompt is not None
+            else f"[dim]{esc(candidate.provider)}[/]"
+        )
+        head = ["★" if result is best else "", prompt, esc(candidate.model)]
         if any(settings.values()):
-            head.append(settings[candidate.key])
+            head.append(esc(settings[candidate.key]))
         if result.skipped_reason:
             table.add_row(*head, "[yellow]skipped[/]", *[""] * 7)
             continue
@@ -209,7 +227,7 @@ def sweep(
     prepared.connect()
     mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path), read=not refresh)
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -224,17 +242,19 @@ def sweep(
         with progress:
             report = prepared.run(tracking_uri=tracking_uri, listeners=[listener], cache=mode)
     except SweepStopped as stop:
-        err.print(f"[bold yellow]sweep stopped:[/] {stop.message}", highlight=False, soft_wrap=True)
-        err.print(f"finished candidates and partial results are in MLflow; {resume_hint}", highlight=False)
+        err.print(f"[bold yellow]sweep stopped:[/] {esc(stop.message)}", highlight=False, soft_wrap=True)
+        err.print(
+            f"finished candidates and partial results are in MLflow; {esc(resume_hint)}", highlight=False
+        )
         raise typer.Exit(stop.exit_code) from None
     except KeyboardInterrupt:
         saved = f"{mode.cache.count()} answers in the cache; " if mode.cache else ""
-        err.print(f"[yellow]interrupted[/] — {saved}{resume_hint}", highlight=False)
+        err.print(f"[yellow]interrupted[/] — {saved}{esc(resume_hint)}", highlight=False)
         raise typer.Exit(130) from None
     console.print(_summary_table(report))
     reasons = {r.skipped_reason: r.candidate.model for r in report.results if r.skipped_reason}
     for reason, model in reasons.items():
-        console.print(f"[yellow]skipped[/] {model}: {reason}", highlight=False)
+        console.print(f"[yellow]skipped[/] {esc(model)}: {esc(reason)}", highlight=False)
     if report.dataset.skipped:
         console.print(
             f"[yellow]{len(report.dataset.skipped)} unusable example(s) skipped[/] "
@@ -244,15 +264,20 @@ def sweep(
     console.print(f"{resumed}{report.calls} API calls, {report.cache_hits} answers from the cache")
     best = report.best()
     if best is not None:
-        console.print(f"best by {report.primary_metric}: [bold]{best.candidate.label}[/] (run {best.run_id})")
+        console.print(
+            f"best by {report.primary_metric}: [bold]{esc(best.candidate.label)}[/] (run {best.run_id})",
+            highlight=False,
+        )
     console.print(
-        f"MLflow: experiment [bold]{report.plan.experiment.name}[/] in {report.tracking_uri} — "
+        f"MLflow: experiment [bold]{esc(report.plan.experiment.name)}[/] in {esc(report.tracking_uri)} — "
         "`promptgrade ui` to compare"
     )
 
 
 def _print_dry_run(report: Any) -> None:
-    table = Table(title=f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples")
+    table = Table(
+        title=esc(f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples")
+    )
     for column in ("candidate", "calls", "input tokens (est.)", "output tokens (est.)", "cost $ (est.)"):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     total_cost, unknown = 0.0, False
@@ -261,11 +286,11 @@ def _print_dry_run(report: Any) -> None:
         total_cost += est.cost_usd or 0.0
         cost = "no price" if est.cost_usd is None else f"{est.cost_usd:.4f}"
         table.add_row(
-            est.candidate.label, str(est.calls), f"{est.input_tokens:,}", f"{est.output_tokens:,}", cost
+            esc(est.candidate.label), str(est.calls), f"{est.input_tokens:,}", f"{est.output_tokens:,}", cost
         )
     for candidate in report.candidates:
         if candidate.prompt is None:
-            table.add_row(candidate.label, "0", "–", "–", "0 (trained locally)")
+            table.add_row(esc(candidate.label), "0", "–", "–", "0 (trained locally)")
     console.print(table)
     calls = sum(e.calls for e in report.estimates)
     tokens = sum(e.input_tokens for e in report.estimates)
@@ -277,10 +302,10 @@ def _print_dry_run(report: Any) -> None:
     if report.dataset.skipped:
         console.print(f"[yellow]{len(report.dataset.skipped)} unusable example(s) would be skipped:[/]")
         for skip in report.dataset.skipped[:10]:
-            console.print(f"  {skip.id}: {skip.reason}")
+            console.print(f"  {esc(skip.id)}: {esc(skip.reason)}", highlight=False)
     drafts = [ref for ref, released in report.plan.released.items() if not released]
     if drafts:
-        console.print(f"unreleased prompt versions (fine for experiments): {', '.join(drafts)}")
+        console.print(f"unreleased prompt versions (fine for experiments): {esc(', '.join(drafts))}")
     console.print("[green]experiment, dataset and templates are valid[/]")
 
 
@@ -311,7 +336,7 @@ def ui(
         "--workers",
         "1",
     ]
-    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    console.print(esc(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)"))
     # One user, one worker, and none of MLflow's background job runners; exec so that Ctrl-C (or a
     # kill) reaches the server itself and leaves no orphaned processes behind.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
@@ -337,13 +362,13 @@ def compare(
 
         name = load_experiment(experiment).name
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
-    table = Table(title=f"{name}: candidates by {primary}, best first")
+    table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
     for column in ("", "run", "prompt", "model", *_COMPARE_METRICS.values()):
         table.add_column(column, justify="right" if column in _COMPARE_METRICS.values() else "left")
     for index, row in enumerate(rows):
         params, metrics = row["params"], row["metrics"]
         prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
-        cells = ["★" if index == 0 else "", row["run_id"][:8], prompt, params.get("model", "–")]
+        cells = ["★" if index == 0 else "", row["run_id"][:8], esc(prompt), esc(params.get("model", "–"))]
         for metric in _COMPARE_METRICS:
             value = metrics.get(metric)
             if value is None:
@@ -418,8 +443,8 @@ def promote(
     do_promote(store, decision, bundle_dir, policy)
     forced = " [yellow](forced)[/]" if decision.forced else ""
     console.print(
-        f"[green]promoted[/]{forced} {decision.winner.name} → alias [bold]production[/] on {decision.registry_uri}; "
-        f"bundle written to {bundle_dir} (next: `promptgrade package`)"
+        f"[green]promoted[/]{forced} {esc(decision.winner.name)} → alias [bold]production[/] on "
+        f"{esc(decision.registry_uri)}; bundle written to {esc(bundle_dir)} (next: `promptgrade package`)"
     )
 
 
@@ -439,7 +464,7 @@ def _print_decision(decision: Any) -> None:
     ):
         if row is None:
             continue
-        cells = [role, row.run_id[:8], row.name]
+        cells = [role, row.run_id[:8], esc(row.name)]
         for metric in SHOWN_METRICS:
             value, low, high = (row.metric(metric + suffix) for suffix in ("", "_ci_low", "_ci_high"))
             if math.isnan(value):
@@ -452,7 +477,7 @@ def _print_decision(decision: Any) -> None:
     console.print(table)
     against = "production" if decision.incumbent is not None else "runner-up"
     for test in decision.tests:
-        console.print(f"  vs {against}: {test.name}: p={test.p_value:.3g}, n={test.n}; {test.detail}")
+        console.print(esc(f"  vs {against}: {test.name}: p={test.p_value:.3g}, n={test.n}; {test.detail}"))
     if decision.incumbent is None and decision.runner_up is None:
         console.print("  no production prompt and no runner-up to test against")
 
@@ -484,10 +509,10 @@ def package(
         cache_dir=pip_cache,
         quiet=True,
     )
-    console.print(report.summary())
+    console.print(esc(report.summary()))
     for name, (lab, shipped) in report.drift.items():
         console.print(
-            f"  [yellow]note:[/] {name} {shipped} ships (the lab has {lab}): no {lab} wheel for {runtime}"
+            f"  [yellow]note:[/] {esc(f'{name} {shipped} ships (the lab has {lab}): no {lab} wheel for {runtime}')}"
         )
 
 
@@ -543,7 +568,7 @@ def deploy(
         endpoint_url=endpoint_url,
         s3_bucket=s3_bucket,
     )
-    console.print(f"[green]{report.summary()}[/]")
+    console.print(f"[green]{esc(report.summary())}[/]")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,9 +586,9 @@ def cache_info(cache_path: CacheOpt = None) -> None:
     from promptgrade.cache import AnswerCache
 
     stats = AnswerCache(cache_path).stats()
-    console.print(f"{stats['path']}: {stats['answers']} answers, {stats['bytes'] / 1e6:.1f} MB")
+    console.print(esc(f"{stats['path']}: {stats['answers']} answers, {stats['bytes'] / 1e6:.1f} MB"))
     for provider, model, count in stats["by_model"]:
-        console.print(f"  {provider}/{model}: {count}")
+        console.print(esc(f"  {provider}/{model}: {count}"))
 
 
 @cache_app.command("clear")
@@ -597,10 +622,10 @@ def prompts_list(directory: PromptsDir = Path("prompts")) -> None:
         table.add_column(column)
     for prompt in library.all():
         table.add_row(
-            prompt.ref,
+            esc(prompt.ref),
             prompt.sha256[:12],
             "yes" if library.is_released(prompt) else "draft",
-            prompt.description,
+            esc(prompt.description),
         )
     console.print(table)
 
@@ -641,9 +666,9 @@ def prompts_release(
     library = PromptLibrary(directory)
     prompt = library.get(name, int(version))
     if library.release(prompt):
-        console.print(f"released {prompt.ref} ({prompt.sha256[:12]}…) — commit {library.lock_path}")
+        console.print(esc(f"released {prompt.ref} ({prompt.sha256[:12]}…) — commit {library.lock_path}"))
     else:
-        console.print(f"{prompt.ref} was already released")
+        console.print(esc(f"{prompt.ref} was already released"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -715,17 +740,17 @@ def validate_data(
 
     if report.findings:
         shown = report.findings[:max_findings]
-        table = Table(title=f"{report.dataset}: {len(report.findings)} finding(s)")
+        table = Table(title=esc(f"{report.dataset}: {len(report.findings)} finding(s)"))
         for column in ("severity", "example", "where", "problem", "what to do"):
             table.add_column(column, overflow="fold")
         for finding in shown:
             style = _SEVERITY_STYLE[finding.severity]
             table.add_row(
                 f"[{style}]{finding.severity}[/]",
-                finding.example_id or "–",
-                _short_where(finding.where),
-                f"[bold]{finding.code}[/]: {finding.message}",
-                finding.fix,
+                esc(finding.example_id or "–"),
+                esc(_short_where(finding.where)),
+                f"[bold]{esc(finding.code)}[/]: {esc(finding.message)}",
+                esc(finding.fix),
             )
         if shown:
             console.print(table)
@@ -740,7 +765,7 @@ def validate_data(
     for summary in report.splits:
         state = "" if summary.checked else " [yellow](not read)[/]"
         console.print(
-            f"split [bold]{summary.split}[/]{state}: {summary.n_examples} examples, {summary.usable} usable — "
+            f"split [bold]{esc(summary.split)}[/]{state}: {summary.n_examples} examples, {summary.usable} usable — "
             f"{counts(report.counts_for(summary.split))}"
         )
     elsewhere = report.counts_for(None)
@@ -752,7 +777,7 @@ def validate_data(
             json_path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
         except OSError as exc:
             raise PromptgradeError(f"cannot write findings: {exc.strerror}", path=json_path) from None
-        console.print(f"all {len(report.findings)} finding(s) written to {json_path}")
+        console.print(esc(f"all {len(report.findings)} finding(s) written to {json_path}"))
 
     if report.ok:
         console.print(f"[green]no errors[/]: {report.usable} usable example(s)")
