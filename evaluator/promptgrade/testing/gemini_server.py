@@ -6,6 +6,12 @@ offline and for free. Answers are scripted per image (by sha256), and faults the
 (429 with RetryInfo, per-day quota, 5xx, safety blocks, truncation, dropped connections, hangs) can
 be queued so error handling is tested against the bytes the SDK actually sees.
 
+Each request is recorded with its arrival time, so a test can measure the gap between a 429 and its
+retry at the server rather than around the whole client. Each answer's billed tokens are recorded
+too, so a spending limit is checked against what the API would charge, not the client's own tally.
+Vertex AI mode is served as well: ``POST /token`` answers an OAuth refresh, so application-default
+credentials whose ``token_uri`` points here yield a bearer token the model requests then carry.
+
 Standard library only, so it runs anywhere the package does.
 """
 
@@ -19,6 +25,7 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +36,8 @@ from typing import Any, Literal
 
 TOKENS_PER_IMAGE = 258  # what Gemini bills for one image at default media resolution
 DEFAULT_ANSWER = '{"categories": [], "grade": 0}'
+TOKEN_PATH = "/token"  # the OAuth token endpoint, for application-default credentials' token_uri
+ACCESS_TOKEN = "fake-gemini-access-token"
 
 _PATH = re.compile(
     r"^/(?P<version>v1|v1beta|v1beta1)/"
@@ -133,6 +142,16 @@ class RequestInfo:
     has_response_schema: bool = False
     response_schema: dict[str, Any] | None = None
     has_api_key: bool = False
+    authorization: str | None = None  # the Authorization header: Vertex AI sends "Bearer <token>"
+    received_at: float = 0.0  # time.monotonic() when the request arrived, before any latency or fault
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The tokens one answer billed (its usageMetadata): what the real API would charge for."""
+
+    input_tokens: int
+    output_tokens: int
 
 
 Answer = str | Callable[[RequestInfo], str]
@@ -156,6 +175,9 @@ class FakeGemini:
         self._port = port
         self._lock = threading.Lock()
         self._requests: list[RequestInfo] = []
+        self._usage: list[Usage] = []
+        self._token_requests = 0
+        self.access_token = ACCESS_TOKEN
         self._faults: deque[Fault] = deque()
         self._image_faults: dict[str, deque[Fault]] = {}
         self._stopping = threading.Event()
@@ -234,6 +256,18 @@ class FakeGemini:
         with self._lock:
             return len(self._requests)
 
+    @property
+    def usage(self) -> list[Usage]:
+        """The tokens billed by every answer sent, in order (errors and dropped requests bill nothing)."""
+        with self._lock:
+            return list(self._usage)
+
+    @property
+    def token_requests(self) -> int:
+        """How many OAuth token refreshes were served at ``TOKEN_PATH``."""
+        with self._lock:
+            return self._token_requests
+
     # -- used by the handler ---------------------------------------------------------------------
     def _record(self, info: RequestInfo) -> Fault | None:
         with self._lock:
@@ -242,6 +276,15 @@ class FakeGemini:
             if own:
                 return own.popleft()
             return self._faults.popleft() if self._faults else None
+
+    def _bill(self, usage: dict[str, Any]) -> None:
+        with self._lock:
+            self._usage.append(Usage(usage["promptTokenCount"], usage["candidatesTokenCount"]))
+
+    def _issue_token(self) -> str:
+        with self._lock:
+            self._token_requests += 1
+            return self.access_token
 
     def _answer(self, info: RequestInfo) -> str:
         with self._lock:
@@ -276,15 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: test output should show assertions, not access logs."""
 
     def do_POST(self) -> None:
+        received_at = time.monotonic()
         fake = self.server.fake
         path = self.path.split("?", 1)[0]
         match = _PATH.match(path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path == TOKEN_PATH:
+            token = {"access_token": fake._issue_token(), "expires_in": 3600, "token_type": "Bearer"}
+            self._send_json(200, token)
+            return
         if match is None:
             self._send_error(404, f"Method not found: {path}")
             return
         try:
-            info = _parse_request(match["model"], path, json.loads(body or b"{}"), self.headers)
+            info = _parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self._send_error(400, f"Invalid JSON payload received. {exc}")
             return
@@ -346,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(status, {"error": error})
 
     def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        if (usage := body.get("usageMetadata")) is not None:
+            self.server.fake._bill(usage)
         self._send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8")
 
     def _send_raw(self, status: int, payload: bytes, content_type: str) -> None:
@@ -375,7 +425,9 @@ def _b64decode(data: str) -> bytes:
     return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
-def _parse_request(model: str, path: str, body: dict[str, Any], headers: Any) -> RequestInfo:
+def _parse_request(
+    model: str, path: str, body: dict[str, Any], headers: Any, received_at: float
+) -> RequestInfo:
     texts: list[str] = []
     image_sha256 = mime_type = None
     for content in _get(body, "contents") or []:
@@ -405,6 +457,8 @@ def _parse_request(model: str, path: str, body: dict[str, Any], headers: Any) ->
         has_response_schema=schema is not None,
         response_schema=schema,
         has_api_key=bool(headers.get("x-goog-api-key")),
+        authorization=headers.get("Authorization"),
+        received_at=received_at,
     )
 
 
