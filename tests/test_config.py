@@ -123,3 +123,44 @@ def test_price_lookup_prefers_the_longest_prefix() -> None:
     prices = {"gemini-2.5-flash": Price(input=1, output=1), "gemini-2.5-flash-lite": Price(input=2, output=2)}
     assert price_for("gemini-2.5-flash-lite-001", prices) == prices["gemini-2.5-flash-lite"]
     assert price_for("other-model", prices) is None
+
+
+def test_without_prices_the_table_beside_the_experiment_is_used(workspace: Path) -> None:
+    plan = plan_experiment(load_experiment(experiment(workspace, BASE.replace("prices: prices.yaml\n", ""))))
+    assert plan.prices_path == workspace / "experiments/prices.yaml"
+    assert "gemini-2.5-flash" in plan.prices
+
+
+def test_without_prices_or_a_table_beside_it_the_shipped_table_is_used(workspace: Path) -> None:
+    """The README promises a model without a price is swept: a missing default table must not stop it."""
+    (workspace / "experiments/prices.yaml").unlink()
+    plan = plan_experiment(load_experiment(experiment(workspace, BASE.replace("prices: prices.yaml\n", ""))))
+    assert plan.prices_path == ROOT / "experiments/prices.yaml"  # this checkout's shipped table
+    assert plan.prices["gemini-2.5-flash"].input > 0
+    assert plan.image_rule("gemini-3-flash-preview") is not None
+
+
+def test_a_named_price_table_that_is_missing_is_an_error_with_its_path(workspace: Path) -> None:
+    path = experiment(workspace, BASE.replace("prices: prices.yaml", "prices: pricse.yaml"))
+    with pytest.raises(ConfigError) as info:
+        plan_experiment(load_experiment(path))
+    assert "pricse.yaml" in str(info.value) and "not found" in str(info.value)
+
+
+def test_a_price_table_without_image_rules_borrows_the_shipped_rules(workspace: Path) -> None:
+    (workspace / "experiments/prices.yaml").write_text(
+        "models:\n  gemini-2.5-flash: {input: 1.0, output: 2.0}\n", encoding="utf-8"
+    )
+    plan = plan_experiment(load_experiment(experiment(workspace, BASE)))
+    assert plan.prices["gemini-2.5-flash"] == Price(input=1.0, output=2.0)
+    rule = plan.image_rule("gemini-3-pro-preview")
+    assert rule is not None and rule.unset == 1120
+
+
+def test_a_bad_image_rule_is_reported_with_its_line(workspace: Path) -> None:
+    with (workspace / "experiments/prices.yaml").open("a", encoding="utf-8") as table:
+        table.write("  gemini-9: {low: 10, medium: 20, hihg: 30}\n")
+    with pytest.raises(ConfigError) as info:
+        plan_experiment(load_experiment(experiment(workspace, BASE)))
+    lines = (workspace / "experiments/prices.yaml").read_text().splitlines()
+    assert f"prices.yaml:{len(lines)}: image_tokens.gemini-9" in str(info.value)

@@ -260,6 +260,9 @@ def sweep(
             f"[yellow]{len(report.dataset.skipped)} unusable example(s) skipped[/] "
             "(counted in n_skipped; reasons in the predictions table)"
         )
+    _print_token_drift(report)
+    if report.plan.prices_path is None:
+        console.print("[yellow]no price table found[/]: costs are unknown (set `prices:` in the experiment)")
     resumed = "resumed sweep; " if report.resumed else ""
     console.print(f"{resumed}{report.calls} API calls, {report.cache_hits} answers from the cache")
     best = report.best()
@@ -272,6 +275,26 @@ def sweep(
         f"MLflow: experiment [bold]{esc(report.plan.experiment.name)}[/] in {esc(report.tracking_uri)} — "
         "`promptgrade ui` to compare"
     )
+
+
+def _print_token_drift(report: Any) -> None:
+    """Estimated beside actual input tokens per answered call: a stale image-token rule shows here
+    (and in MLflow as ``estimated_input_tokens`` beside ``input_tokens``) before it misleads a budget."""
+    lines = []
+    for result in report.results:
+        estimated, actual = result.metrics.get("estimated_input_tokens"), result.metrics.get("input_tokens")
+        answered = sum(1 for o in result.outcomes if o.input_tokens and o.estimated_input_tokens)
+        if not estimated or not actual or not answered:
+            continue
+        drift = (float(actual) - float(estimated)) / float(estimated)
+        lines.append(
+            f"  {result.candidate.label}: estimated {float(estimated) / answered:,.0f}, "
+            f"actual {float(actual) / answered:,.0f} ({drift:+.0%})"
+        )
+    if lines:
+        console.print("input tokens per call, estimated vs actual:", highlight=False)
+        for line in lines:
+            console.print(esc(line), highlight=False)
 
 
 def _print_dry_run(report: Any) -> None:
@@ -299,6 +322,18 @@ def _print_dry_run(report: Any) -> None:
         f"{len(report.estimates)} prompt candidates × {len(report.dataset.examples)} examples = [bold]{calls} calls[/], "
         f"~{tokens:,} input tokens, ~${total_cost:.4f}{note}"
     )
+    plan = report.plan
+    if plan.prices_path is None:
+        console.print("[yellow]no price table found[/]: costs are unknown (set `prices:` in the experiment)")
+    else:
+        as_of = f" (as of {plan.prices_as_of})" if plan.prices_as_of else ""
+        console.print(esc(f"prices and image-token rules: {plan.prices_path}{as_of}"), highlight=False)
+    for model in sorted({e.candidate.model for e in report.estimates if not e.rule_known}):
+        console.print(
+            f"[yellow]note:[/] {esc(model)} has no image-token rule in the price table: its images are "
+            "estimated with Gemini 2.x's 258-per-tile rule",
+            highlight=False,
+        )
     if report.dataset.skipped:
         console.print(f"[yellow]{len(report.dataset.skipped)} unusable example(s) would be skipped:[/]")
         for skip in report.dataset.skipped[:10]:
@@ -496,8 +531,12 @@ def package(
     architecture: Annotated[str, typer.Option(help="x86_64 or arm64.")] = "x86_64",
     project_root: Annotated[Path, typer.Option(help="The promptgrade checkout.")] = Path("."),
     pip_cache: Annotated[Path | None, typer.Option(help="pip cache folder for the wheels.")] = None,
+    bytecode_python: Annotated[
+        Path | None,
+        typer.Option(help="A Python of the runtime's version to compile the bytecode (default: found)."),
+    ] = None,
 ) -> None:
-    """Build the Lambda zip: handler, bundle, grading path and manylinux wheels (no mlflow, pandas, datasets)."""
+    """Build the Lambda zip: handler, bundle, grading path with its bytecode, and manylinux wheels (no mlflow, pandas, datasets)."""
     from promptgrade.shipping.package import build_package
 
     report = build_package(
@@ -507,13 +546,12 @@ def package(
         architecture=architecture,  # type: ignore[arg-type]
         project_root=project_root,
         cache_dir=pip_cache,
+        bytecode_python=bytecode_python,
         quiet=True,
     )
     console.print(esc(report.summary()))
-    for name, (lab, shipped) in report.drift.items():
-        console.print(
-            f"  [yellow]note:[/] {esc(f'{name} {shipped} ships (the lab has {lab}): no {lab} wheel for {runtime}')}"
-        )
+    for note in report.notes():
+        console.print(f"  [yellow]note:[/] {esc(note)}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import GenerationSettings
 from promptgrade.scoring import Price
 from promptgrade.task import Task, load_task
+from promptgrade.tokens import ImageTokenRule, longest_prefix
 from promptgrade.yamlfile import line_of, load_model, read_yaml
 
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
@@ -119,7 +120,9 @@ class Experiment(BaseModel):
     models: list[ModelSpec] = Field(default_factory=list)
     baselines: list[BaselineSpec] = Field(default_factory=list)
     prompts_dir: Path = Path("../prompts")
-    prices: Path | None = Path("prices.yaml")
+    prices: Path | None = Field(
+        None, description="Price table; unset: prices.yaml beside this file, else the one promptgrade ships."
+    )
     base_url: str | None = None
     concurrency: int = Field(8, ge=1, le=256)
     max_retries: int = Field(4, ge=0, le=20)
@@ -158,6 +161,12 @@ class Plan(BaseModel):
     prompts: list[PromptVersion]
     prices: dict[str, Price]
     released: dict[str, bool]
+    image_tokens: dict[str, ImageTokenRule] = Field(default_factory=dict)
+    prices_path: Path | None = None  # the table in use; None: no table found, every cost unknown
+    prices_as_of: str | None = None
+
+    def image_rule(self, model: str) -> ImageTokenRule | None:
+        return longest_prefix(model, self.image_tokens)
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -197,32 +206,63 @@ def plan_experiment(experiment: Experiment) -> Plan:
             line = _prompt_line(experiment.path, index)
             raise ConfigError(f"prompts[{index}]: {exc.message}", path=experiment.path, line=line) from None
     released = {p.ref: library.is_released(p) for p in prompts}
+    prices_path = price_table_path(experiment)
+    table = load_price_table(prices_path) if prices_path else PriceTable()
+    image_tokens = table.image_tokens
+    shipped = shipped_price_table()
+    if not image_tokens and shipped is not None and shipped != prices_path:
+        image_tokens = load_price_table(shipped).image_tokens  # the rules are Google's, not the user's
     return Plan(
         experiment=experiment,
         task=task,
         prompts=prompts,
-        prices=load_prices(experiment.resolve(experiment.prices)) if experiment.prices else {},
+        prices=table.models,
         released=released,
+        image_tokens=image_tokens,
+        prices_path=prices_path,
+        prices_as_of=table.as_of,
     )
 
 
-class _PriceFile(BaseModel):
+class PriceTable(BaseModel):
+    """``experiments/prices.yaml``: dollars per million tokens and image-token rules, by model-id prefix."""
+
     model_config = ConfigDict(extra="forbid")
 
     as_of: str | None = None
     models: dict[str, Price] = Field(default_factory=dict)
+    image_tokens: dict[str, ImageTokenRule] = Field(default_factory=dict)
+
+
+def load_price_table(path: Path) -> PriceTable:
+    return load_model(PriceTable, path, "price table")
 
 
 def load_prices(path: Path) -> dict[str, Price]:
-    return load_model(_PriceFile, path, "price table").models
+    return load_price_table(path).models
+
+
+def shipped_price_table() -> Path | None:
+    """The table promptgrade ships: inside the wheel, or ``experiments/prices.yaml`` of a checkout."""
+    packaged = Path(__file__).with_name("prices.yaml")
+    if packaged.is_file():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "experiments" / "prices.yaml"
+    return checkout if checkout.is_file() else None
+
+
+def price_table_path(experiment: Experiment) -> Path | None:
+    """A table the experiment names must exist (a typo would silently make every cost unknown); without
+    ``prices:``, the one beside the experiment, else the shipped one, else none."""
+    if experiment.prices is not None:
+        return experiment.resolve(experiment.prices)  # load_model reports a missing file with its path
+    beside = experiment.base_dir / "prices.yaml"
+    return beside if beside.is_file() else shipped_price_table()
 
 
 def price_for(model: str, prices: dict[str, Price]) -> Price | None:
     """Exact id first, then the longest listed id that prefixes it (``gemini-2.5-flash-001``)."""
-    if model in prices:
-        return prices[model]
-    matches = [k for k in prices if model.startswith(k)]
-    return prices[max(matches, key=len)] if matches else None
+    return longest_prefix(model, prices)
 
 
 __all__ = [

@@ -262,7 +262,9 @@ def prepare_image(
     except (OSError, ValueError) as exc:
         raise ImageError(f"image cannot be converted ({exc})", path=source) from None
     encoded = out.getvalue()
-    return ImageInput(data=encoded, mime_type="image/jpeg", sha256=hashlib.sha256(encoded).hexdigest())
+    return ImageInput(
+        data=encoded, mime_type="image/jpeg", sha256=hashlib.sha256(encoded).hexdigest(), size=image.size
+    )
 
 
 __all__ = ["DEFAULT_MAX_SIDE", "MAX_PIXELS", "ImageError", "prepare_image", "sniff_mime"]

@@ -32,10 +32,11 @@ from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.config import Limits, Plan, price_for
 from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.errors import SweepAborted
-from promptgrade.estimate import EXPECTED_OUTPUT_TOKENS, image_size, image_tokens, text_tokens
+from promptgrade.estimate import request_input_tokens, size_of
 from promptgrade.grading import build_request, interpret
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorKind, Provider
-from promptgrade.scoring import Estimate, Outcome, Price, score, skipped, summarise
+from promptgrade.scoring import Estimate, Outcome, score, skipped, summarise
+from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS
 
 
 @dataclass
@@ -146,7 +147,6 @@ class Caller:
         self._jitter = wait_exponential_jitter(initial=experiment.retry_initial_s, max=experiment.retry_max_s)
         limits = {(m.provider, m.model): m.limits for m in experiment.models}
         self.gates = {key: _Gate(value, experiment.concurrency) for key, value in limits.items()}
-        self._sizes: dict[str, tuple[int, int]] = {}
 
     def _retryable(self, completion: Completion) -> bool:
         error = completion.error
@@ -161,25 +161,25 @@ class Caller:
             return max(delay, min(backoff, delay * 2))
         return backoff
 
-    def _estimate_usd(self, request: CompletionRequest, price: Price | None) -> tuple[int, float]:
-        """Input tokens and dollars a call may cost, for the token limiter and the budget, before it is made."""
-        if (size := self._sizes.get(request.image.sha256)) is None:
-            try:
-                size = image_size(request.image.data)
-            except OSError:
-                size = (384, 384)
-            self._sizes[request.image.sha256] = size
-        width, height = size
-        tokens = image_tokens(width, height, request.settings.media_resolution) + text_tokens(request.prompt)
-        output = request.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
-        return tokens, 0.0 if price is None else price.cost(tokens, output)
+    def input_tokens(self, candidate: Candidate, request: CompletionRequest) -> int:
+        """The input tokens a call is expected to cost: for the token limiter, the budget and the
+        estimated-vs-actual check after the sweep (the same rule as the dry run)."""
+        return request_input_tokens(
+            self.plan,
+            candidate.model,
+            request.prompt,
+            size_of(request.image),
+            request.settings.media_resolution,
+        )
 
     async def _attempt(
-        self, provider: Provider, request: CompletionRequest, candidate: Candidate
+        self, provider: Provider, request: CompletionRequest, candidate: Candidate, tokens: int
     ) -> Completion:
         gate = self.gates[(candidate.provider, candidate.model)]
         price = price_for(candidate.model, self.plan.prices)
-        tokens, estimated = self._estimate_usd(request, price)
+        # the worst case for output: a call may use every token it is allowed
+        output = request.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+        estimated = 0.0 if price is None else price.cost(tokens, output)
         self.budget.reserve(estimated)
         actual = 0.0
         try:
@@ -196,7 +196,7 @@ class Caller:
             self.budget.settle(estimated, actual)
 
     async def complete(
-        self, candidate: Candidate, provider: Provider, request: CompletionRequest
+        self, candidate: Candidate, provider: Provider, request: CompletionRequest, tokens: int
     ) -> tuple[Completion, int]:
         """The answer and how many API requests it took (0 when it came from the cache)."""
         cache = self.cache.cache
@@ -208,7 +208,7 @@ class Caller:
         async def attempt() -> Completion:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(provider, request, candidate)
+            return await self._attempt(provider, request, candidate, tokens)
 
         retrying = AsyncRetrying(
             retry=retry_if_result(self._retryable),
@@ -299,8 +299,9 @@ async def run_sweep(
                 return
             provider = providers[(candidate.provider, candidate.model)]
             request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, example.image)
+            tokens = caller.input_tokens(candidate, request)
             try:
-                completion, calls = await caller.complete(candidate, provider, request)
+                completion, calls = await caller.complete(candidate, provider, request, tokens)
             except SweepStopped as stop:
                 stopped.append(stop)
                 return
@@ -309,7 +310,12 @@ async def run_sweep(
             result.cache_hits += calls == 0
             labels = example.labels
             outcome = score(
-                example.id, labels.categories, labels.grade, interpret(completion, plan.task), plan.task
+                example.id,
+                labels.categories,
+                labels.grade,
+                interpret(completion, plan.task),
+                plan.task,
+                estimated_input_tokens=tokens,
             )
             result.outcomes.append(outcome)
             for listener in listeners:

@@ -40,6 +40,7 @@ class Outcome(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     latency_ms: float | None = None
+    estimated_input_tokens: int | None = None  # the pre-call estimate (None: no model was called)
 
 
 def score(
@@ -48,9 +49,12 @@ def score(
     true_grade: float | None,
     result: GradingResult,
     task: Task,
+    *,
+    estimated_input_tokens: int | None = None,
 ) -> Outcome:
     completion = result.completion
     common = {
+        "estimated_input_tokens": estimated_input_tokens,
         "example_id": example_id,
         "true_categories": tuple(true_categories),
         "true_grade": true_grade,
@@ -168,6 +172,8 @@ def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[s
     latencies = [o.latency_ms for o in scored if o.latency_ms is not None and o.status != "error"]
     input_tokens = sum(o.input_tokens for o in scored)
     output_tokens = sum(o.output_tokens for o in scored)
+    # like for like: the estimate over the answers whose usage was reported, beside their real count
+    estimated = [o.estimated_input_tokens for o in scored if o.input_tokens and o.estimated_input_tokens]
     metrics: dict[str, Estimate | float] = {
         "category_accuracy": wilson(sum(o.category_correct for o in scored), n),
         "category_top1_accuracy": wilson(sum(o.category_top1_correct for o in scored), n),
@@ -182,6 +188,8 @@ def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[s
         "n_examples": float(n),
         "n_skipped": float(len(rows) - n),
     }
+    if estimated:
+        metrics["estimated_input_tokens"] = float(sum(estimated))
     if price is not None:
         metrics["cost_usd"] = price.cost(input_tokens, output_tokens)
     return metrics

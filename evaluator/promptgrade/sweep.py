@@ -20,7 +20,7 @@ from promptgrade.config import Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import CredentialsError
-from promptgrade.estimate import CandidateEstimate, estimate, image_size
+from promptgrade.estimate import CandidateEstimate, estimate, size_of
 from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
 from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepStopped, run_sweep
@@ -111,9 +111,9 @@ class Sweep:
         return [c for c in self.baselines if self.results[c.key].skipped_reason is None]
 
     def estimate(self) -> SweepReport:
-        sizes = [image_size(example.image.data) for example in self.dataset.examples]
+        sizes = [size_of(example.image) for example in self.dataset.examples]
         report = SweepReport(self.plan, self.dataset, self.candidates)
-        report.estimates = estimate(self.prompt_candidates, sizes, self.plan.prices)
+        report.estimates = estimate(self.plan, self.prompt_candidates, sizes)
         return report
 
     def connect(self) -> None:

@@ -50,7 +50,7 @@ class PreparedImages:
             self._file.write(data)
             self._file.flush()
             self._size += len(data)
-        return StoredImage(self, offset, len(data), image.mime_type, image.sha256)
+        return StoredImage(self, offset, len(data), image.mime_type, image.sha256, image.size)
 
     def read(self, offset: int, length: int) -> bytes:
         if hasattr(os, "pread"):  # positional: safe from threads and forked workers alike
@@ -83,9 +83,18 @@ class StoredImage(ImageInput):
 
     __slots__ = ("_length", "_offset", "_store")
 
-    def __init__(self, store: PreparedImages, offset: int, length: int, mime_type: str, sha256: str) -> None:
+    def __init__(
+        self,
+        store: PreparedImages,
+        offset: int,
+        length: int,
+        mime_type: str,
+        sha256: str,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         object.__setattr__(self, "mime_type", mime_type)
         object.__setattr__(self, "sha256", sha256)
+        object.__setattr__(self, "size", size)
         object.__setattr__(self, "_store", store)
         object.__setattr__(self, "_offset", offset)
         object.__setattr__(self, "_length", length)
@@ -103,7 +112,7 @@ class StoredImage(ImageInput):
         return hash((self.data, self.mime_type, self.sha256))  # as ImageInput's, so equal images hash alike
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ImageInput, (self.data, self.mime_type, self.sha256))
+        return (ImageInput, (self.data, self.mime_type, self.sha256, self.size))
 
     def __repr__(self) -> str:
         return f"StoredImage(mime_type={self.mime_type!r}, sha256={self.sha256!r}, bytes={self._length})"

@@ -22,6 +22,8 @@ class ImageInput:
     data: bytes = field(repr=False)
     mime_type: str
     sha256: str = ""
+    # (width, height) when known from preparation: the token estimate then never re-opens the image
+    size: tuple[int, int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sha256:

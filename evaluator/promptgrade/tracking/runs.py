@@ -270,6 +270,7 @@ def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
         "error_message": [],
         "answer": [],
         "input_tokens": [],
+        "estimated_input_tokens": [],
         "output_tokens": [],
         "latency_ms": [],
     }
