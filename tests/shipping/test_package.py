@@ -66,7 +66,7 @@ def test_the_zip_holds_the_handler_the_bundle_and_only_the_grading_path(
     report = lambda_zip.report
 
     assert "lambda_handler/app.py" in entries
-    assert not [e for e in entries if e.startswith("lambda_handler/") and not e.endswith(".py")
+    assert not [e for e in entries if e.startswith("lambda_handler/") and not e.endswith((".py", ".pyc"))
                 and not e.startswith("lambda_handler/bundle/")]  # fmt: skip
     assert sorted(e for e in entries if e.startswith("lambda_handler/bundle/")) == [
         "lambda_handler/bundle/manifest.json",
@@ -76,13 +76,18 @@ def test_the_zip_holds_the_handler_the_bundle_and_only_the_grading_path(
         for name in ("manifest.json", "prompt.jinja"):
             assert archive.read(f"lambda_handler/bundle/{name}") == (bundle_dir / name).read_bytes()
 
-    shipped = sorted(e.removeprefix("promptgrade/") for e in entries if e.startswith("promptgrade/"))
+    shipped = sorted(
+        e.removeprefix("promptgrade/")
+        for e in entries
+        if e.startswith("promptgrade/") and "/__pycache__/" not in e
+    )
     assert shipped == sorted(GRADING_PATH)
 
     tops = {t.split("-", 1)[0].split(".", 1)[0].lower() for t in top_levels(entries)}
     assert not tops & FORBIDDEN, "the lab leaked into the Lambda zip"
     assert not tops & RUNTIME_PROVIDED, "boto3 & co. are the runtime's, not the zip's"
-    assert not [e for e in entries if "__pycache__" in e or e.endswith((".pyc", ".pyo"))]
+    # bytecode only as __pycache__/<module>.<tag>.pyc beside its source (test_bytecode.py checks which)
+    assert not [e for e in entries if e.endswith(".pyo") or (e.endswith(".pyc") and "__pycache__/" not in e)]
     assert not [e for e in entries if e.startswith("bin/")]
 
     # the grading path's dependencies are really there, with their metadata (read by importlib.metadata)
@@ -109,6 +114,7 @@ def test_the_same_inputs_give_the_same_bytes(
         cache_dir=pip_cache,
         quiet=True,
     )
+    assert again.bytecode.compiled and again.bytecode.files > 1000  # the bytecode is reproducible too
     assert again.sha256 == lambda_zip.report.sha256
     with zipfile.ZipFile(again.path) as archive:
         infos = archive.infolist()

@@ -3,8 +3,10 @@
 Only the grading-path modules of promptgrade go in, so the zip cannot drag the lab (mlflow, pandas,
 datasets) into production, and a grading-path module that starts importing the lab fails the build
 here rather than at cold start. Third-party packages are installed from PyPI wheels for the Lambda's
-platform (not the build machine's), so a zip built on a laptop runs on Amazon Linux. The zip is
-deterministic — sorted entries, fixed timestamps and modes — so the same inputs give the same sha256
+platform (not the build machine's), so a zip built on a laptop runs on Amazon Linux. Every module
+ships with its bytecode compiled for the runtime's Python (see ``bytecode.py``): /var/task is
+read-only, so without it each cold start compiles everything again. The zip is deterministic — sorted
+entries, fixed timestamps and modes, reproducible bytecode — so the same inputs give the same sha256
 and a re-deploy of an unchanged build is recognisable as such.
 """
 
@@ -28,6 +30,13 @@ from typing import Literal, get_args
 
 from promptgrade.bundle import MANIFEST, Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
+from promptgrade.shipping.bytecode import (
+    Bytecode,
+    BytecodeError,
+    compile_tree,
+    find_interpreter,
+    missing_note,
+)
 
 HANDLER = "lambda_handler.app.handler"
 HANDLER_PACKAGE = "lambda_handler"
@@ -93,6 +102,7 @@ class PackageReport:
     runtime: str
     architecture: str
     prompt: str
+    bytecode: Bytecode
     # direct requirements whose shipped version differs from the lab's: {name: (lab, shipped)}
     drift: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -101,8 +111,17 @@ class PackageReport:
             f"{self.path}: {self.size_bytes / 1_048_576:.1f} MiB zipped, "
             f"{self.unzipped_bytes / 1_048_576:.1f} MiB unzipped, {self.files} files, "
             f"{len(self.dependencies)} dependencies, {self.runtime}/{self.architecture}, "
-            f"prompt {self.prompt}, sha256 {self.sha256[:12]}…"
+            f"{self.bytecode.summary()}, prompt {self.prompt}, sha256 {self.sha256[:12]}…"
         )
+
+    def notes(self) -> list[str]:
+        """What the user should know about this build: missing bytecode, versions that differ from the lab."""
+        found = [self.bytecode.note] if self.bytecode.note else []
+        found += [
+            f"{name} {shipped} ships (the lab has {lab}): no {lab} wheel for {self.runtime}"
+            for name, (lab, shipped) in sorted(self.drift.items())
+        ]
+        return found
 
 
 def platform_tags(runtime: str, architecture: str) -> list[str]:
@@ -124,15 +143,23 @@ def build_package(
     architecture: Architecture = DEFAULT_ARCHITECTURE,
     project_root: Path,
     cache_dir: Path | None = None,
+    bytecode_python: Path | None = None,
     quiet: bool = False,
 ) -> PackageReport:
-    """Build the deployable zip at ``out`` and print one summary line to stderr unless ``quiet``.
+    """Build the deployable zip at ``out`` and print one summary line (and any notes) to stderr unless ``quiet``.
 
-    Cheap checks (runtime, bundle, sources, promptgrade imports) run before pip, so a mistake costs
-    no download. ``cache_dir`` is pip's cache, to make repeated builds fast.
+    Cheap checks (runtime, bundle, sources, promptgrade imports, the interpreter for bytecode) run
+    before pip, so a mistake costs no download. ``cache_dir`` is pip's cache, to make repeated builds
+    fast. ``bytecode_python`` is the interpreter that compiles the bytecode (it must be the runtime's
+    Python version); without it one is looked for, and the zip ships without bytecode, with a note,
+    if there is none.
     """
     python_version, _ = _runtime(runtime)
     _architecture(architecture)
+    try:
+        interpreter = find_interpreter(python_version, bytecode_python)
+    except BytecodeError as exc:
+        raise PackagingError(exc.message, path=exc.path) from None
     project_root = Path(project_root)
     bundle = _load_bundle(Path(bundle_dir))
     requirements = project_root / REQUIREMENTS_FILE
@@ -158,6 +185,14 @@ def build_package(
         _prune(staging)
         _check_forbidden(staging)
         _check_third_party_imports(staging)
+        if interpreter is None:
+            bytecode = Bytecode(python_version, note=missing_note(python_version, runtime))
+        else:
+            try:
+                count = compile_tree(staging, interpreter)
+            except BytecodeError as exc:
+                raise PackagingError(exc.message) from None
+            bytecode = Bytecode(python_version, interpreter.cache_tag, interpreter.path, count)
         unzipped = sum(p.stat().st_size for p in _files(staging))
         if unzipped > UNZIPPED_LIMIT_BYTES:
             raise PackagingError(
@@ -177,12 +212,13 @@ def build_package(
         runtime=runtime,
         architecture=architecture,
         prompt=bundle.prompt.ref,
+        bytecode=bytecode,
         drift=_drift(requirements, dependencies),
     )
     if not quiet:
         print(report.summary(), file=sys.stderr)
-        for name, (lab, shipped) in sorted(report.drift.items()):
-            print(f"  note: {name} {shipped} ships, the lab has {lab}", file=sys.stderr)
+        for note in report.notes():
+            print(f"  note: {note}", file=sys.stderr)
     return report
 
 
