@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -330,6 +331,24 @@ def test_cost_budget(tmp_path: Path, server: FakeGemini, tracking: str, fake_api
     assert result.exit_code == 3 and "max_cost_usd" in result.output
     spent = sum(m.get("cost_usd", 0.0) for m in candidate_metrics(tracking).values())
     assert 0 < spent <= 0.0005
+
+
+def test_cost_budget_counts_the_calls_in_flight(
+    tmp_path: Path, server: FakeGemini, tracking: str, fake_api_key: str
+) -> None:
+    """Four calls at a time, each slow: a call may start only if the ones still running leave room for it."""
+    limit = 0.002
+    path = write_experiment(tmp_path, server, concurrency=4, extra=f"max_cost_usd: {limit}")
+    server.latency_s = 0.1
+    result = sweep(path, tracking)
+    assert result.exit_code == 3 and "max_cost_usd" in result.output
+    # What the API would bill, from the server's usageMetadata, not the sweep's own tally.
+    price = yaml.safe_load((ROOT / "experiments/prices.yaml").read_text())["models"]["gemini-2.5-flash"]
+    billed = sum(u.input_tokens * price["input"] + u.output_tokens * price["output"] for u in server.usage)
+    assert server.calls > 4  # the limit was reached after more than one round of concurrent calls
+    assert 0 < billed / 1e6 <= limit
+    spent = sum(m.get("cost_usd", 0.0) for m in candidate_metrics(tracking).values())
+    assert spent == pytest.approx(billed / 1e6)  # every paid answer is in MLflow
 
 
 # -- kill -9 and Ctrl-C -------------------------------------------------------------------------------------
