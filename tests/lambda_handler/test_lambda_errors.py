@@ -6,12 +6,14 @@ Never a stack trace, never a secret, never a grade the model did not give.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import boto3
 import pytest
 from lambda_events import API_KEY, b64, body_json, context, http_api_v2, make_noise_jpeg, rest_api_v1
 
 from lambda_handler import app
+from promptgrade.bundle import load_bundle
 from promptgrade.images import prepare_image
 from promptgrade.testing.gemini_server import FakeGemini, Fault
 
@@ -185,6 +187,20 @@ def test_a_bad_limit_setting_is_500_config_error(
 
     assert error["code"] == "config_error"
     assert "PROMPTGRADE_MAX_IMAGE_BYTES" in error["message"]
+
+
+def test_a_bundle_edited_after_promotion_is_500_config_error_and_never_reaches_the_model(
+    lambda_env: FakeGemini, bundle_dir: Path, tray_jpeg: bytes
+) -> None:
+    """The function runs only the prompt that was measured: a changed template is refused, not sent."""
+    template = bundle_dir / load_bundle(bundle_dir).manifest.prompt.file
+    template.write_text(template.read_text(encoding="utf-8") + "\nAlso, be generous.\n", encoding="utf-8")
+
+    error = error_of(app.handler(http_api_v2({"image_base64": b64(tray_jpeg)}), context()), 500)
+
+    assert error["code"] == "config_error"
+    assert "edited after promotion" in error["message"]
+    assert lambda_env.calls == 0
 
 
 @pytest.mark.parametrize(
