@@ -6,10 +6,12 @@ runtime and architecture so it can be imported here, then unzipped into an empty
 
 Cold start: a fresh interpreter that sees only the unzipped package and a stand-in for the Lambda
 runtime's /var/runtime (links to boto3 and its dependencies, nothing else) imports
-``lambda_handler.app``; ``-I -S`` keep the venv, user site and PYTHON* variables out, and ``-B`` keeps
-it from writing bytecode, as on Lambda where /var/task is read-only and the zip ships no .pyc. The
-import is timed inside the interpreter (several runs, median), and so is the whole process. The
-same is measured with bytecode compiled beforehand, to show what shipping .pyc would buy.
+``lambda_handler.app``; ``-I -S`` keep the venv, user site and PYTHON* variables out, and the unzipped
+tree is made read-only (and ``-B`` set) as Lambda's /var/task is, so nothing is written between runs.
+Two trees side by side, runs alternating between them: the zip as shipped (with the unchecked-hash
+bytecode ``package`` compiles for the runtime) and the same tree without its ``__pycache__`` folders
+(the zip as it was before, which compiles every module on every cold start). The import is timed
+inside the interpreter (several runs, median), and so is the whole process.
 
 Warm overhead: in one such interpreter, the handler grades a 256×256 tray (a direct ``{"images": [...]}``
 invocation, base64) repeatedly against the local Gemini-REST server with zero latency, its API key in a
@@ -29,6 +31,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -124,19 +127,23 @@ COLD = textwrap.dedent(
 )
 
 
-def cold_starts(
-    task: Path, runtime: Path, env: dict[str, str], runs: int, *, bytecode: bool
-) -> dict[str, Any]:
-    if bytecode:
-        subprocess.run([PYTHON, "-m", "compileall", "-q", str(task)], check=True, capture_output=True)
-    else:
-        for cache in task.rglob("__pycache__"):
-            shutil.rmtree(cache)
-    samples = [isolated(COLD, task, runtime, env, bytecode=bytecode) for _ in range(runs)]
+def set_writable(tree: Path, writable: bool) -> None:
+    """Lambda mounts /var/task read-only: a cold start there can neither write nor keep bytecode."""
+    for path in [tree, *tree.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def without_bytecode(task: Path, target: Path) -> None:
+    """A copy of the unzipped tree with every __pycache__ removed: the zip as it was before bytecode."""
+    shutil.copytree(task, target, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+
+
+def summarise(samples: list[dict[str, Any]], task: Path) -> dict[str, Any]:
     first = samples[0]
     assert first["app"].startswith(str(task)), first["app"]
     return {
-        "runs": runs,
+        "runs": len(samples),
         "import_s": [s["import_s"] for s in samples],
         "import_s_median": statistics.median(s["import_s"] for s in samples),
         "process_wall_s_median": statistics.median(s["process_wall_s"] for s in samples),
@@ -147,12 +154,30 @@ def cold_starts(
     }
 
 
+def cold_starts(
+    trees: dict[str, Path], runtime: Path, env: dict[str, str], runs: int
+) -> dict[str, dict[str, Any]]:
+    """``runs`` cold imports of each tree, alternating, so a change in the machine's load hits both."""
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for _ in range(runs):
+        for name, task in trees.items():
+            samples[name].append(isolated(COLD, task, runtime, env, bytecode=False))
+    return {name: summarise(samples[name], trees[name]) for name in trees}
+
+
 def heaviest_imports(task: Path, runtime: Path, env: dict[str, str]) -> list[tuple[str, float]]:
-    """Top-level packages by import time, one no-bytecode run like the cold starts above."""
-    for cache in task.rglob("__pycache__"):
-        shutil.rmtree(cache)
+    """Top-level packages by import time, one run like the cold starts above."""
     script = f"import sys; sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]\nimport lambda_handler.app"
     return import_profile(["-I", "-S", "-B", "-c", script], env)
+
+
+def zip_bytes_without_bytecode(tree: Path, tmp: Path) -> int:
+    """The size of the same zip without its .pyc, written the way ``package`` writes zips."""
+    from promptgrade.shipping.package import _write_zip
+
+    out = tmp / "no-bytecode.zip"
+    _write_zip(tree, out)
+    return out.stat().st_size
 
 
 def zip_composition(path: Path, top: int = 8) -> list[tuple[str, float]]:
@@ -236,7 +261,7 @@ def warm(task: Path, runtime: Path, base_env: dict[str, str], invocations: int) 
                 "BENCH_WARM": str(invocations),
                 "AWS_LAMBDA_LOG_LEVEL": "INFO",
             }
-            out = isolated(WARM, task, runtime, env, bytecode=True)
+            out = isolated(WARM, task, runtime, env, bytecode=False)
     finally:
         moto.stop()
     handler = statistics.median(out["handler_ms"])
@@ -274,6 +299,18 @@ def main() -> int:
         task = tmp / "var-task"
         with zipfile.ZipFile(package.path) as archive:
             archive.extractall(task)
+        bare = tmp / "var-task-no-bytecode"
+        without_bytecode(task, bare)
+        bare_zip_bytes = zip_bytes_without_bytecode(bare, tmp)
+        print(
+            f"  {package.bytecode.summary()}; without it the zip is {bare_zip_bytes / 2**20:.2f} MiB "
+            f"(+{(package.size_bytes - bare_zip_bytes) / 2**20:.2f} MiB for the bytecode)",
+            flush=True,
+        )
+        if not package.bytecode.compiled:
+            print(f"  note: {package.bytecode.note}", flush=True)
+        for tree in (task, bare):
+            set_writable(tree, False)
         runtime = runtime_dir(tmp)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "LANG": "C.UTF-8"}
         env |= {
@@ -284,25 +321,29 @@ def main() -> int:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_CONFIG_FILE": "/dev/null",
         }
-        cold = cold_starts(task, runtime, env, args.runs, bytecode=False)
+        both = cold_starts({"shipped": task, "no_bytecode": bare}, runtime, env, args.runs)
+        shipped, cold = both["shipped"], both["no_bytecode"]
+        ratio = shipped["import_s_median"] / cold["import_s_median"]
         print(
-            f"  cold import, no bytecode (as shipped): median {cold['import_s_median']:.3f} s over {args.runs} runs "
-            f"(process {cold['process_wall_s_median']:.2f} s; {cold['modules_loaded']} modules, lab loaded: "
-            f"{cold['lab_loaded'] or 'none'}, from outside zip+runtime: {len(cold['modules_from_outside'])}); {cold['load']}",
+            f"  cold import, read-only tree, {args.runs} runs each, alternating: as shipped (bytecode) median "
+            f"{shipped['import_s_median']:.3f} s (process {shipped['process_wall_s_median']:.2f} s), "
+            f"without bytecode {cold['import_s_median']:.3f} s (process {cold['process_wall_s_median']:.2f} s) "
+            f"→ ×{ratio:.2f}; {shipped['modules_loaded']} modules, lab loaded: "
+            f"{shipped['lab_loaded'] or 'none'}, from outside zip+runtime: {len(shipped['modules_from_outside'])}; "
+            f"{shipped['load']}",
             flush=True,
         )
         heavy = heaviest_imports(task, runtime, env)
+        heavy_bare = heaviest_imports(bare, runtime, env)
         print(
-            "  slowest packages to import, no bytecode (self time summed, s): "
+            "  slowest packages to import (self time summed, s), as shipped: "
             + ", ".join(f"{n} {s:.2f}" for n, s in heavy)
-        )
-        compiled = cold_starts(task, runtime, env, args.runs, bytecode=True)
-        print(
-            f"  cold import, bytecode compiled beforehand: median {compiled['import_s_median']:.3f} s "
-            f"(process {compiled['process_wall_s_median']:.2f} s); {compiled['load']}",
-            flush=True,
+            + "; without bytecode: "
+            + ", ".join(f"{n} {s:.2f}" for n, s in heavy_bare)
         )
         warmed = warm(task, runtime, env, args.warm)
+        for tree in (task, bare):
+            set_writable(tree, True)  # so the temp folder can be removed
         print(
             f"  warm: handler median {warmed['handler_ms_median']:.1f} ms (p95 {warmed['handler_ms_p95']:.1f}), "
             f"bare round trip to the server {warmed['raw_round_trip_ms_median']:.1f} ms, time inside the model "
@@ -322,10 +363,19 @@ def main() -> int:
             "architecture": package.architecture,
             "build_s": build_s,
             "largest_entries_mib": composition,
+            "bytecode": {
+                "compiled": package.bytecode.compiled,
+                "cache_tag": package.bytecode.cache_tag,
+                "pyc_files": package.bytecode.files,
+                "note": package.bytecode.note,
+                "zip_bytes_without_bytecode": bare_zip_bytes,
+            },
         },
+        "cold_import_as_shipped": shipped,
         "cold_import_no_bytecode": cold,
-        "cold_import_with_bytecode": compiled,
+        "cold_import_shipped_over_no_bytecode": ratio,
         "heaviest_imports_s": heavy,
+        "heaviest_imports_no_bytecode_s": heavy_bare,
         "warm": warmed,
     }
     report.check(
@@ -335,17 +385,18 @@ def main() -> int:
             20.0,
             "MB",
             higher=False,
-            note=f"{package.size_bytes / 2**20:.2f} MiB",
+            note=f"{package.size_bytes / 2**20:.2f} MiB; {bare_zip_bytes / 1e6:.1f} MB without the bytecode",
         )
     )
     report.check(
         Check(
-            "cold import (no bytecode, as shipped)",
-            cold["import_s_median"],
+            "cold import (as shipped"
+            + (", with bytecode)" if package.bytecode.compiled else ", no bytecode)"),
+            shipped["import_s_median"],
             1.0,
             "s",
             higher=False,
-            note=f"with bytecode {compiled['import_s_median']:.3f} s",
+            note=f"without bytecode {cold['import_s_median']:.3f} s (×{ratio:.2f} in the same run)",
         )
     )
     report.check(Check("warm overhead per invocation", warmed["overhead_ms"], 30.0, "ms", higher=False))
