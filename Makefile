@@ -7,10 +7,14 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
+# --compile-bytecode writes every installed module's .pyc now, and compileall those of the editable
+# sources: where Python cannot write __pycache__ (read-only installs, containers, PYTHONDONTWRITEBYTECODE)
+# every command would otherwise compile mlflow, pandas & co. from source again (benchmarks/startup.py).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
+	$(BIN)/python -m compileall -q evaluator lambda_handler/*.py
 	touch $@
 
 ## The main job: validate, estimate, then sweep the flagship experiment on the bundled sample set.
@@ -21,7 +25,7 @@ quickstart: install
 # CPU wheel in /opt/wheels, which is used when present. Elsewhere, the cnn tests skip (the extra is optional).
 install-cnn: install
 	@if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then \
-		$(BIN)/uv pip install --python $(BIN)/python --quiet "torch==2.13.0+cpu" --find-links /opt/wheels; \
+		$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode "torch==2.13.0+cpu" --find-links /opt/wheels; \
 	else echo "no CPU torch wheel on this machine: the cnn baseline is skipped (pip install 'promptgrade[cnn]')"; fi
 
 ## Lint, format check and the whole test suite (what .ci/run runs).

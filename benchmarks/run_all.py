@@ -19,7 +19,15 @@ from typing import Any
 
 from common import BENCH, PYTHON, REPO, RESULTS, fmt, load_note, machine, markdown_table
 
-BENCHMARKS = ["throughput", "overhead", "memory_growth", "cache_rerun", "cost", "lambda_cold_start"]
+BENCHMARKS = [
+    "throughput",
+    "overhead",
+    "memory_growth",
+    "cache_rerun",
+    "cost",
+    "lambda_cold_start",
+    "startup",
+]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -195,14 +203,33 @@ def details(found: dict[str, dict[str, Any]]) -> list[str]:
     if (record := found.get("lambda_cold_start")) is not None:
         figures = record["figures"]
         warm = figures["warm"]
+        bytecode = figures["zip"]["bytecode"]
+        shipped, bare = figures["cold_import_as_shipped"], figures["cold_import_no_bytecode"]
         out += [
             f"**Lambda** (`lambda_cold_start.py`): zip {figures['zip']['bytes']:,} bytes "
             f"({figures['zip']['mib']:.2f} MiB; largest: "
             + ", ".join(f"{n} {m:.1f} MiB" for n, m in figures["zip"]["largest_entries_mib"][:4])
-            + f"); cold import median {figures['cold_import_no_bytecode']['import_s_median']:.3f} s as shipped (no "
-            f".pyc), {figures['cold_import_with_bytecode']['import_s_median']:.3f} s with bytecode; warm: handler "
+            + f"; {bytecode['zip_bytes_without_bytecode']:,} bytes without its {bytecode['pyc_files']:,} .pyc); "
+            f"cold import from a read-only tree, median of {shipped['runs']} alternating runs: "
+            f"{shipped['import_s_median']:.3f} s as shipped "
+            + (f"(bytecode {bytecode['cache_tag']})" if bytecode["compiled"] else "(no bytecode)")
+            + f", {bare['import_s_median']:.3f} s without bytecode "
+            f"(×{figures['cold_import_shipped_over_no_bytecode']:.2f}); warm: handler "
             f"{warm['handler_ms_median']:.1f} ms median, bare round trip {warm['raw_round_trip_ms_median']:.1f} ms, "
             f"overhead {warm['overhead_ms']:.1f} ms.",
+            "",
+        ]
+    if (record := found.get("startup")) is not None:
+        figures = record["figures"]
+        medians, installs = figures["wall_s_median"], figures["installs"]
+        out += [
+            f"**Start-up** (`startup.py`): `{figures['command']}` in two venvs built by uv from the same "
+            f"wheels, {figures['runs']} alternating runs each with PYTHONDONTWRITEBYTECODE=1: median "
+            f"{medians['without_bytecode']:.2f} s installed without bytecode, {medians['with_bytecode']:.2f} s "
+            f"with `--compile-bytecode` (×{figures['with_over_without']:.2f}); the install took "
+            f"{installs['without_bytecode']['install_s']:.0f} s without and "
+            f"{installs['with_bytecode']['install_s']:.0f} s with compiling "
+            f"({installs['with_bytecode']['site_packages_pyc']:,} .pyc).",
             "",
         ]
     return out
