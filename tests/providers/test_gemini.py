@@ -13,6 +13,7 @@ import socket
 import urllib.error
 import urllib.request
 from base64 import b64encode, urlsafe_b64encode
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from promptgrade.providers import (
     Provider,
 )
 from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
-from promptgrade.testing.gemini_server import TOKENS_PER_IMAGE, FakeGemini, Fault
+from promptgrade.testing.gemini_server import TOKEN_PATH, TOKENS_PER_IMAGE, FakeGemini, Fault
 
 MODEL = "gemini-test-flash"
 PROMPT = "Which foods are on this tray, and what percentage is left? Answer in JSON."
@@ -333,6 +334,55 @@ def test_vertex_settings_are_read_from_the_environment(
         "europe-west4",
     )
     assert provider.name == "gemini"
+
+
+def test_vertex_ai_mode_sends_the_request_with_a_token_from_application_default_credentials(
+    no_credentials: None, gemini_server: FakeGemini, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Vertex AI with a service-account key as GOOGLE_APPLICATION_CREDENTIALS, through the real SDK.
+
+    The key's token_uri is the local server, so google-auth's signed token exchange is real too.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    adc = tmp_path / "service-account.json"
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "my-project",
+                "private_key_id": "test-key-id",
+                "private_key": pem.decode(),
+                "client_email": "grader@my-project.iam.gserviceaccount.com",
+                "client_id": "1234567890",
+                "token_uri": gemini_server.base_url + TOKEN_PATH,
+            }
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # never a developer's gcloud login
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "europe-west4")
+    gemini_server.answer_for_image(IMAGE.sha256, "answered on Vertex AI")
+
+    completion = complete_one(GeminiProvider(MODEL, base_url=gemini_server.base_url))
+
+    assert completion.error is None, completion.error
+    assert completion.text == "answered on Vertex AI"
+    [sent] = gemini_server.requests
+    assert sent.path == (
+        f"/v1beta1/projects/my-project/locations/europe-west4/publishers/google/models/{MODEL}:generateContent"
+    )
+    assert sent.authorization == f"Bearer {gemini_server.access_token}" and not sent.has_api_key
+    assert sent.image_sha256 == IMAGE.sha256 and sent.prompt == PROMPT
+    assert gemini_server.token_requests == 1
 
 
 def test_google_api_key_is_accepted_too(

@@ -9,8 +9,9 @@ be queued so error handling is tested against the bytes the SDK actually sees.
 Each request is recorded with its arrival time, so a test can measure the gap between a 429 and its
 retry at the server rather than around the whole client. Each answer's billed tokens are recorded
 too, so a spending limit is checked against what the API would charge, not the client's own tally.
-Vertex AI mode is served as well: ``POST /token`` answers an OAuth refresh, so application-default
-credentials whose ``token_uri`` points here yield a bearer token the model requests then carry.
+Vertex AI mode is served as well (``/v1beta1/projects/…/publishers/google/models/…``), and ``POST /token``
+answers an OAuth token request, so a service-account key file (``GOOGLE_APPLICATION_CREDENTIALS``) whose
+``token_uri`` points here gives the SDK a bearer token that its model requests then carry.
 
 Standard library only, so it runs anywhere the package does.
 """
