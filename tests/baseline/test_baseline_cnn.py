@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cnn_extra import import_torch
 
-torch = pytest.importorskip("torch")  # the extra is optional; installed here, so these tests run
+torch = import_torch()  # skipped without the cnn extra, unless PROMPTGRADE_REQUIRE_CNN=1
 
 from promptgrade.baseline import load_baseline, train_and_predict  # noqa: E402
 from promptgrade.baseline.cnn import CnnBaseline  # noqa: E402

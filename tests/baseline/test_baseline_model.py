@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from cnn_extra import import_torch
 
 from promptgrade.baseline import (
     KINDS,
@@ -48,7 +49,7 @@ def test_grades_are_clipped_to_the_scale(task) -> None:
 
 
 def test_both_kinds_are_available_when_torch_is_installed() -> None:
-    pytest.importorskip("torch")
+    import_torch()
     assert available_kinds() == {"classical": None, "cnn": None}
     for kind in KINDS:
         assert isinstance(create_baseline(kind), Baseline)
