@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
+import logging
+import os
 import re
 import time
 from typing import Any
@@ -23,6 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from promptgrade.errors import CredentialsError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.providers.gemini_wire import RequestTemplates
+
+log = logging.getLogger(__name__)
 
 _MISSING_CREDENTIALS = (
     "No Gemini credentials: set GEMINI_API_KEY (or GOOGLE_API_KEY), or GOOGLE_GENAI_USE_VERTEXAI=true "
@@ -147,6 +153,18 @@ class GeminiProvider:
             )
         else:
             self._client = genai.Client(vertexai=False, api_key=self._secret, http_options=http_options)
+        # None once the SDK's private converters are found missing (or when switched off, e.g. to
+        # measure what they save): the public generate_content is used for every call from then on
+        per_call = os.environ.get("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", "").lower() in ("1", "true", "yes")
+        self._templates: RequestTemplates | None = (
+            None if per_call else RequestTemplates(self._client.aio._api_client, model)
+        )
+        self._configs: dict[tuple[object, ...], types.GenerateContentConfig] = {}
+
+    @property
+    def converts_once(self) -> bool:
+        """Whether requests are built from per-candidate templates (see ``gemini_wire``)."""
+        return self._templates is not None
 
     def __repr__(self) -> str:
         return (
@@ -154,16 +172,28 @@ class GeminiProvider:
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        contents = [
-            types.Part.from_bytes(data=request.image.data, mime_type=request.image.mime_type),
-            types.Part.from_text(text=request.prompt),
-        ]
-        config = _config(request)
+        settings_key = (
+            request.settings,
+            json.dumps(request.response_schema, sort_keys=True) if request.response_schema else None,
+        )
+        config = self._configs.get(settings_key)
+        if config is None:
+            config = self._configs[settings_key] = _config(request)
+        template = self._template(request, config, settings_key)
         started = time.perf_counter()
         try:
-            response = await self._client.aio.models.generate_content(
-                model=self.model, contents=contents, config=config
-            )
+            if template is not None and self._templates is not None:
+                body = template.fill(request.image.data)
+                http = await self._client.aio._api_client.async_request("post", template.path, body, None)
+                response = self._templates.parse(template, http.body)
+            else:
+                contents = [
+                    types.Part.from_bytes(data=request.image.data, mime_type=request.image.mime_type),
+                    types.Part.from_text(text=request.prompt),
+                ]
+                response = await self._client.aio.models.generate_content(
+                    model=self.model, contents=contents, config=config
+                )
         except genai_errors.APIError as exc:
             return self._failed(_api_error(exc), started)
         except _TIMEOUT_ERRORS as exc:
@@ -180,6 +210,24 @@ class GeminiProvider:
                 ErrorInfo(ErrorKind.MALFORMED, _describe(exc, "unreadable response")), started
             )
         return self._redacted(_completion(response, _elapsed_ms(started)))
+
+    def _template(
+        self,
+        request: CompletionRequest,
+        config: types.GenerateContentConfig,
+        settings_key: tuple[object, ...],
+    ) -> Any:
+        if self._templates is None:
+            return None
+        key = (request.prompt, request.image.mime_type, *settings_key)
+        try:
+            return self._templates.request(request.prompt, request.image.mime_type, config, key)
+        except (AttributeError, TypeError, LookupError, KeyError) as exc:
+            log.warning(
+                "google-genai's request converters changed (%s): using generate_content per call", exc
+            )
+            self._templates = None
+            return None
 
     async def aclose(self) -> None:
         """Release the SDK's HTTP sessions; optional, but avoids 'unclosed session' warnings."""

@@ -72,6 +72,7 @@ GRADING_PATH: tuple[str, ...] = (
     "providers/__init__.py",
     "providers/base.py",
     "providers/gemini.py",
+    "providers/gemini_wire.py",
 )
 
 # What every Lambda Python runtime already has; shipping them only adds size and version skew.

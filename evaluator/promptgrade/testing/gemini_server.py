@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import math
@@ -145,6 +146,7 @@ class RequestInfo:
     has_api_key: bool = False
     authorization: str | None = None  # the Authorization header: Vertex AI sends "Bearer <token>"
     received_at: float = 0.0  # time.monotonic() when the request arrived, before any latency or fault
+    body: bytes = field(default=b"", repr=False)  # the raw JSON, for tests that compare what was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             info = _parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
+            info = dataclasses.replace(info, body=body)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self._send_error(400, f"Invalid JSON payload received. {exc}")
             return
