@@ -13,6 +13,15 @@ import pytest
 from promptgrade.testing.gemini_server import FakeGemini
 
 FAKE_API_KEY = "test-key-not-real"
+NEEDS_INDEX = "needs_index"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{NEEDS_INDEX}: downloads wheels from the package index (PyPI) with pip in a subprocess, outside "
+        "the loopback guard; offline, deselect with -m 'not needs_index'",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +38,16 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_package_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pip subprocess is beyond the socket guard: unless a test is marked needs_index, pip gets no index.
+
+    So the marker is not a promise but a fact — a test that downloads without it fails.
+    """
+    if request.node.get_closest_marker(NEEDS_INDEX) is None:
+        monkeypatch.setenv("PIP_NO_INDEX", "1")
 
 
 @pytest.fixture(autouse=True)

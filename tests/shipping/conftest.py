@@ -1,7 +1,8 @@
 """Fixtures for shipping: a real promoted bundle, the real Lambda zip (built once), and a moto server.
 
 The zip is built from PyPI wheels once per session, with pip's cache kept in pytest's cache folder,
-because that download is the slow part and every package test reads the same zip.
+because that download is the slow part and every package test reads the same zip. Every test that
+uses the zip or pip's cache reaches the package index, so it is marked ``needs_index`` here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 ARCHITECTURE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[
     platform.machine().lower()
 ]
+# Fixtures that run pip against the package index: a test using one is marked needs_index.
+INDEX_FIXTURES = frozenset({"lambda_zip", "pip_cache"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INDEX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_index)
 
 
 def promoted_prompt() -> PromptVersion:
