@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import os
@@ -62,7 +61,13 @@ MODEL = "gemini-2.5-flash"
 
 
 def sweep_once(
-    dataset: Path, n: int, concurrency: int, server: ServerProcess, tmp: Path, *, per_call: bool = False
+    dataset: Path,
+    n: int,
+    concurrency: int,
+    server: ServerProcess,
+    tmp: Path,
+    *,
+    per_call: bool = False,
 ) -> dict[str, Any]:
     from promptgrade.cache import AnswerCache
     from promptgrade.runner import CacheMode

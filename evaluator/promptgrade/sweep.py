@@ -11,9 +11,10 @@ import asyncio
 import hashlib
 import json
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
 from promptgrade.config import Plan, load_experiment, plan_experiment
@@ -28,6 +29,8 @@ from promptgrade.scoring import Estimate
 
 if TYPE_CHECKING:
     from promptgrade.tracking import Tracker
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -201,14 +204,16 @@ class Sweep:
         self.stop_reason = None
         try:
             finished_results = asyncio.run(
-                run_sweep(
-                    plan,
-                    dataset,
-                    todo,
-                    self.providers or {},
-                    all_listeners,
-                    cache=cache,
-                    results=self.results,
+                self._run_and_close(
+                    run_sweep(
+                        plan,
+                        dataset,
+                        todo,
+                        self.providers or {},
+                        all_listeners,
+                        cache=cache,
+                        results=self.results,
+                    )
                 )
             )
         except SweepStopped as stop:
@@ -226,6 +231,15 @@ class Sweep:
         report.results = [self.results[c.key] for c in self.candidates]
         tracker.finish_sweep(report.results, plan.experiment.primary_metric)
         return report
+
+    async def _run_and_close(self, work: Coroutine[Any, Any, T]) -> T:
+        """Providers' HTTP sessions belong to this event loop: close them before it ends."""
+        try:
+            return await work
+        finally:
+            for provider in (self.providers or {}).values():
+                if (close := getattr(provider, "aclose", None)) is not None:
+                    await close()
 
     def _run_baselines(self, tracker: Tracker, listeners: list[SweepListener]) -> None:
         """Train each baseline on the training split and score it on the evaluation split (never seen)."""

@@ -6,6 +6,7 @@ quality, damage severity) is another task file with its own categories and grade
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ def _fold(name: str) -> str:
     """Comparison key for category names: models vary case, spacing, hyphens and plurals."""
     key = re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
     return re.sub(r"(?<=[a-z])(es|s)\b", "", key)
+
+
+@functools.lru_cache(maxsize=64)
+def _folded(categories: tuple[str, ...]) -> dict[str, str]:
+    """Folded name → category, built once per vocabulary: every parsed answer looks names up here."""
+    return {_fold(category): category for category in categories}
 
 
 class GradeScale(BaseModel):
@@ -69,11 +76,7 @@ class Task(BaseModel):
 
     def canonical_category(self, name: str) -> str | None:
         """The allowed category a model or a label file meant, or None if it is not allowed."""
-        key = _fold(name)
-        for category in self.categories:
-            if _fold(category) == key:
-                return category
-        return None
+        return _folded(self.categories).get(_fold(name))
 
     def response_schema(self) -> dict[str, Any]:
         """JSON schema for Gemini structured output (OpenAPI subset: no $ref, enum of strings)."""
