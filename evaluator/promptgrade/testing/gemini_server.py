@@ -147,6 +147,7 @@ class RequestInfo:
     authorization: str | None = None  # the Authorization header: Vertex AI sends "Bearer <token>"
     received_at: float = 0.0  # time.monotonic() when the request arrived, before any latency or fault
     body: bytes = field(default=b"", repr=False)  # the raw JSON, for tests that compare what was sent
+    image_tokens: int = TOKENS_PER_IMAGE  # what this request's image is billed (see FakeGemini.image_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,12 @@ class FakeGemini:
         answers: dict[str, str] | None = None,
         default_answer: Answer = DEFAULT_ANSWER,
         latency_s: Latency = 0.0,
+        image_tokens: Callable[[RequestInfo], int] | None = None,
     ) -> None:
         self.answers: dict[str, str] = dict(answers or {})
+        # How an image is billed: TOKENS_PER_IMAGE (Gemini 2.x's small-image count) unless a benchmark
+        # scripts a model family's rule, e.g. per media_resolution.
+        self.image_tokens = image_tokens
         self.default_answer: Answer = default_answer
         self.latency_s: Latency = latency_s
         self._port = port
@@ -336,7 +341,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             info = _parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
-            info = dataclasses.replace(info, body=body)
+            billed = fake.image_tokens(info) if fake.image_tokens is not None else TOKENS_PER_IMAGE
+            info = dataclasses.replace(info, body=body, image_tokens=billed)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self._send_error(400, f"Invalid JSON payload received. {exc}")
             return
@@ -473,7 +479,7 @@ def _estimate_tokens(text: str) -> int:
 def _envelope(
     info: RequestInfo, candidates: list[dict[str, Any]] | None, *, output_tokens: int
 ) -> dict[str, Any]:
-    prompt_tokens = (TOKENS_PER_IMAGE if info.image_sha256 else 0) + _estimate_tokens(info.prompt)
+    prompt_tokens = (info.image_tokens if info.image_sha256 else 0) + _estimate_tokens(info.prompt)
     body: dict[str, Any] = {
         "usageMetadata": {
             "promptTokenCount": prompt_tokens,
