@@ -104,7 +104,7 @@ class PackageReport:
     architecture: str
     prompt: str
     bytecode: Bytecode
-    # direct requirements whose shipped version differs from the lab's: {name: (lab, shipped)}
+    # pinned requirements (the lock) whose shipped version differs from the lab's: {name: (lab, shipped)}
     drift: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -355,7 +355,7 @@ def _installed(staging: Path) -> dict[str, str]:
 
 
 def _drift(requirements: Path, shipped: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """Direct requirements whose version differs from this environment's, i.e. from what was measured."""
+    """Packages of the lock whose version differs from this environment's, i.e. from what was measured."""
     normalized = {_normalize(name): version for name, version in shipped.items()}
     drift: dict[str, tuple[str, str]] = {}
     for line in requirements.read_text(encoding="utf-8").splitlines():
