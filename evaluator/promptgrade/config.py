@@ -65,12 +65,28 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["gemini"] = "gemini"
+    provider: Literal["gemini", "openai"] = "gemini"
     model: str = Field(min_length=1)
+    base_url: str | None = Field(
+        None,
+        description="This model's endpoint (gemini: else the experiment's base_url; openai: else "
+        "$OPENAI_BASE_URL, else OpenAI).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai: the NAME of the variable holding the key (default OPENAI_API_KEY); never the key.",
+    )
     settings: GenerationSettings = GenerationSettings()
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     timeout_s: float = Field(60.0, gt=0)
     limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelSpec:
+        if self.api_key_env is not None and self.provider != "openai":
+            raise ValueError(f"api_key_env is for provider: openai, not {self.provider}")
+        return self
 
     @field_validator("grid")
     @classmethod

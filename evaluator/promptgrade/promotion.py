@@ -56,9 +56,16 @@ class Decision:
     registry_uri: str | None = None
 
 
+# Providers the Lambda grading function can run today; a candidate of another is swept and compared,
+# but promoting it would ship a bundle the function refuses.
+LAMBDA_PROVIDERS = ("gemini",)
+
+
 def ineligibility(row: RunRow, policy: Policy) -> str | None:
     if row.params.get("provider") in (None, "baseline") or "prompt_sha256" not in row.params:
         return "not a prompt candidate"
+    if row.params.get("provider") not in LAMBDA_PROVIDERS:
+        return f"provider {row.params['provider']} cannot be shipped in the Lambda yet (it runs {', '.join(LAMBDA_PROVIDERS)})"
     if row.status != "FINISHED" or row.tags.get("promptgrade.partial") == "true":
         return f"run is {row.status.lower()} / partial"
     n = row.metric("n_examples")

@@ -132,9 +132,14 @@ class Sweep:
             key = (spec.provider, spec.model)
             if key in providers or key in failures:
                 continue
+            base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
             try:
                 providers[key] = make_provider(
-                    spec.provider, spec.model, base_url=experiment.base_url, timeout_s=spec.timeout_s
+                    spec.provider,
+                    spec.model,
+                    base_url=base_url,
+                    timeout_s=spec.timeout_s,
+                    api_key_env=spec.api_key_env,
                 )
             except CredentialsError as exc:
                 failures[key] = exc

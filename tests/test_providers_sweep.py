@@ -1,0 +1,135 @@
+"""Given a Gemini model and an OpenAI-compatible one in one experiment, when I sweep, then MLflow has a
+run per candidate per provider, scored alike, and the summary table lists both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.config import load_experiment
+from promptgrade.data.loaders import load_dataset_split
+from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.testing.openai_server import ChatRequest, FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner(env={"COLUMNS": "220"})
+N = 8
+EXPERIMENT = """\
+name: two-providers
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+base_url: {gemini}
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
+prompts: [meal_tray_json@1]
+models:
+  - model: gemini-2.5-flash
+  - provider: openai
+    model: qwen2.5-vl-7b
+    base_url: {openai}
+concurrency: 4
+"""
+
+
+def test_one_sweep_scores_both_providers_alike(
+    tmp_path: Path,
+    tracking: str,
+    gemini_server: FakeGemini,
+    fake_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
+    with FakeOpenAI() as openai_server:
+        path = tmp_path / "exp.yaml"
+        path.write_text(
+            EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N),
+            encoding="utf-8",
+        )
+        experiment = load_experiment(path)
+        task = load_task(experiment.resolve(experiment.task))
+        truth = {
+            e.image.sha256: e.labels
+            for e in load_dataset_split(experiment.dataset, task, experiment.base_dir)
+        }
+
+        def right(request: RequestInfo | ChatRequest) -> str:
+            labels = truth[request.image_sha256 or ""]
+            return json.dumps({"categories": list(labels.categories), "food_remaining_pct": labels.grade})
+
+        def wrong(request: ChatRequest) -> str:
+            return json.dumps({"categories": ["snack"], "food_remaining_pct": 100})
+
+        gemini_server.default_answer = right
+        openai_server.default_answer = wrong
+        result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+        assert result.exit_code == 0, result.output
+        assert openai_server.calls == N and gemini_server.calls == N
+        assert all(r.response_format is not None for r in openai_server.requests)  # structured, as for Gemini
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment_id = client.get_experiment_by_name("two-providers").experiment_id
+    runs = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    by_provider = {r.data.params["provider"]: r for r in runs}
+    assert set(by_provider) == {"gemini", "openai"}
+    assert by_provider["openai"].data.params["model"] == "qwen2.5-vl-7b"
+    assert by_provider["gemini"].data.metrics["category_accuracy"] == 1.0
+    assert by_provider["openai"].data.metrics["category_accuracy"] == 0.0
+    assert by_provider["openai"].data.metrics["n_examples"] == N
+    assert "cost_usd" not in by_provider["openai"].data.metrics  # no price for the local model: unknown
+    assert "qwen2.5-vl-7b" in result.output and "gemini-2.5-flash" in result.output
+
+
+def test_api_key_env_is_only_for_openai(tmp_path: Path) -> None:
+    text = EXPERIMENT.format(root=ROOT, gemini="http://127.0.0.1:9", openai="http://127.0.0.1:9/v1", n=N)
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        text.replace("  - model: gemini-2.5-flash\n", "  - model: gemini-2.5-flash\n    api_key_env: X\n")
+    )
+    result = RUNNER.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert "api_key_env is for provider: openai" in " ".join(result.output.split())
+
+
+def test_an_openai_candidate_is_compared_but_not_promoted_into_the_lambda_yet(
+    tmp_path: Path,
+    tracking: str,
+    gemini_server: FakeGemini,
+    fake_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAI(default_answer='{"categories": ["soup"], "food_remaining_pct": 10}') as openai_server:
+        path = tmp_path / "exp.yaml"
+        text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N)
+        path.write_text(text.replace("  - model: gemini-2.5-flash\n", ""), encoding="utf-8")
+        assert RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking]).exit_code == 0
+    client = MlflowClient(tracking_uri=tracking)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("two-providers").experiment_id],
+        "tags.`promptgrade.kind` = 'candidate'",
+    )
+    result = RUNNER.invoke(
+        app,
+        [
+            "promote",
+            "-e",
+            "two-providers",
+            "--run",
+            run.info.run_id,
+            "--min-examples",
+            "1",
+            "--bundle-dir",
+            str(tmp_path / "bundle"),
+            "--tracking-uri",
+            tracking,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "provider openai cannot be shipped in the Lambda yet" in " ".join(result.output.split())
+    assert not (tmp_path / "bundle").exists()  # nothing written that the function would refuse
