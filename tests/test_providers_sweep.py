@@ -1,5 +1,8 @@
-"""Given a Gemini model and an OpenAI-compatible one in one experiment, when I sweep, then MLflow has a
-run per candidate per provider, scored alike, and the summary table lists both."""
+"""Given a Gemini model, a Bedrock model and an OpenAI-compatible one in one experiment, when I sweep,
+then MLflow has a run per candidate per provider, scored alike, and the summary lists them all.
+
+Each provider's real client talks HTTP to its own local server (Gemini REST, Bedrock Converse, Chat
+Completions)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.task import load_task
+from promptgrade.testing.bedrock_server import ConverseRequest, FakeBedrock
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 from promptgrade.testing.openai_server import ChatRequest, FakeOpenAI
 
@@ -35,9 +39,15 @@ models:
     base_url: {openai}
 concurrency: 4
 """
+BEDROCK = """\
+  - provider: bedrock
+    model: amazon.nova-lite-v1:0
+    region: eu-west-1
+    base_url: {bedrock}
+"""
 
 
-def test_one_sweep_scores_both_providers_alike(
+def test_one_sweep_scores_three_providers_alike(
     tmp_path: Path,
     tracking: str,
     gemini_server: FakeGemini,
@@ -45,12 +55,18 @@ def test_one_sweep_scores_both_providers_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
-    with FakeOpenAI() as openai_server:
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ):
+        monkeypatch.setenv(name, value)
+    with FakeOpenAI() as openai_server, FakeBedrock() as bedrock_server:
         path = tmp_path / "exp.yaml"
-        path.write_text(
-            EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N),
-            encoding="utf-8",
-        )
+        text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N)
+        bedrock = BEDROCK.format(bedrock=bedrock_server.endpoint_url)
+        path.write_text(text.replace("concurrency: 4\n", bedrock + "concurrency: 4\n"), encoding="utf-8")
         experiment = load_experiment(path)
         task = load_task(experiment.resolve(experiment.task))
         truth = {
@@ -58,7 +74,7 @@ def test_one_sweep_scores_both_providers_alike(
             for e in load_dataset_split(experiment.dataset, task, experiment.base_dir)
         }
 
-        def right(request: RequestInfo | ChatRequest) -> str:
+        def right(request: RequestInfo | ChatRequest | ConverseRequest) -> str:
             labels = truth[request.image_sha256 or ""]
             return json.dumps({"categories": list(labels.categories), "food_remaining_pct": labels.grade})
 
@@ -66,23 +82,29 @@ def test_one_sweep_scores_both_providers_alike(
             return json.dumps({"categories": ["snack"], "food_remaining_pct": 100})
 
         gemini_server.default_answer = right
+        bedrock_server.default_answer = right
         openai_server.default_answer = wrong
         result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
         assert result.exit_code == 0, result.output
-        assert openai_server.calls == N and gemini_server.calls == N
-        assert all(r.response_format is not None for r in openai_server.requests)  # structured, as for Gemini
+        assert openai_server.calls == bedrock_server.calls == gemini_server.calls == N
+        # structured output, as the template asks, through each API's own mechanism
+        assert all(r.response_format is not None for r in openai_server.requests)
+        assert all(r.tool_config is not None for r in bedrock_server.requests)
 
     client = MlflowClient(tracking_uri=tracking)
     experiment_id = client.get_experiment_by_name("two-providers").experiment_id
     runs = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'candidate'")
     by_provider = {r.data.params["provider"]: r for r in runs}
-    assert set(by_provider) == {"gemini", "openai"}
+    assert set(by_provider) == {"gemini", "bedrock", "openai"}
     assert by_provider["openai"].data.params["model"] == "qwen2.5-vl-7b"
+    assert by_provider["bedrock"].data.params["model"] == "amazon.nova-lite-v1:0"
     assert by_provider["gemini"].data.metrics["category_accuracy"] == 1.0
+    assert by_provider["bedrock"].data.metrics["category_accuracy"] == 1.0
     assert by_provider["openai"].data.metrics["category_accuracy"] == 0.0
     assert by_provider["openai"].data.metrics["n_examples"] == N
     assert "cost_usd" not in by_provider["openai"].data.metrics  # no price for the local model: unknown
-    assert "qwen2.5-vl-7b" in result.output and "gemini-2.5-flash" in result.output
+    for model in ("qwen2.5-vl-7b", "gemini-2.5-flash", "amazon.nova-lite-v1:0"):
+        assert model in result.output
 
 
 def test_api_key_env_is_only_for_openai(tmp_path: Path) -> None:

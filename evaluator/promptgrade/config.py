@@ -65,7 +65,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["gemini", "openai"] = "gemini"
+    provider: Literal["gemini", "bedrock", "openai"] = "gemini"
     model: str = Field(min_length=1)
     base_url: str | None = Field(
         None,
@@ -77,6 +77,7 @@ class ModelSpec(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="openai: the NAME of the variable holding the key (default OPENAI_API_KEY); never the key.",
     )
+    region: str | None = Field(None, description="bedrock: the AWS region (else the AWS chain's).")
     settings: GenerationSettings = GenerationSettings()
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     timeout_s: float = Field(60.0, gt=0)
@@ -86,6 +87,8 @@ class ModelSpec(BaseModel):
     def _provider_fields(self) -> ModelSpec:
         if self.api_key_env is not None and self.provider != "openai":
             raise ValueError(f"api_key_env is for provider: openai, not {self.provider}")
+        if self.region is not None and self.provider != "bedrock":
+            raise ValueError(f"region is for provider: bedrock, not {self.provider}")
         return self
 
     @field_validator("grid")

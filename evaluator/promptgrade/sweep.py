@@ -140,6 +140,7 @@ class Sweep:
                     base_url=base_url,
                     timeout_s=spec.timeout_s,
                     api_key_env=spec.api_key_env,
+                    region=spec.region,
                 )
             except CredentialsError as exc:
                 failures[key] = exc

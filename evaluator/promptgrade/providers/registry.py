@@ -9,8 +9,8 @@ from __future__ import annotations
 from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Provider
 
-PROVIDERS = ("gemini", "openai")
-_PACKAGES = {"gemini": "google-genai", "openai": "openai"}
+PROVIDERS = ("gemini", "bedrock", "openai")
+_PACKAGES = {"gemini": "google-genai", "bedrock": "boto3", "openai": "openai"}
 
 
 def make_provider(
@@ -20,6 +20,7 @@ def make_provider(
     base_url: str | None = None,
     timeout_s: float = 60.0,
     api_key_env: str | None = None,
+    region: str | None = None,
 ) -> Provider:
     """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate."""
     try:
@@ -27,6 +28,10 @@ def make_provider(
             from promptgrade.providers.gemini import GeminiProvider
 
             return GeminiProvider(model, base_url=base_url, timeout_s=timeout_s)
+        if provider == "bedrock":
+            from promptgrade.providers.bedrock import BedrockProvider
+
+            return BedrockProvider(model, region=region, base_url=base_url, timeout_s=timeout_s)
         if provider == "openai":
             from promptgrade.providers.openai import OpenAIProvider
 

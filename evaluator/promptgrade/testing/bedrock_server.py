@@ -1,0 +1,229 @@
+"""A local stand-in for Amazon Bedrock's Converse API, for tests and offline demos.
+
+boto3's ``bedrock-runtime`` client is pointed at it with ``endpoint_url`` (or
+``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``) and sends the real rest-json bytes — ``POST
+/model/{modelId}/converse`` with the image as base64 in an image block — so the real client is tested,
+never a stubbed one. Answers are scripted per image (sha256 of the bytes); Bedrock's exceptions
+(``ThrottlingException``, ``ValidationException``…), stop reasons and a model without tool use can be
+queued. The SigV4 signature is not checked. Standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TOKENS_PER_IMAGE = 1600  # scripted: roughly what a Claude model bills a ~768-px image
+
+
+@dataclass(frozen=True)
+class ConverseRequest:
+    model_id: str
+    prompt: str
+    image_sha256: str | None
+    image_format: str | None
+    inference: dict[str, Any] = field(default_factory=dict)
+    tool_config: dict[str, Any] | None = None
+    authorization: str | None = None
+    content_order: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConverseFault:
+    status: int = 200
+    error_type: str | None = None
+    message: str = ""
+    stop_reason: str | None = None  # with status 200: max_tokens, guardrail_intervened, content_filtered
+
+    @classmethod
+    def exception(cls, error_type: str, status: int = 400, message: str = "scripted") -> ConverseFault:
+        return cls(status, error_type, message)
+
+    @classmethod
+    def throttled(cls) -> ConverseFault:
+        return cls(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+
+    @classmethod
+    def stopped(cls, reason: str) -> ConverseFault:
+        return cls(stop_reason=reason)
+
+
+Answer = str | Callable[[ConverseRequest], str]
+
+
+class FakeBedrock:
+    """A started Converse server on 127.0.0.1; ``endpoint_url`` goes to boto3."""
+
+    def __init__(self, *, default_answer: Answer = "{}", latency_s: float = 0.0) -> None:
+        self.default_answer: Answer = default_answer
+        self.latency_s = latency_s
+        self.tools_supported = True  # False: a tool config is a ValidationException, as for some models
+        self._lock = threading.Lock()
+        self._requests: list[ConverseRequest] = []
+        self._faults: deque[ConverseFault] = deque()
+        self._server: _Server | None = None
+
+    def __enter__(self) -> FakeBedrock:
+        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            daemon=True,
+            name="fake-bedrock",
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def endpoint_url(self) -> str:
+        assert self._server is not None, "start the server first (use it as a context manager)"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def requests(self) -> list[ConverseRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    def enqueue_fault(self, fault: ConverseFault, times: int = 1) -> None:
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    def _record(self, request: ConverseRequest) -> ConverseFault | None:
+        with self._lock:
+            self._requests.append(request)
+            return self._faults.popleft() if self._faults else None
+
+    def _answer(self, request: ConverseRequest) -> str:
+        answer = self.default_answer
+        return answer(request) if callable(answer) else answer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeBedrock
+    ) -> None:
+        super().__init__(address, handler)
+        self.fake = fake
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: test output should show assertions, not access logs."""
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?", 1)[0]
+        if not (path.startswith("/model/") and path.endswith("/converse")):
+            self._error(404, "UnknownOperationException", f"no such operation: {path}")
+            return
+        model_id = urllib.parse.unquote(path.removeprefix("/model/").removesuffix("/converse"))
+        try:
+            request = _parse(model_id, json.loads(body or b"{}"), self.headers.get("Authorization"))
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            self._error(400, "ValidationException", f"malformed request: {exc}")
+            return
+        fault = fake._record(request)
+        if fake.latency_s:
+            time.sleep(fake.latency_s)
+        if fault is not None and fault.status != 200:
+            self._error(fault.status, fault.error_type or "InternalServerException", fault.message)
+            return
+        if request.tool_config is not None and not fake.tools_supported:
+            self._error(400, "ValidationException", "This model doesn't support tool use.")
+            return
+        text = fake._answer(request)
+        stop = fault.stop_reason if fault is not None and fault.stop_reason else None
+        if request.tool_config is not None:
+            name = request.tool_config["toolChoice"]["tool"]["name"]
+            content: list[dict[str, Any]] = [
+                {"toolUse": {"toolUseId": "tooluse_1", "name": name, "input": json.loads(text)}}
+            ]
+            stop = stop or "tool_use"
+        else:
+            content = [{"text": text}]
+            stop = stop or "end_turn"
+        prompt_tokens = (TOKENS_PER_IMAGE if request.image_sha256 else 0) + math.ceil(len(request.prompt) / 4)
+        output_tokens = max(1, math.ceil(len(text) / 4))
+        self._send(
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": stop,
+                "usage": {
+                    "inputTokens": prompt_tokens,
+                    "outputTokens": output_tokens,
+                    "totalTokens": prompt_tokens + output_tokens,
+                },
+                "metrics": {"latencyMs": int(fake.latency_s * 1000)},
+            },
+        )
+
+    def _error(self, status: int, error_type: str, message: str) -> None:
+        self._send(
+            status, {"message": message}, {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/"}
+        )
+
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def _parse(model_id: str, body: dict[str, Any], authorization: str | None) -> ConverseRequest:
+    texts: list[str] = []
+    order: list[str] = []
+    image_sha256 = image_format = None
+    for message in body["messages"]:
+        for block in message["content"]:
+            kind = next(iter(block))
+            order.append(kind)
+            if kind == "text":
+                texts.append(block["text"])
+            elif kind == "image" and image_sha256 is None:
+                data = base64.b64decode(block["image"]["source"]["bytes"], validate=True)
+                image_sha256, image_format = hashlib.sha256(data).hexdigest(), block["image"]["format"]
+    return ConverseRequest(
+        model_id=model_id,
+        prompt="\n".join(texts),
+        image_sha256=image_sha256,
+        image_format=image_format,
+        inference=body.get("inferenceConfig") or {},
+        tool_config=body.get("toolConfig"),
+        authorization=authorization,
+        content_order=tuple(order),
+    )
