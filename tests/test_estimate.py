@@ -78,3 +78,24 @@ def test_the_budget_reserves_what_the_dry_run_estimates(plan) -> None:  # type: 
         request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, image)
         [expected] = estimate(plan, [candidate], [(256, 256)])
         assert caller.input_tokens(candidate, request) == expected.input_tokens
+
+
+def test_an_area_rule_bills_pixels_up_to_its_cap_and_ignores_resolutions_it_lacks() -> None:
+    claude = ImageTokenRule(unset="area", pixels_per_token=750, max_pixels=1_200_000)
+    assert image_tokens(768, 576, None, claude) == 590  # ceil(442,368 / 750)
+    assert image_tokens(4000, 3000, None, claude) == 1600  # scaled down to the cap first
+    assert image_tokens(768, 576, "low", claude) == 590  # Bedrock has no media_resolution
+
+
+def test_the_shipped_table_estimates_claude_on_bedrock_by_area(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        EXPERIMENT.replace("  - model: some-other-vision-model\n", "")
+        + "  - provider: bedrock\n    model: us.anthropic.claude-sonnet-4-20250514-v1:0\n",
+        encoding="utf-8",
+    )
+    plan = plan_experiment(load_experiment(path))
+    [claude] = [c for c in candidates_for(plan) if c.provider == "bedrock"]
+    [estimated] = estimate(plan, [claude], [(256, 256)])
+    assert estimated.rule_known
+    assert estimated.input_tokens - text_tokens(claude.rendered_prompt) == 88  # ceil(65,536 / 750)

@@ -27,22 +27,29 @@ T = TypeVar("T")
 class ImageTokenRule(BaseModel):
     """Input tokens for one image of a model family, per ``media_resolution``.
 
-    ``unset`` is what an image costs when the request names no resolution: a fixed count, or
-    ``tiles`` for Gemini 2.x's size-dependent rule.
+    ``unset`` is what an image costs when the request names no resolution (or the family has no such
+    setting): a fixed count; ``tiles`` for Gemini 2.x's size rule; or ``area`` for families that bill
+    by pixels (Claude: width × height ÷ 750, images above ~1.15 MP scaled down first), with
+    ``pixels_per_token`` and ``max_pixels``. A resolution the family does not list costs as unset.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    low: int = Field(ge=1)
-    medium: int = Field(ge=1)
-    high: int = Field(ge=1)
-    unset: int | Literal["tiles"] = Field("tiles")
+    low: int | None = Field(None, ge=1)
+    medium: int | None = Field(None, ge=1)
+    high: int | None = Field(None, ge=1)
+    unset: int | Literal["tiles", "area"] = Field("tiles")
+    pixels_per_token: int = Field(750, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
 
     def tokens(self, width: int, height: int, media_resolution: str | None) -> int:
-        if media_resolution is not None:
-            return int(getattr(self, media_resolution))
+        if media_resolution is not None and (fixed := getattr(self, media_resolution)) is not None:
+            return int(fixed)
         if self.unset == "tiles":
             return tile_tokens(width, height)
+        if self.unset == "area":
+            pixels = width * height if self.max_pixels is None else min(width * height, self.max_pixels)
+            return max(1, math.ceil(pixels / self.pixels_per_token))
         return self.unset
 
 
