@@ -7,7 +7,9 @@ so that retry policy lives once, in the runner (and the Lambda), not in every pr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -114,3 +116,26 @@ class Provider(Protocol):
     model: str
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
+
+
+MAX_ERROR_MESSAGE = 200  # an error message is a line in a table and a log: long bodies are cut
+
+
+def failed(error: ErrorInfo, started: float, secret: str | None = None) -> Completion:
+    """A call that produced no answer, timed from ``started`` (``time.perf_counter()``)."""
+    completion = Completion(text=None, latency_ms=(time.perf_counter() - started) * 1000, error=error)
+    return redacted(completion, secret)
+
+
+def redacted(completion: Completion, secret: str | None) -> Completion:
+    """Keep a key out of every message, whatever echoed it, and bound the message's length.
+
+    Redact before shortening: a key cut in half by the length limit would otherwise slip through.
+    """
+    error = completion.error
+    if error is None:
+        return completion
+    message = error.message.replace(secret, "***") if secret else error.message
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
+    return dataclasses.replace(completion, error=dataclasses.replace(error, message=message))

@@ -24,10 +24,16 @@ import botocore.config
 import botocore.exceptions
 
 from promptgrade.errors import CredentialsError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.providers.base import (
+    MAX_ERROR_MESSAGE,
+    Completion,
+    CompletionRequest,
+    ErrorInfo,
+    ErrorKind,
+    failed,
+)
 
 TOOL_NAME = "answer"
-_MAX_MESSAGE = 200
 _MAX_THREADS = 64
 _FORMATS = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
 # Bedrock's exception names (botocore's error code) → the runner's kinds. Pure data: the error table.
@@ -107,18 +113,18 @@ class BedrockProvider:
                     self._threads, lambda: self._client.converse(**arguments)
                 )
         except botocore.exceptions.ClientError as exc:
-            return _failed(client_error(exc), started)
+            return failed(client_error(exc), started)
         except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError):
-            return _failed(ErrorInfo(ErrorKind.TIMEOUT, f"no response within {self.timeout_s} s"), started)
+            return failed(ErrorInfo(ErrorKind.TIMEOUT, f"no response within {self.timeout_s} s"), started)
         except (
             botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectionClosedError,
         ) as exc:
-            return _failed(ErrorInfo(ErrorKind.CONNECTION, _one_line(str(exc))), started)
+            return failed(ErrorInfo(ErrorKind.CONNECTION, _one_line(str(exc))), started)
         except botocore.exceptions.NoCredentialsError as exc:
-            return _failed(ErrorInfo(ErrorKind.AUTH, _one_line(str(exc))), started)
+            return failed(ErrorInfo(ErrorKind.AUTH, _one_line(str(exc))), started)
         except botocore.exceptions.BotoCoreError as exc:  # a response botocore could not read, and the like
-            return _failed(ErrorInfo(ErrorKind.MALFORMED, _one_line(f"{type(exc).__name__}: {exc}")), started)
+            return failed(ErrorInfo(ErrorKind.MALFORMED, _one_line(f"{type(exc).__name__}: {exc}")), started)
         return completion_of(response, (time.perf_counter() - started) * 1000)
 
     async def aclose(self) -> None:
@@ -201,19 +207,13 @@ def client_error(exc: botocore.exceptions.ClientError) -> ErrorInfo:
     kind = ERROR_KINDS.get(code)
     if kind is None:
         kind = ErrorKind.SERVER_ERROR if isinstance(status, int) and status >= 500 else ErrorKind.BAD_REQUEST
-    message = _one_line(f"{code}: {error.get('Message', '')}")
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
+    message = _one_line(f"{code}: {error.get('Message', '')}")[:MAX_ERROR_MESSAGE]
     return ErrorInfo(kind, message, status if isinstance(status, int) else None)
 
 
 def _refuses_tools(exc: botocore.exceptions.ClientError) -> bool:
     error = exc.response.get("Error", {})
     return error.get("Code") == "ValidationException" and "tool" in str(error.get("Message", "")).lower()
-
-
-def _failed(error: ErrorInfo, started: float) -> Completion:
-    return Completion(text=None, latency_ms=(time.perf_counter() - started) * 1000, error=error)
 
 
 def _one_line(text: str) -> str:

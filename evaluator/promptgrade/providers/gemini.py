@@ -35,7 +35,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from promptgrade.errors import CredentialsError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, failed, redacted
 from promptgrade.providers.gemini_wire import RequestTemplates
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ _BLOCKED_FINISH = frozenset(
         "MODEL_ARMOR",
     }
 )
-_MAX_MESSAGE = 200
 
 
 def _exception_types(module: str, *names: str) -> tuple[type[BaseException], ...]:
@@ -273,20 +272,10 @@ class GeminiProvider:
         await self._client.aio.aclose()
 
     def _failed(self, error: ErrorInfo, started: float) -> Completion:
-        return self._redacted(Completion(text=None, latency_ms=_elapsed_ms(started), error=error))
+        return failed(error, started, self._secret)
 
     def _redacted(self, completion: Completion) -> Completion:
-        """Keep the API key out of every message, whatever echoed it.
-
-        Redact before shortening: a key cut in half by the length limit would otherwise slip through.
-        """
-        error = completion.error
-        if error is None:
-            return completion
-        message = error.message.replace(self._secret, "***") if self._secret else error.message
-        if len(message) > _MAX_MESSAGE:
-            message = message[: _MAX_MESSAGE - 1] + "…"
-        return dataclasses.replace(completion, error=dataclasses.replace(error, message=message))
+        return redacted(completion, self._secret)
 
 
 @dataclasses.dataclass

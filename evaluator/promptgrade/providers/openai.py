@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import email.utils
 import os
 import time
@@ -19,11 +18,10 @@ from typing import Any
 import openai
 
 from promptgrade.errors import CredentialsError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, failed, redacted
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 NO_KEY = "no-key-needed"  # the SDK insists on a key; a local server without auth ignores it
-_MAX_MESSAGE = 200
 # media_resolution, the experiment's one image setting, as OpenAI's image "detail"
 _DETAIL = {"low": "low", "medium": "auto", "high": "high"}
 # 429 bodies whose error code means "no more today": stop and resume later, as Gemini's per-day quota
@@ -85,18 +83,10 @@ class OpenAIProvider:
             await bound[1].close()
 
     def _failed(self, error: ErrorInfo, started: float) -> Completion:
-        latency = (time.perf_counter() - started) * 1000
-        return self._redacted(Completion(text=None, latency_ms=latency, error=error))
+        return failed(error, started, self._secret)
 
     def _redacted(self, completion: Completion) -> Completion:
-        """The key never reaches a message, whatever echoed it; redact before shortening."""
-        error = completion.error
-        if error is None:
-            return completion
-        message = error.message.replace(self._secret, "***") if self._secret else error.message
-        if len(message) > _MAX_MESSAGE:
-            message = message[: _MAX_MESSAGE - 1] + "…"
-        return dataclasses.replace(completion, error=dataclasses.replace(error, message=message))
+        return redacted(completion, self._secret)
 
 
 def _api_key(api_key_env: str | None, base_url: str | None) -> str | None:

@@ -15,14 +15,13 @@ import binascii
 import hashlib
 import json
 import math
-import threading
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from promptgrade.testing.scripted import JSONHandler, ScriptedAPI
 
 TOKENS_PER_IMAGE = 1600  # scripted: roughly what a Claude model bills a ~768-px image
 
@@ -62,78 +61,26 @@ class ConverseFault:
 Answer = str | Callable[[ConverseRequest], str]
 
 
-class FakeBedrock:
+class FakeBedrock(ScriptedAPI[ConverseRequest, ConverseFault]):
     """A started Converse server on 127.0.0.1; ``endpoint_url`` goes to boto3."""
 
+    thread_name = "fake-bedrock"
+
     def __init__(self, *, default_answer: Answer = "{}", latency_s: float = 0.0) -> None:
-        self.default_answer: Answer = default_answer
+        super().__init__(_Handler, default_answer=default_answer)
         self.latency_s = latency_s
         self.tools_supported = True  # False: a tool config is a ValidationException, as for some models
-        self._lock = threading.Lock()
-        self._requests: list[ConverseRequest] = []
-        self._faults: deque[ConverseFault] = deque()
-        self._server: _Server | None = None
-
-    def __enter__(self) -> FakeBedrock:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            daemon=True,
-            name="fake-bedrock",
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     @property
     def endpoint_url(self) -> str:
-        assert self._server is not None, "start the server first (use it as a context manager)"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def requests(self) -> list[ConverseRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def calls(self) -> int:
-        with self._lock:
-            return len(self._requests)
-
-    def enqueue_fault(self, fault: ConverseFault, times: int = 1) -> None:
-        with self._lock:
-            self._faults.extend([fault] * times)
-
-    def _record(self, request: ConverseRequest) -> ConverseFault | None:
-        with self._lock:
-            self._requests.append(request)
-            return self._faults.popleft() if self._faults else None
-
-    def _answer(self, request: ConverseRequest) -> str:
-        answer = self.default_answer
-        return answer(request) if callable(answer) else answer
+        return self.address
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeBedrock
-    ) -> None:
-        super().__init__(address, handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: test output should show assertions, not access logs."""
+class _Handler(JSONHandler):
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.send_json(
+            status, body, {"x-amzn-RequestId": "00000000-0000-0000-0000-000000000000", **(headers or {})}
+        )
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -188,20 +135,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             status, {"message": message}, {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/"}
         )
-
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
 
 def _parse(model_id: str, body: dict[str, Any], authorization: str | None) -> ConverseRequest:

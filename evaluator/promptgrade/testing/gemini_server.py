@@ -29,12 +29,13 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
+
+from promptgrade.testing.scripted import LoopbackServer, ScriptedAPI
 
 TOKENS_PER_IMAGE = 258  # what Gemini bills for one image at default media resolution
 DEFAULT_ANSWER = '{"categories": [], "grade": 0}'
@@ -162,8 +163,10 @@ Answer = str | Callable[[RequestInfo], str]
 Latency = float | Callable[[RequestInfo], float]
 
 
-class FakeGemini:
+class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
     """A scripted Gemini endpoint on 127.0.0.1; every attribute may be changed while it runs."""
+
+    thread_name = "fake-gemini"
 
     def __init__(
         self,
@@ -174,95 +177,18 @@ class FakeGemini:
         latency_s: Latency = 0.0,
         image_tokens: Callable[[RequestInfo], int] | None = None,
     ) -> None:
-        self.answers: dict[str, str] = dict(answers or {})
+        super().__init__(_Handler, port=port, answers=answers, default_answer=default_answer)
         # How an image is billed: TOKENS_PER_IMAGE (Gemini 2.x's small-image count) unless a benchmark
         # scripts a model family's rule, e.g. per media_resolution.
         self.image_tokens = image_tokens
-        self.default_answer: Answer = default_answer
         self.latency_s: Latency = latency_s
-        self._port = port
-        self._lock = threading.Lock()
-        self._requests: list[RequestInfo] = []
         self._usage: list[Usage] = []
         self._token_requests = 0
         self.access_token = ACCESS_TOKEN
-        self._faults: deque[Fault] = deque()
-        self._image_faults: dict[str, deque[Fault]] = {}
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> FakeGemini:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._port), _Handler, self)
-        self._thread = threading.Thread(
-            # a short poll keeps stop() fast: shutdown() waits for the loop to notice
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name="fake-gemini",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()  # wakes sleeping handlers so shutdown is immediate
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeGemini is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    # -- scripting -------------------------------------------------------------------------------
-    def answer_for_image(self, sha256: str, text: str) -> None:
-        with self._lock:
-            self.answers[sha256] = text
-
-    def enqueue_fault(self, fault: Fault, *, image_sha256: str | None = None, times: int = 1) -> None:
-        """Queue ``fault`` for the next ``times`` requests (for that image only, if given).
-
-        An image's own faults are used before the shared queue, so a test can fail one example of a
-        concurrent batch deterministically.
-        """
-        with self._lock:
-            queue = (
-                self._faults if image_sha256 is None else self._image_faults.setdefault(image_sha256, deque())
-            )
-            queue.extend([fault] * times)
-
-    def clear_faults(self) -> None:
-        """The outage is over: drop every queued fault (as when a quota resets)."""
-        with self._lock:
-            self._faults.clear()
-            self._image_faults.clear()
-
-    # -- observation -----------------------------------------------------------------------------
-    @property
-    def requests(self) -> list[RequestInfo]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def calls(self) -> int:
-        with self._lock:
-            return len(self._requests)
+        return self.address
 
     @property
     def usage(self) -> list[Usage]:
@@ -277,14 +203,6 @@ class FakeGemini:
             return self._token_requests
 
     # -- used by the handler ---------------------------------------------------------------------
-    def _record(self, info: RequestInfo) -> Fault | None:
-        with self._lock:
-            self._requests.append(info)
-            own = self._image_faults.get(info.image_sha256 or "")
-            if own:
-                return own.popleft()
-            return self._faults.popleft() if self._faults else None
-
     def _bill(self, usage: dict[str, Any]) -> None:
         with self._lock:
             self._usage.append(Usage(usage["promptTokenCount"], usage["candidatesTokenCount"]))
@@ -294,33 +212,13 @@ class FakeGemini:
             self._token_requests += 1
             return self.access_token
 
-    def _answer(self, info: RequestInfo) -> str:
-        with self._lock:
-            scripted = self.answers.get(info.image_sha256 or "")
-        if scripted is not None:
-            return scripted
-        answer = self.default_answer
-        return answer(info) if callable(answer) else answer
-
     def _latency(self, info: RequestInfo) -> float:
         latency = self.latency_s
         return float(latency(info) if callable(latency) else latency)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default backlog of 5 drops connections under 64 concurrent clients
-    allow_reuse_address = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeGemini
-    ) -> None:
-        self.fake = fake
-        super().__init__(address, handler)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: LoopbackServer
     protocol_version = "HTTP/1.0"  # one request per connection: no stale keep-alive sockets after a fault
 
     def log_message(self, format: str, *args: Any) -> None:

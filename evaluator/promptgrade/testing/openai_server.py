@@ -14,14 +14,13 @@ import hashlib
 import json
 import math
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from promptgrade.testing.scripted import JSONHandler, ScriptedAPI
 
 TOKENS_PER_IMAGE = 85  # what OpenAI bills a low-detail image; scripted, not a rule
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
@@ -75,112 +74,45 @@ class ChatFault:
 Answer = str | Callable[[ChatRequest], str]
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedAPI[ChatRequest, ChatFault]):
     """A started server on 127.0.0.1; ``base_url`` (…/v1) goes to ``openai.AsyncOpenAI(base_url=…)``."""
 
+    thread_name = "fake-openai"
+
     def __init__(self, *, default_answer: Answer = "{}", latency_s: float = 0.0) -> None:
-        self.default_answer: Answer = default_answer
+        super().__init__(_Handler, default_answer=default_answer)
         self.latency_s = latency_s
-        self.answers: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._requests: list[ChatRequest] = []
-        self._faults: deque[ChatFault] = deque()
-        self._image_faults: dict[str, deque[ChatFault]] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> FakeOpenAI:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True, name="fake-openai"
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start the server first (use it as a context manager)"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    @property
-    def requests(self) -> list[ChatRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def calls(self) -> int:
-        with self._lock:
-            return len(self._requests)
-
-    def enqueue_fault(self, fault: ChatFault, *, image_sha256: str | None = None, times: int = 1) -> None:
-        with self._lock:
-            queue = (
-                self._faults if image_sha256 is None else self._image_faults.setdefault(image_sha256, deque())
-            )
-            queue.extend([fault] * times)
-
-    def _record(self, request: ChatRequest) -> ChatFault | None:
-        with self._lock:
-            self._requests.append(request)
-            own = self._image_faults.get(request.image_sha256 or "")
-            if own:
-                return own.popleft()
-            return self._faults.popleft() if self._faults else None
-
-    def _answer(self, request: ChatRequest) -> str:
-        scripted = self.answers.get(request.image_sha256 or "")
-        if scripted is not None:
-            return scripted
-        answer = self.default_answer
-        return answer(request) if callable(answer) else answer
+        return f"{self.address}/v1"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeOpenAI
-    ) -> None:
-        super().__init__(address, handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: test output should show assertions, not access logs."""
-
+class _Handler(JSONHandler):
     def do_POST(self) -> None:
         received_at = time.monotonic()
         fake = self.server.fake
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.split("?", 1)[0] != "/v1/chat/completions":
-            self._send(404, _error(f"Unknown path {self.path}", None))
+            self.send_json(404, _error(f"Unknown path {self.path}", None))
             return
         try:
             request = _parse(json.loads(body or b"{}"), self.headers.get("Authorization"), received_at)
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            self._send(400, _error(f"Invalid request: {exc}", "invalid_request"))
+            self.send_json(400, _error(f"Invalid request: {exc}", "invalid_request"))
             return
         fault = fake._record(request)
         if fake.latency_s:
             time.sleep(fake.latency_s)
         if fault is not None and fault.status != 200:
-            self._send(fault.status, fault.body or {}, fault.headers)
+            self.send_json(fault.status, fault.body or {}, fault.headers)
             return
         text = fake._answer(request)
         finish = fault.finish_reason if fault is not None else "stop"
         content: str | None = None if finish == "content_filter" else text
         prompt_tokens = (TOKENS_PER_IMAGE if request.image_sha256 else 0) + math.ceil(len(request.prompt) / 4)
         completion_tokens = max(1, math.ceil(len(text) / 4))
-        self._send(
+        self.send_json(
             200,
             {
                 "id": "chatcmpl-" + uuid.uuid4().hex[:24],
@@ -202,19 +134,6 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             },
         )
-
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
 
 def _error(message: str, code: str | None) -> dict[str, Any]:
