@@ -33,9 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import SecretStr
-
-from lambda_handler import events, fetch, logs, secrets
+from lambda_handler import events, fetch, logs, providers, secrets
 from lambda_handler.errors import REQUEST_ERRORS, HandlerError, InvocationError, RequestError, model_error
 from lambda_handler.events import EventKind, ImageRequest, too_large
 from lambda_handler.outcomes import Outcome, failure, http_response
@@ -43,8 +41,7 @@ from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.grading import GradingResult, grade_image
 from promptgrade.images import ImageError, prepare_image, sniff_mime
-from promptgrade.providers.base import ImageInput
-from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
+from promptgrade.providers.base import ImageInput, Provider
 
 # HandlerError, InvocationError, EventKind, ImageRequest and Outcome stay importable from here too.
 
@@ -59,6 +56,8 @@ BATCH_CONCURRENCY = 4
 _RESULT_KEYS = frozenset({"id", "categories", "prompt", "model", "timing_ms", "usage", "error"})
 
 T = TypeVar("T")
+# The bundle's provider SDK is imported during the init phase, as the other modules are.
+providers.preload(Path(os.environ.get("PROMPTGRADE_BUNDLE_DIR") or DEFAULT_BUNDLE_DIR))
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -67,7 +66,6 @@ class Config:
     """The function's settings, all from environment variables (README.md lists them)."""
 
     bundle_dir: Path
-    gemini_base_url: str | None
     model_timeout_s: float
     fetch_timeout_s: float
     max_image_bytes: int
@@ -79,7 +77,6 @@ class Config:
         env = os.environ
         return cls(
             bundle_dir=Path(env.get("PROMPTGRADE_BUNDLE_DIR") or DEFAULT_BUNDLE_DIR),
-            gemini_base_url=env.get("PROMPTGRADE_GEMINI_BASE_URL") or None,
             model_timeout_s=_positive_env("PROMPTGRADE_MODEL_TIMEOUT_S", float, DEFAULT_MODEL_TIMEOUT_S),
             fetch_timeout_s=_positive_env("PROMPTGRADE_FETCH_TIMEOUT_S", float, fetch.DEFAULT_TIMEOUT_S),
             max_image_bytes=_positive_env("PROMPTGRADE_MAX_IMAGE_BYTES", int, DEFAULT_MAX_IMAGE_BYTES),
@@ -108,7 +105,7 @@ class Runtime:
 
     bundle: Bundle
     prompt_text: str
-    provider: GeminiProvider
+    provider: Provider
     max_image_bytes: int
     fetch_url: Callable[[str], fetch.Fetched]
     stale: bool = False  # the model refused the key: rebuild (and re-read the key) next time
@@ -123,26 +120,13 @@ class Runtime:
         except PromptgradeError as exc:
             raise HandlerError(500, "config_error", f"the grading bundle cannot be used: {exc}") from None
         manifest = bundle.manifest
-        if manifest.provider != "gemini":
-            raise HandlerError(
-                500, "config_error", f"the bundle's provider {manifest.provider!r} is not gemini"
-            )
         if bundle.task.grade.name in _RESULT_KEYS:
             raise HandlerError(
                 500,
                 "config_error",
                 f"the task's grade name {bundle.task.grade.name!r} clashes with a result key",
             )
-        credentials = GeminiCredentials(api_key=SecretStr(secrets.api_key()), use_vertexai=False)
-        try:
-            provider = GeminiProvider(
-                model=manifest.model,
-                base_url=config.gemini_base_url,
-                timeout_s=config.model_timeout_s,
-                credentials=credentials,
-            )
-        except PromptgradeError as exc:  # CredentialsError: e.g. a blank key
-            raise secrets.SecretError(f"the configured API key cannot be used: {exc.message}") from None
+        provider = providers.build(manifest, config.model_timeout_s)
         runtime = cls(
             bundle=bundle,
             prompt_text=prompt_text,

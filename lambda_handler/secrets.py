@@ -48,6 +48,11 @@ def api_key() -> str:
     return _cached
 
 
+def configured() -> bool:
+    """Whether the function was given a key at all (a provider that needs none may run without)."""
+    return bool(os.environ.get(SECRET_ID_ENV, "").strip() or os.environ.get(PARAMETER_ENV, "").strip())
+
+
 def forget() -> None:
     """Drop the cached key so the next ``api_key()`` reads it again."""
     global _cached

@@ -52,6 +52,9 @@ class Manifest(BaseModel):
     prompt: PromptInfo
     provider: str = "gemini"
     model: str
+    # where the measured model was reached (provenance; the function's own settings may override):
+    region: str | None = None  # bedrock
+    base_url: str | None = None  # openai (a local URL of the lab is no use in production)
     settings: GenerationSettings = GenerationSettings()
     task: Task
     image_max_side: int = Field(

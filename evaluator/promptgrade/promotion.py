@@ -56,9 +56,9 @@ class Decision:
     registry_uri: str | None = None
 
 
-# Providers the Lambda grading function can run today; a candidate of another is swept and compared,
-# but promoting it would ship a bundle the function refuses.
-LAMBDA_PROVIDERS = ("gemini",)
+# Providers the Lambda grading function can run; a candidate of another is swept and compared, but
+# promoting it would ship a bundle the function refuses.
+LAMBDA_PROVIDERS = ("gemini", "bedrock", "openai")
 
 
 def ineligibility(row: RunRow, policy: Policy) -> str | None:
@@ -205,6 +205,8 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
         prompt=PromptInfo(name=prompt.name, version=int(record["prompt"]["version"]), sha256=prompt.sha256),
         provider=record["provider"],
         model=record["model"],
+        region=(record.get("endpoint") or {}).get("region"),
+        base_url=(record.get("endpoint") or {}).get("base_url"),
         settings=GenerationSettings.model_validate(record["settings"]),
         task=task,
         image_max_side=int(record.get("image_max_side", 1024)),

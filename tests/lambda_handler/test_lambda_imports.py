@@ -7,6 +7,7 @@ imported whatever they liked.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,16 @@ print(json.dumps({
 """
 
 
-def test_importing_the_handler_loads_no_lab_dependency_and_no_boto3() -> None:
+def test_importing_the_handler_loads_no_lab_dependency_and_no_boto3(bundle_dir: Path) -> None:
+    """With a Gemini bundle, google-genai is imported in the init phase; boto3 only when needed."""
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**os.environ, "PROMPTGRADE_BUNDLE_DIR": str(bundle_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
     assert completed.returncode == 0, completed.stderr

@@ -39,11 +39,13 @@ class OpenAIProvider:
         base_url: str | None = None,
         timeout_s: float = 60,
         api_key_env: str | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key`` (the Lambda's, from its secret store) wins over ``api_key_env`` (the lab's)."""
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.timeout_s = timeout_s
-        self._secret = _api_key(api_key_env, self.base_url)
+        self._secret = api_key or _api_key(api_key_env, self.base_url)
         self._bound: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
 
     def _client(self) -> openai.AsyncOpenAI:

@@ -250,6 +250,7 @@ def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> d
         "settings": candidate.settings.model_dump(exclude_none=True),
         "task": task.model_dump(mode="json"),
         "image_max_side": image_max_side,
+        "endpoint": {"region": candidate.spec.region, "base_url": candidate.spec.base_url},
     }
 
 
