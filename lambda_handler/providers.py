@@ -62,13 +62,6 @@ def preload(bundle_dir: Path) -> None:
 def build(manifest: Manifest, timeout_s: float) -> Provider:
     try:
         return _build(manifest, timeout_s)
-    except ImportError as exc:
-        raise HandlerError(
-            500,
-            "config_error",
-            f"the bundle's provider {manifest.provider!r} is not in this zip ({exc.name} is missing): "
-            "run `promptgrade package` for this bundle",
-        ) from None
     except secrets.SecretError:
         raise
     except PromptgradeError as exc:  # CredentialsError: a blank key, no region, no role credentials
@@ -79,22 +72,42 @@ def build(manifest: Manifest, timeout_s: float) -> Provider:
 
 def _build(manifest: Manifest, timeout_s: float) -> Provider:
     env = os.environ
+    # Each import is guarded: the packager ships only the bundle's provider, and a guarded import is
+    # one it does not require (a bundle and zip that disagree are reported here, as config_error).
     if manifest.provider == "gemini":
-        from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
+        try:
+            from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
+        except ImportError as exc:
+            raise _not_in_zip(manifest, exc) from None
 
         credentials = GeminiCredentials(api_key=SecretStr(secrets.api_key()), use_vertexai=False)
         base_url = env.get(GEMINI_BASE_URL_ENV) or None
         return GeminiProvider(manifest.model, base_url=base_url, timeout_s=timeout_s, credentials=credentials)
     if manifest.provider == "bedrock":
-        from promptgrade.providers.bedrock import BedrockProvider
+        try:
+            from promptgrade.providers.bedrock import BedrockProvider
+        except ImportError as exc:
+            raise _not_in_zip(manifest, exc) from None
 
         region = env.get(BEDROCK_REGION_ENV) or manifest.region or None  # else the function's AWS_REGION
         endpoint = env.get(BEDROCK_ENDPOINT_ENV) or None
         return BedrockProvider(manifest.model, region=region, base_url=endpoint, timeout_s=timeout_s)
     if manifest.provider == "openai":
-        from promptgrade.providers.openai import OpenAIProvider
+        try:
+            from promptgrade.providers.openai import OpenAIProvider
+        except ImportError as exc:
+            raise _not_in_zip(manifest, exc) from None
 
         base_url = env.get(OPENAI_BASE_URL_ENV) or manifest.base_url
         key = secrets.api_key() if secrets.configured() else None
         return OpenAIProvider(manifest.model, base_url=base_url, timeout_s=timeout_s, api_key=key)
     raise HandlerError(500, "config_error", f"the bundle's provider {manifest.provider!r} is unknown")
+
+
+def _not_in_zip(manifest: Manifest, exc: ImportError) -> HandlerError:
+    return HandlerError(
+        500,
+        "config_error",
+        f"the bundle's provider {manifest.provider!r} is not in this zip ({exc.name} is missing): "
+        "run `promptgrade package` for this bundle",
+    )

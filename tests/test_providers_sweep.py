@@ -118,7 +118,7 @@ def test_api_key_env_is_only_for_openai(tmp_path: Path) -> None:
     assert "api_key_env is for provider: openai" in " ".join(result.output.split())
 
 
-def test_an_openai_candidate_is_compared_but_not_promoted_into_the_lambda_yet(
+def test_an_openai_candidate_is_promoted_into_a_bundle_that_names_its_provider(
     tmp_path: Path,
     tracking: str,
     gemini_server: FakeGemini,
@@ -131,27 +131,23 @@ def test_an_openai_candidate_is_compared_but_not_promoted_into_the_lambda_yet(
         text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N)
         path.write_text(text.replace("  - model: gemini-2.5-flash\n", ""), encoding="utf-8")
         assert RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking]).exit_code == 0
-    client = MlflowClient(tracking_uri=tracking)
-    [run] = client.search_runs(
-        [client.get_experiment_by_name("two-providers").experiment_id],
-        "tags.`promptgrade.kind` = 'candidate'",
-    )
+        base_url = openai_server.base_url
+    bundle = tmp_path / "bundle"
     result = RUNNER.invoke(
         app,
         [
             "promote",
             "-e",
             "two-providers",
-            "--run",
-            run.info.run_id,
             "--min-examples",
             "1",
             "--bundle-dir",
-            str(tmp_path / "bundle"),
+            str(bundle),
             "--tracking-uri",
             tracking,
         ],
     )
-    assert result.exit_code == 2, result.output
-    assert "provider openai cannot be shipped in the Lambda yet" in " ".join(result.output.split())
-    assert not (tmp_path / "bundle").exists()  # nothing written that the function would refuse
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["provider"] == "openai" and manifest["model"] == "qwen2.5-vl-7b"
+    assert manifest["base_url"] == base_url  # provenance; the function's PROMPTGRADE_OPENAI_BASE_URL wins

@@ -30,6 +30,7 @@ from promptgrade.errors import PromptgradeError
 from promptgrade.shipping.package import (
     FORBIDDEN,
     GRADING_PATH,
+    PROVIDER_MODULES,
     RUNTIME_PROVIDED,
     PackagingError,
     _check_forbidden,
@@ -81,7 +82,7 @@ def test_the_zip_holds_the_handler_the_bundle_and_only_the_grading_path(
         for e in entries
         if e.startswith("promptgrade/") and "/__pycache__/" not in e
     )
-    assert shipped == sorted(GRADING_PATH)
+    assert shipped == sorted([*GRADING_PATH, *PROVIDER_MODULES["gemini"]])  # the bundle's provider only
 
     tops = {t.split("-", 1)[0].split(".", 1)[0].lower() for t in top_levels(entries)}
     assert not tops & FORBIDDEN, "the lab leaked into the Lambda zip"

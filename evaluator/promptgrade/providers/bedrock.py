@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,6 +67,8 @@ class BedrockProvider:
     ) -> None:
         self.model = model
         self.timeout_s = timeout_s
+        # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and most tools set as well
+        region = region or os.environ.get("AWS_REGION") or None
         session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
         if session.region_name is None:
             raise CredentialsError(

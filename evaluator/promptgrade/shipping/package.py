@@ -41,7 +41,7 @@ from promptgrade.shipping.bytecode import (
 HANDLER = "lambda_handler.app.handler"
 HANDLER_PACKAGE = "lambda_handler"
 BUNDLE_IN_ZIP = f"{HANDLER_PACKAGE}/bundle"
-REQUIREMENTS_FILE = f"{HANDLER_PACKAGE}/requirements.txt"
+REQUIREMENTS_FILE = f"{HANDLER_PACKAGE}/requirements.txt"  # the Gemini bundle's lock
 DEFAULT_ZIP = f"{HANDLER_PACKAGE}/build/promptgrade-lambda.zip"  # template.yaml's CodeUri points here
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_ARCHITECTURE = "x86_64"
@@ -71,9 +71,18 @@ GRADING_PATH: tuple[str, ...] = (
     "images.py",
     "providers/__init__.py",
     "providers/base.py",
-    "providers/gemini.py",
-    "providers/gemini_wire.py",
 )
+# Each bundle's provider, and only it: a Bedrock zip carries neither google-genai nor its code.
+PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
+    "gemini": ("providers/gemini.py", "providers/gemini_wire.py"),
+    "bedrock": ("providers/bedrock.py",),
+    "openai": ("providers/openai.py",),
+}
+
+
+def requirements_file(provider: str) -> str:
+    """The lock of the provider's dependencies: one per provider, so each zip holds only its own."""
+    return REQUIREMENTS_FILE if provider == "gemini" else f"{HANDLER_PACKAGE}/requirements-{provider}.txt"
 
 # What every Lambda Python runtime already has; shipping them only adds size and version skew.
 RUNTIME_PROVIDED: frozenset[str] = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
@@ -163,10 +172,14 @@ def build_package(
         raise PackagingError(exc.message, path=exc.path) from None
     project_root = Path(project_root)
     bundle = _load_bundle(Path(bundle_dir))
-    requirements = project_root / REQUIREMENTS_FILE
+    provider = bundle.manifest.provider
+    if provider not in PROVIDER_MODULES:
+        known = ", ".join(PROVIDER_MODULES)
+        raise PackagingError(f"the bundle's provider {provider!r} cannot be packaged (known: {known})")
+    requirements = project_root / requirements_file(provider)
     if not requirements.is_file():
-        raise PackagingError("the Lambda's requirements file is missing", path=requirements)
-    sources = _sources(project_root)
+        raise PackagingError(f"the Lambda's requirements file for {provider} is missing", path=requirements)
+    sources = _sources(project_root, provider)
 
     with tempfile.TemporaryDirectory(prefix="promptgrade-package-") as tmp:
         staging = Path(tmp) / "zip"
@@ -253,8 +266,8 @@ def _load_bundle(bundle_dir: Path) -> Bundle:
     return bundle
 
 
-def _sources(project_root: Path) -> dict[str, Path]:
-    """Zip path -> source file for the handler's .py files and the grading path."""
+def _sources(project_root: Path, provider: str) -> dict[str, Path]:
+    """Zip path -> source file for the handler's .py files, the grading path and the bundle's provider."""
     handler_dir = project_root / HANDLER_PACKAGE
     if not (handler_dir / "app.py").is_file():
         raise PackagingError("no Lambda handler here (expected lambda_handler/app.py)", path=handler_dir)
@@ -265,7 +278,7 @@ def _sources(project_root: Path) -> dict[str, Path]:
             continue
         sources[f"{HANDLER_PACKAGE}/{relative.as_posix()}"] = path
     package_dir = project_root / "evaluator" / "promptgrade"
-    for name in GRADING_PATH:
+    for name in (*GRADING_PATH, *PROVIDER_MODULES[provider]):
         path = package_dir / name
         if not path.is_file():
             raise PackagingError("a grading-path module is missing", path=path)
