@@ -281,7 +281,7 @@ def test_exactly_one_key_source_is_required(moto_server: str, aws_env: None, tmp
     zip_path = make_zip(tmp_path / "v1.zip", "one")
     with pytest.raises(DeployError, match="exactly one of api_key_secret_id"):
         run_deploy(zip_path, moto_server, "arn:aws:iam::123456789012:role/x", api_key_secret_id=None)
-    with pytest.raises(DeployError, match="exactly one of api_key_secret_id"):
+    with pytest.raises(DeployError, match="api_key_secret_id or api_key_parameter, not both"):
         run_deploy(zip_path, moto_server, "arn:aws:iam::123456789012:role/x", api_key_parameter="/p")
 
 
@@ -418,3 +418,65 @@ def test_promptgrade_deploy_command_deploys_and_reports(
     assert bad.exit_code == 2 and "--env wants NAME=VALUE" in bad.output
     missing = runner.invoke(app, [*common[:-4], "--secret-id", "nope", "--endpoint-url", moto_server])
     assert missing.exit_code == 2 and "nope" in missing.output and "Traceback" not in missing.output
+
+
+def bedrock_zip(path: Path, model: str) -> Path:
+    make_zip(path, "bedrock-build")
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(files["lambda_handler/bundle/manifest.json"])
+    files["lambda_handler/bundle/manifest.json"] = json.dumps(
+        {**manifest, "provider": "bedrock", "model": model}
+    ).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_bedrock_bundle_deploys_without_a_key_and_its_role_may_invoke_only_that_model(
+    aws: Callable[[str], Any], role_arn: str, moto_server: str, tmp_path: Path
+) -> None:
+    model = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+    zip_path = bedrock_zip(tmp_path / "bedrock.zip", model)
+    deploy(zip_path, function_name=FUNCTION, role_arn=role_arn, region=REGION, endpoint_url=moto_server)
+    variables = (
+        aws("lambda")
+        .get_function_configuration(FunctionName=FUNCTION)
+        .get("Environment", {})
+        .get("Variables", {})
+    )
+    assert API_KEY_SECRET_ENV not in variables and API_KEY_PARAMETER_ENV not in variables
+    policy = aws("iam").get_role_policy(
+        RoleName="promptgrade-lambda", PolicyName="promptgrade-bedrock-invoke"
+    )
+    document = policy["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    [statement] = document["Statement"]
+    assert statement["Action"] == "bedrock:InvokeModel" and statement["Effect"] == "Allow"
+    assert set(statement["Resource"]) == {
+        "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-20250514-v1:0",
+        f"arn:aws:bedrock:{REGION}:{role_arn.split(':')[4]}:inference-profile/{model}",
+    }
+
+
+def test_a_bedrock_bundle_refuses_an_api_key_and_a_gemini_bundle_requires_one(
+    aws: Callable[[str], Any], role_arn: str, secret: str, moto_server: str, tmp_path: Path
+) -> None:
+    with pytest.raises(DeployError, match="a Bedrock bundle needs no API key"):
+        deploy(
+            bedrock_zip(tmp_path / "bedrock.zip", "amazon.nova-pro-v1:0"),
+            function_name=FUNCTION,
+            role_arn=role_arn,
+            region=REGION,
+            endpoint_url=moto_server,
+            api_key_secret_id=secret,
+        )
+    with pytest.raises(DeployError, match="say where the Gemini API key is"):
+        deploy(
+            make_zip(tmp_path / "gemini.zip", "g"),
+            function_name=FUNCTION,
+            role_arn=role_arn,
+            region=REGION,
+            endpoint_url=moto_server,
+        )

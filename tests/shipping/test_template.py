@@ -103,7 +103,10 @@ def test_the_template_publishes_the_alias_and_settings_deploy_uses(
 
 def test_the_environment_names_where_the_key_is_never_the_key(function: dict[str, Any]) -> None:
     variables = function["Environment"]["Variables"]
-    assert variables[API_KEY_SECRET_ENV] == {"Ref": "ApiKeySecretId"}
+    # only when the provider uses a key: a Bedrock function has none
+    assert variables[API_KEY_SECRET_ENV] == {
+        "Fn::If": ["UsesApiKey", {"Ref": "ApiKeySecretId"}, {"Ref": "AWS::NoValue"}]
+    }
     assert API_KEY_SECRET_ENV == handler_secrets.SECRET_ID_ENV
     assert API_KEY_PARAMETER_ENV == handler_secrets.PARAMETER_ENV
     handler_source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "lambda_handler").glob("*.py"))
@@ -134,17 +137,25 @@ def test_uploads_trigger_grading_and_results_go_to_a_different_bucket(
 
 
 def test_the_function_may_read_the_secret_and_input_and_write_only_the_output(
-    function: dict[str, Any],
+    template: dict[str, Any], function: dict[str, Any]
 ) -> None:
     policies = function["Policies"]
-    templates = {name: body for policy in policies for name, body in policy.items() if name != "Statement"}
+    templates = {name: body for policy in policies for name, body in policy.items() if name.startswith("S3")}
     assert templates == {
         "S3ReadPolicy": {"BucketName": {"Ref": "InputBucketName"}},
         "S3WritePolicy": {"BucketName": {"Ref": "OutputBucketName"}},
     }
-    statements = [s for policy in policies for s in policy.get("Statement", [])]
-    assert [s["Action"] for s in statements] == ["secretsmanager:GetSecretValue"]
-    assert "${ApiKeySecretId}" in statements[0]["Resource"]["Fn::Sub"]
+    conditional = {p["Fn::If"][0]: p["Fn::If"] for p in policies if "Fn::If" in p}
+    assert set(conditional) == {"UsesApiKey", "IsBedrock"}
+    for condition, _when_true, when_false in conditional.values():
+        assert when_false == {"Ref": "AWS::NoValue"}, condition  # no permission the provider does not use
+    [read_key] = conditional["UsesApiKey"][1]["Statement"]
+    assert read_key["Action"] == "secretsmanager:GetSecretValue"
+    assert "${ApiKeySecretId}" in read_key["Resource"]["Fn::Sub"]
+    [invoke] = conditional["IsBedrock"][1]["Statement"]
+    assert invoke["Action"] == "bedrock:InvokeModel"  # only the promoted model's ARNs, never "*"
+    assert "${BedrockModelId}" in str(invoke["Resource"]) and '"*"' not in str(invoke["Resource"])
+    assert template["Parameters"]["ModelProvider"]["AllowedValues"] == ["gemini", "bedrock", "openai"]
 
 
 def test_every_reference_resolves(template: dict[str, Any]) -> None:
@@ -155,6 +166,10 @@ def test_every_reference_resolves(template: dict[str, Any]) -> None:
             continue
         if "Ref" in node:
             assert node["Ref"] in known, node
+        if "Condition" in node and isinstance(node["Condition"], str):
+            assert node["Condition"] in template["Conditions"], node
+        if "Fn::If" in node:
+            assert node["Fn::If"][0] in template["Conditions"], node
         if "Fn::GetAtt" in node:
             assert node["Fn::GetAtt"][0] in known, node
         if "Fn::Sub" in node and isinstance(node["Fn::Sub"], str):

@@ -111,8 +111,8 @@ def deploy(
     code = zip_path.read_bytes() if zip_path.is_file() else None
     if code is None:
         raise DeployError("no such zip: build it first with build_package", path=zip_path)
-    description = _check_zip(zip_path, code, runtime, architecture)
-    variables = _environment(environment or {}, api_key_secret_id, api_key_parameter)
+    description, provider, model = _check_zip(zip_path, code, runtime, architecture)
+    variables = _environment(environment or {}, api_key_secret_id, api_key_parameter, provider)
     _check_settings(runtime, architecture, canary_weight, memory_mb, timeout_s, alias)
     if s3_bucket is None and len(code) > DIRECT_UPLOAD_LIMIT_BYTES:
         raise DeployError(
@@ -126,6 +126,8 @@ def deploy(
 
     lam = client if client is not None else make("lambda")
     _check_api_key_source(make, api_key_secret_id, api_key_parameter, region)
+    if provider == "bedrock":
+        _grant_bedrock(make, role_arn, model, region)
     existing = _get(lam, "get_function", FunctionName=function_name)
     current_alias = (
         _get(lam, "get_alias", FunctionName=function_name, Name=alias) if existing is not None else None
@@ -224,8 +226,9 @@ def deploy(
 # -- local checks ------------------------------------------------------------------------------
 
 
-def _check_zip(zip_path: Path, code: bytes, runtime: str, architecture: str) -> str:
-    """Refuse a zip that would fail at cold start; return a description naming the shipped prompt."""
+def _check_zip(zip_path: Path, code: bytes, runtime: str, architecture: str) -> tuple[str, str, str]:
+    """Refuse a zip that would fail at cold start; return a description naming the shipped prompt,
+    and the bundle's provider and model (which decide the key and the permissions it needs)."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             names = set(archive.namelist())
@@ -255,18 +258,31 @@ def _check_zip(zip_path: Path, code: bytes, runtime: str, architecture: str) -> 
             f"promptgrade {prompt['name']}@v{prompt['version']} (sha256 {prompt['sha256'][:12]}) "
             f"on {manifest.get('model', '?')}; zip sha256 {hashlib.sha256(code).hexdigest()[:12]}"
         )
+        provider, model = str(manifest.get("provider", "gemini")), str(manifest.get("model", ""))
     except (ValueError, KeyError, TypeError):
         raise DeployError("the zip's bundle manifest is invalid: package it again", path=zip_path) from None
-    return text[:256]
+    return text[:256], provider, model
 
 
-def _environment(environment: dict[str, str], secret_id: str | None, parameter: str | None) -> dict[str, str]:
+def _environment(
+    environment: dict[str, str], secret_id: str | None, parameter: str | None, provider: str = "gemini"
+) -> dict[str, str]:
     """The function's variables, refusing anything that looks like a key: it would be readable by
-    anyone with lambda:GetFunctionConfiguration, and stored in every published version forever."""
-    if (secret_id is None) == (parameter is None):
+    anyone with lambda:GetFunctionConfiguration, and stored in every published version forever.
+
+    Gemini needs an API key; Bedrock none (the function's role is its credential); an
+    OpenAI-compatible server one unless it runs without auth."""
+    if secret_id is not None and parameter is not None:
+        raise DeployError("say where the API key is once: api_key_secret_id or api_key_parameter, not both")
+    given = secret_id is not None or parameter is not None
+    if provider == "gemini" and not given:
         raise DeployError(
             "say where the Gemini API key is: exactly one of api_key_secret_id (Secrets Manager) "
             "or api_key_parameter (SSM SecureString)"
+        )
+    if provider == "bedrock" and given:
+        raise DeployError(
+            "a Bedrock bundle needs no API key: the function's role calls Bedrock (drop --secret-id)"
         )
     for name, value in environment.items():
         if name.upper() in {API_KEY_SECRET_ENV, API_KEY_PARAMETER_ENV}:
@@ -285,10 +301,47 @@ def _environment(environment: dict[str, str], secret_id: str | None, parameter: 
     variables = {name: str(value) for name, value in environment.items()}
     if secret_id is not None:
         variables[API_KEY_SECRET_ENV] = secret_id
-    else:
-        assert parameter is not None
+    elif parameter is not None:
         variables[API_KEY_PARAMETER_ENV] = parameter
     return variables
+
+
+BEDROCK_POLICY = "promptgrade-bedrock-invoke"
+_PROFILE_PREFIX = re.compile(r"^(?:us|eu|apac|us-gov|global)\.")
+
+
+def bedrock_policy(model: str, region: str, account: str) -> dict[str, Any]:
+    """``bedrock:InvokeModel`` on the bundle's model and nothing else. A cross-region inference
+    profile (``us.anthropic…``) routes to its base model in several regions, so both the profile and
+    the base model (in any region) are named."""
+    base = _PROFILE_PREFIX.sub("", model)
+    resources = [f"arn:aws:bedrock:*::foundation-model/{base}"]
+    if base != model:
+        resources.append(f"arn:aws:bedrock:{region}:{account}:inference-profile/{model}")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "InvokePromotedModel",
+                "Effect": "Allow",
+                "Action": "bedrock:InvokeModel",
+                "Resource": resources,
+            }
+        ],
+    }
+
+
+def _grant_bedrock(make: Any, role_arn: str, model: str, region: str) -> None:
+    """Give the execution role the one permission a Bedrock bundle needs (an inline policy, replaced
+    on each deploy so it follows the promoted model)."""
+    role_name = role_arn.rsplit("/", 1)[-1]
+    account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else "*"
+    with _aws(f"the role {role_name!r}"):
+        make("iam").put_role_policy(
+            RoleName=role_name,
+            PolicyName=BEDROCK_POLICY,
+            PolicyDocument=json.dumps(bedrock_policy(model, region, account)),
+        )
 
 
 def _check_settings(
@@ -364,7 +417,8 @@ def _check_api_key_source(make: Any, secret_id: str | None, parameter: str | Non
         if described.get("DeletedDate"):
             raise DeployError(f"the API key secret {secret_id!r} is scheduled for deletion")
         return
-    assert parameter is not None
+    if parameter is None:
+        return  # no key to check: a provider that needs none (Bedrock, a server without auth)
     with _aws(f"SSM parameter {parameter!r}"):
         found = (
             make("ssm")
