@@ -84,6 +84,7 @@ def requirements_file(provider: str) -> str:
     """The lock of the provider's dependencies: one per provider, so each zip holds only its own."""
     return REQUIREMENTS_FILE if provider == "gemini" else f"{HANDLER_PACKAGE}/requirements-{provider}.txt"
 
+
 # What every Lambda Python runtime already has; shipping them only adds size and version skew.
 RUNTIME_PROVIDED: frozenset[str] = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 # The lab: never in production. Matched against top-level names in the zip (packages, .libs, dist-info).
@@ -113,6 +114,7 @@ class PackageReport:
     architecture: str
     prompt: str
     bytecode: Bytecode
+    provider: str = "gemini"
     # pinned requirements (the lock) whose shipped version differs from the lab's: {name: (lab, shipped)}
     drift: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -121,7 +123,7 @@ class PackageReport:
             f"{self.path}: {self.size_bytes / 1_048_576:.1f} MiB zipped, "
             f"{self.unzipped_bytes / 1_048_576:.1f} MiB unzipped, {self.files} files, "
             f"{len(self.dependencies)} dependencies, {self.runtime}/{self.architecture}, "
-            f"{self.bytecode.summary()}, prompt {self.prompt}, sha256 {self.sha256[:12]}…"
+            f"{self.bytecode.summary()}, prompt {self.prompt} on {self.provider}, sha256 {self.sha256[:12]}…"
         )
 
     def notes(self) -> list[str]:
@@ -227,6 +229,7 @@ def build_package(
         architecture=architecture,
         prompt=bundle.prompt.ref,
         bytecode=bytecode,
+        provider=provider,
         drift=_drift(requirements, dependencies),
     )
     if not quiet:
