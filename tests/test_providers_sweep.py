@@ -151,3 +151,51 @@ def test_an_openai_candidate_is_promoted_into_a_bundle_that_names_its_provider(
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["provider"] == "openai" and manifest["model"] == "qwen2.5-vl-7b"
     assert manifest["base_url"] == base_url  # provenance; the function's PROMPTGRADE_OPENAI_BASE_URL wins
+
+
+def test_a_mistyped_bedrock_model_stops_its_own_candidates_and_the_others_finish(
+    tmp_path: Path,
+    tracking: str,
+    gemini_server: FakeGemini,
+    fake_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from promptgrade.testing.bedrock_server import ConverseFault
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ):
+        monkeypatch.setenv(name, value)
+    gemini_server.default_answer = '{"categories": ["soup"], "food_remaining_pct": 10}'
+    with FakeBedrock() as bedrock_server:
+        bedrock_server.enqueue_fault(
+            ConverseFault.exception("ValidationException", 400, "The provided model identifier is invalid."),
+            times=1000,
+        )
+        text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai="unused", n=N)
+        text = text.replace("  - provider: openai\n    model: qwen2.5-vl-7b\n    base_url: unused\n", "")
+        bedrock = BEDROCK.format(bedrock=bedrock_server.endpoint_url).replace(
+            "amazon.nova-lite-v1:0", "amazon.nova-lyte-v1:0"
+        )
+        # the failing model first: the sweep must go on to the next model after it stops
+        text = text.replace("models:\n", "models:\n" + bedrock)
+        text = text.replace("concurrency: 4\n", "concurrency: 1\nmax_consecutive_failures: 2\n")
+        path = tmp_path / "exp.yaml"
+        path.write_text(text, encoding="utf-8")
+        result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+        bedrock_calls = bedrock_server.calls
+    assert result.exit_code == 3, result.output  # stopped, resumable
+    line = " ".join(result.output.split())
+    assert "amazon.nova-lyte-v1:0 keeps failing" in line and "ValidationException" in line
+    assert "the other models' candidates finished" in line
+    assert bedrock_calls == 2  # stopped after two failures in a row, not after every example
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("two-providers").experiment_id],
+        "tags.`promptgrade.kind` = 'candidate'",
+    )
+    gemini_run = next(r for r in runs if r.data.params["provider"] == "gemini")
+    assert gemini_run.info.status == "FINISHED" and gemini_run.data.metrics["n_examples"] == N

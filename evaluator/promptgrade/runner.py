@@ -68,6 +68,15 @@ class SweepStopped(SweepAborted):
         super().__init__(reason)
 
 
+class ModelStopped(SweepStopped):
+    """One model keeps failing (a mistyped model id, a server that refuses connections): its
+    candidates stop, the other models' go on, and the sweep ends stopped, so the same command resumes."""
+
+    def __init__(self, reason: str, model: tuple[str, str]) -> None:
+        self.model = model
+        super().__init__(reason, "failing")
+
+
 @dataclass
 class CacheMode:
     cache: AnswerCache | None = None
@@ -236,10 +245,10 @@ class Caller:
             gate.consecutive_failures += 1
             gate.last_failure = f"{error.kind.value}: {error.message}"
             if gate.consecutive_failures >= self.max_consecutive_failures:
-                raise SweepStopped(
+                raise ModelStopped(
                     f"{candidate.model} keeps failing ({gate.consecutive_failures} answers in a row, last: "
                     f"{gate.last_failure}); fix the cause and run the same command again to resume",
-                    "failing",
+                    (candidate.provider, candidate.model),
                 )
         else:
             gate.consecutive_failures = 0
@@ -292,16 +301,22 @@ async def run_sweep(
 
     pairs = _pairs(candidates, dataset.examples)
     stopped: list[SweepStopped] = []
+    failed_models: dict[tuple[str, str], ModelStopped] = {}
 
     async def worker() -> None:
         for candidate, example in pairs:
             if stopped:
                 return
+            if (candidate.provider, candidate.model) in failed_models:
+                continue  # that model's remaining examples wait for the resumed run
             provider = providers[(candidate.provider, candidate.model)]
             request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, example.image)
             tokens = caller.input_tokens(candidate, request)
             try:
                 completion, calls = await caller.complete(candidate, provider, request, tokens)
+            except ModelStopped as stop:
+                failed_models.setdefault(stop.model, stop)
+                continue
             except SweepStopped as stop:
                 stopped.append(stop)
                 return
@@ -325,6 +340,11 @@ async def run_sweep(
                 finish(candidate)
 
     await asyncio.gather(*(worker() for _ in range(experiment.concurrency)))
+    if failed_models and not stopped:
+        models = {(c.provider, c.model) for c in candidates}
+        others = " (the other models' candidates finished)" if len(failed_models) < len(models) else ""
+        reason = "; ".join(stop.message for stop in failed_models.values()) + others
+        stopped.append(SweepStopped(reason, "failing"))
     if stopped:
         for candidate in candidates:
             if 0 < remaining[candidate.key] < len(dataset.examples):
