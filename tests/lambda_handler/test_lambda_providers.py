@@ -133,3 +133,36 @@ def test_the_handler_imports_only_the_bundles_provider(
     loaded = set(json.loads(completed.stdout.strip().splitlines()[-1]))
     assert present <= loaded, "the bundle's provider is imported in the init phase"
     assert not loaded & absent, f"another provider's SDK was imported: {sorted(loaded & absent)}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("throttled", 503, "model_rate_limited"),
+        ("access_denied", 502, "model_auth_failed"),
+        ("timeout", 504, "model_timeout"),
+    ],
+)
+def test_bedrock_failures_get_the_same_status_codes_as_gemini_failures(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_secret: None,
+    role_credentials: None,
+    fault: str,
+    status: int,
+    code: str,
+) -> None:
+    from promptgrade.testing.bedrock_server import ConverseFault
+
+    faults = {
+        "throttled": ConverseFault.throttled(),
+        "access_denied": ConverseFault.exception("AccessDeniedException", 403, "no access to the model"),
+        "timeout": ConverseFault.exception("ModelTimeoutException", 408, "the model took too long"),
+    }
+    with FakeBedrock(default_answer=ANSWER) as bedrock:
+        bedrock.enqueue_fault(faults[fault], times=10)
+        monkeypatch.setenv("PROMPTGRADE_BUNDLE_DIR", str(bundle_for(tmp_path, "bedrock", BEDROCK_MODEL)))
+        monkeypatch.setenv("PROMPTGRADE_BEDROCK_ENDPOINT_URL", bedrock.endpoint_url)
+        response = app.handler(http_api_v2({"image_base64": b64(make_jpeg((5, 6, 7)))}), context())
+    assert response["statusCode"] == status, response
+    assert body_json(response)["error"]["code"] == code
