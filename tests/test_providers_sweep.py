@@ -47,6 +47,17 @@ BEDROCK = """\
 """
 
 
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials for boto3 (the local Converse server does not check the signature)."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ):
+        monkeypatch.setenv(name, value)
+
+
 def test_one_sweep_scores_three_providers_alike(
     tmp_path: Path,
     tracking: str,
@@ -55,13 +66,7 @@ def test_one_sweep_scores_three_providers_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ):
-        monkeypatch.setenv(name, value)
+    aws_credentials(monkeypatch)
     with FakeOpenAI() as openai_server, FakeBedrock() as bedrock_server:
         path = tmp_path / "exp.yaml"
         text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N)
@@ -162,13 +167,7 @@ def test_a_mistyped_bedrock_model_stops_its_own_candidates_and_the_others_finish
 ) -> None:
     from promptgrade.testing.bedrock_server import ConverseFault
 
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ):
-        monkeypatch.setenv(name, value)
+    aws_credentials(monkeypatch)
     gemini_server.default_answer = '{"categories": ["soup"], "food_remaining_pct": 10}'
     with FakeBedrock() as bedrock_server:
         bedrock_server.enqueue_fault(

@@ -83,6 +83,17 @@ class ErrorKind(StrEnum):
         }
 
 
+def status_kind(status: int) -> ErrorKind:
+    """An HTTP error status other than 429 (whose meaning each API words in its body) as an ErrorKind."""
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status >= 500:
+        return ErrorKind.SERVER_ERROR
+    return ErrorKind.BAD_REQUEST
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     kind: ErrorKind

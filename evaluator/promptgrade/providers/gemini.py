@@ -35,7 +35,15 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from promptgrade.errors import CredentialsError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, failed, redacted
+from promptgrade.providers.base import (
+    Completion,
+    CompletionRequest,
+    ErrorInfo,
+    ErrorKind,
+    failed,
+    redacted,
+    status_kind,
+)
 from promptgrade.providers.gemini_wire import RequestTemplates
 
 log = logging.getLogger(__name__)
@@ -369,15 +377,7 @@ def _api_error(exc: genai_errors.APIError) -> ErrorInfo:
         per_day = any("PerDay" in quota_id for quota_id in quota_ids)
         kind = ErrorKind.QUOTA_EXHAUSTED if per_day else ErrorKind.RATE_LIMITED
         return ErrorInfo(kind, message, code, retry_after)
-    if code == 408:
-        kind = ErrorKind.TIMEOUT
-    elif code in (401, 403):
-        kind = ErrorKind.AUTH
-    elif code >= 500:
-        kind = ErrorKind.SERVER_ERROR
-    else:
-        kind = ErrorKind.BAD_REQUEST
-    return ErrorInfo(kind, message, code)
+    return ErrorInfo(status_kind(code), message, code)
 
 
 def _rpc_details(body: Any) -> tuple[float | None, list[str]]:

@@ -18,7 +18,15 @@ from typing import Any
 import openai
 
 from promptgrade.errors import CredentialsError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, failed, redacted
+from promptgrade.providers.base import (
+    Completion,
+    CompletionRequest,
+    ErrorInfo,
+    ErrorKind,
+    failed,
+    redacted,
+    status_kind,
+)
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 NO_KEY = "no-key-needed"  # the SDK insists on a key; a local server without auth ignores it
@@ -187,15 +195,7 @@ def status_error(exc: openai.APIStatusError) -> ErrorInfo:
         error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
         kind = ErrorKind.QUOTA_EXHAUSTED if error.get("code") in _QUOTA_CODES else ErrorKind.RATE_LIMITED
         return ErrorInfo(kind, message, code, retry_after(exc.response.headers))
-    if code == 408:
-        kind = ErrorKind.TIMEOUT
-    elif code in (401, 403):
-        kind = ErrorKind.AUTH
-    elif code >= 500:
-        kind = ErrorKind.SERVER_ERROR
-    else:
-        kind = ErrorKind.BAD_REQUEST
-    return ErrorInfo(kind, message, code)
+    return ErrorInfo(status_kind(code), message, code)
 
 
 def retry_after(headers: Any) -> float | None:
