@@ -387,15 +387,31 @@ def compare(
     all_sweeps: Annotated[
         bool, typer.Option("--all", help="Every sweep's candidates, not only the latest.")
     ] = False,
+    runs: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--runs",
+            help="Two runs (run ids, or name@version of the latest sweep): compare them example by example.",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="With --runs: write the comparison to this JSON file.")
+    ] = None,
+    unpaired: Annotated[
+        bool, typer.Option("--unpaired", help="With --runs: allow runs scored on different data.")
+    ] = False,
 ) -> None:
-    """Show the candidates of the latest sweep as a table, best first, as MLflow recorded them."""
+    """Show the candidates of the latest sweep as a table, best first, as MLflow recorded them.
+
+    With --runs A B: the examples on which A and B disagree, for category and for grade, with the exact
+    McNemar test on each and both answers side by side.
+    """
     from promptgrade.tracking.read import candidate_rows
 
-    name = experiment
-    if experiment.endswith((".yaml", ".yml")):
-        from promptgrade.config import load_experiment
-
-        name = load_experiment(experiment).name
+    name = _experiment_name(experiment)
+    if runs is not None:
+        _compare_two(name, runs, tracking_uri, json_path, unpaired)
+        return
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
     table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
     for column in ("", "run", "prompt", "model", *_COMPARE_METRICS.values()):
@@ -414,6 +430,76 @@ def compare(
                 cells.append(f"{value:,.4f}" if metric == "cost_usd" else f"{value:,.1f}")
         table.add_row(*cells)
     console.print(table)
+
+
+def _compare_two(
+    name: str, runs: tuple[str, str], tracking_uri: str | None, json_path: Path | None, unpaired: bool
+) -> None:
+    import json
+
+    from promptgrade.errors import PromptgradeError
+    from promptgrade.flips import compare_runs, label
+    from promptgrade.tracking.read import RunStore
+
+    result = compare_runs(RunStore(name, tracking_uri), *runs, unpaired=unpaired)
+    a, b = label(result.a), label(result.b)
+    console.print(
+        esc(
+            f"A = {a} (run {result.a.run_id[:8]}), B = {b} (run {result.b.run_id[:8]}), {result.examples} examples"
+        )
+        + ("" if result.paired else " [yellow](unpaired: different data)[/]"),
+        highlight=False,
+    )
+    for flips in (result.category, result.grade):
+        console.print(
+            esc(
+                f"{flips.name}: A right, B wrong on {len(flips.a_only)}; B right, A wrong on {len(flips.b_only)}; "
+                f"exact McNemar p={flips.p_value:.3g} (n={flips.n})"
+            ),
+            highlight=False,
+        )
+    if result.grade_mae_difference is not None:
+        console.print(esc(f"mean |grade error|, B − A: {result.grade_mae_difference:+.2f}"), highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {esc(note)}", highlight=False)
+    table = Table(title="examples where they disagree")
+    for column in (
+        "example",
+        "on",
+        "truth",
+        "A predicted",
+        "B predicted",
+        "right",
+        "A's answer",
+        "B's answer",
+    ):
+        table.add_column(column, overflow="fold")
+    for flips in (result.category, result.grade):
+        for side, examples in (("A", flips.a_only), ("B", flips.b_only)):
+            for flip in examples:
+                table.add_row(
+                    esc(flip.example_id),
+                    flips.name,
+                    esc(flip.truth),
+                    esc(flip.predicted_a),
+                    esc(flip.predicted_b),
+                    side,
+                    esc(_short(flip.answer_a)),
+                    esc(_short(flip.answer_b)),
+                )
+    if table.row_count:
+        console.print(table)
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise PromptgradeError(f"cannot write the comparison: {exc.strerror}", path=json_path) from None
+        console.print(esc(f"written to {json_path}"), highlight=False)
+
+
+def _short(answer: str | None, limit: int = 120) -> str:
+    text = " ".join((answer or "–").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _COMPARE_METRICS = {

@@ -1,0 +1,158 @@
+"""Given a sweep whose answers are scripted so that each prompt is right on known trays, when I compare
+the two candidates example by example, then the flips, the paired test and the JSON are exactly those.
+
+Everything is read back from MLflow (predictions artifacts), as it would be for any finished sweep.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.config import load_experiment
+from promptgrade.data.loaders import load_dataset_split
+from promptgrade.stats import mcnemar
+from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner(env={"COLUMNS": "240"})
+N = 12
+EXPERIMENT = """\
+name: flips
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+base_url: {base_url}
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
+prompts: [meal_tray_freetext@1, meal_tray_json@1]
+models: [{{model: gemini-2.5-flash}}]
+concurrency: 4
+"""
+
+
+@pytest.fixture
+def swept(tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str) -> dict[str, set[str]]:
+    """JSON is right on the first 8 trays, free text on the last 8: 4 flips each way, 4 agreements."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(EXPERIMENT.format(root=ROOT, base_url=gemini_server.base_url, n=N), encoding="utf-8")
+    experiment = load_experiment(path)
+    task = load_task(experiment.resolve(experiment.task))
+    examples = sorted(
+        load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
+    )
+    by_sha = {e.image.sha256: e for e in examples}
+    json_right = {e.id for e in examples[:8]}
+    text_right = {e.id for e in examples[4:]}
+
+    def answer(request: RequestInfo) -> str:
+        example = by_sha[request.image_sha256 or ""]
+        right = example.id in (json_right if request.has_response_schema else text_right)
+        categories = list(example.labels.categories) if right else ["snack"]
+        truth = example.labels.grade or 0.0
+        grade = truth if right else (100.0 if truth < 50 else 0.0)
+        if request.has_response_schema:
+            return json.dumps({"categories": categories, "food_remaining_pct": grade})
+        return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
+
+    gemini_server.default_answer = answer
+    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+    assert result.exit_code == 0, result.output
+    return {"json": json_right, "text": text_right, "path": {str(path)}}
+
+
+def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(
+    swept: dict[str, set[str]], tracking: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "flips.json"
+    [experiment_file] = swept["path"]
+    result = RUNNER.invoke(
+        app,
+        [
+            "compare",
+            experiment_file,
+            "--runs",
+            "meal_tray_json@1",
+            "meal_tray_freetext@v1",
+            "--json",
+            str(out),
+            "--tracking-uri",
+            tracking,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    a_only, b_only = swept["json"] - swept["text"], swept["text"] - swept["json"]
+    assert set(data["category"]["a_only"]) == a_only and set(data["category"]["b_only"]) == b_only
+    assert set(data["grade"]["a_only"]) == a_only and set(data["grade"]["b_only"]) == b_only
+    ids = sorted(swept["json"] | swept["text"])
+    expected = mcnemar([i in swept["json"] for i in ids], [i in swept["text"] for i in ids]).p_value
+    assert data["category"]["p_value"] == pytest.approx(expected) and data["examples"] == N
+    # every tray has a grade, so the paired mean difference is the difference of the runs' grade_mae
+    client = MlflowClient(tracking_uri=tracking)
+    mae = {run_id: client.get_run(run_id).data.metrics["grade_mae"] for run_id in (data["a"], data["b"])}
+    assert data["grade"]["mae_difference_b_minus_a"] == pytest.approx(mae[data["b"]] - mae[data["a"]])
+    assert client.get_run(data["a"]).data.params["prompt_name"] == "meal_tray_json"
+    text = " ".join(result.output.split())
+    assert f"category: A right, B wrong on {len(a_only)}; B right, A wrong on {len(b_only)}" in text
+    assert all(example_id in result.output for example_id in a_only | b_only)
+    assert "Category: snack" in text  # the free-text answer, side by side with the JSON one
+
+
+@pytest.mark.parametrize(
+    ("refs", "message"),
+    [
+        (["deadbeef" * 4, "meal_tray_json@1"], "no MLflow run"),
+        (["meal_tray_json@7", "meal_tray_json@1"], "no candidate meal_tray_json@v7"),
+        (["meal_tray_json@1", "meal_tray_json@1"], "two different runs"),
+    ],
+)
+def test_bad_references_are_one_line(
+    swept: dict[str, set[str]], tracking: str, refs: list[str], message: str
+) -> None:
+    [experiment_file] = swept["path"]
+    result = RUNNER.invoke(app, ["compare", experiment_file, "--runs", *refs, "--tracking-uri", tracking])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_runs_on_different_data_are_refused_unless_unpaired(
+    swept: dict[str, set[str]], tracking: str, tmp_path: Path
+) -> None:
+    [experiment_file] = swept["path"]
+    assert (
+        RUNNER.invoke(app, ["sweep", experiment_file, "--limit", "6", "--tracking-uri", tracking]).exit_code
+        == 0
+    )
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("flips").experiment_id],
+        "tags.`promptgrade.kind` = 'candidate' and params.prompt_name = 'meal_tray_json'",
+    )
+    assert len(runs) == 2 and len({r.data.params["dataset_sha256"] for r in runs}) == 2
+    ids = [r.info.run_id for r in runs]
+    refused = RUNNER.invoke(app, ["compare", experiment_file, "--runs", *ids, "--tracking-uri", tracking])
+    assert refused.exit_code == 2 and "scored on different data" in " ".join(refused.output.split())
+    out = tmp_path / "unpaired.json"
+    allowed = RUNNER.invoke(
+        app,
+        [
+            "compare",
+            experiment_file,
+            "--runs",
+            *ids,
+            "--unpaired",
+            "--json",
+            str(out),
+            "--tracking-uri",
+            tracking,
+        ],
+    )
+    assert allowed.exit_code == 0, allowed.output
+    data = json.loads(out.read_text())
+    assert data["paired"] is False and data["examples"] == 6  # only the shared trays
