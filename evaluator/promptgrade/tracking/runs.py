@@ -53,6 +53,8 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.name = experiment_name
+        self.task: Task | None = None  # the sweep's task, known from the first candidate run (for plots)
         try:
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
@@ -125,6 +127,14 @@ class Tracker:
         ]
         record = {"primary_metric": primary_metric, "stop_reason": stop_reason, "candidates": summary}
         self.client.log_dict(self.parent_run_id, record, "summary.json")
+        ran = [
+            (r.candidate.label, r.metrics.get(primary_metric)) for r in results if r.skipped_reason is None
+        ]
+        if any(value is not None for _, value in ran):
+            from promptgrade.tracking import plots
+
+            figure = plots.comparison(ran, primary_metric, self.name)
+            self._log_figures(self.parent_run_id, {"plots/candidates.png": figure})
         self.client.set_tag(self.parent_run_id, "promptgrade.partial", str(status != "FINISHED").lower())
         if stop_reason:
             self.client.set_tag(self.parent_run_id, "stop_reason", stop_reason[:5000])
@@ -135,6 +145,7 @@ class Tracker:
         self, candidate: Candidate, dataset: LoadedDataset, task: Task, image_max_side: int
     ) -> tuple[str, bool]:
         """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
+        self.task = task
         found = self._child(candidate.key)
         if found is not None:
             return found
@@ -154,6 +165,7 @@ class Tracker:
         self, candidate: BaselineCandidate, dataset: LoadedDataset, train: LoadedDataset, task: Task
     ) -> tuple[str, bool]:
         """Like candidate_run, for a trained baseline; records which splits it trained and was scored on."""
+        self.task = task
         found = self._child(candidate.key)
         if found is not None:
             return found
@@ -223,7 +235,19 @@ class Tracker:
             self.client.set_terminated(run_id, status="KILLED")
         else:
             self.client.log_table(run_id, predictions_table(result), "predictions.json")
+            self._log_figures(run_id, self._candidate_figures(result))
             self.client.set_terminated(run_id)
+
+    def _candidate_figures(self, result: CandidateResult) -> dict[str, Any]:
+        if self.task is None or not result.outcomes:
+            return {}
+        from promptgrade.tracking import plots  # matplotlib is imported only when there is a plot to draw
+
+        return plots.candidate_figures(result.outcomes, self.task, result.candidate.label)
+
+    def _log_figures(self, run_id: str, figures: dict[str, Any]) -> None:
+        for path, figure in figures.items():
+            self.client.log_figure(run_id, figure, path)
 
     def kill_unfinished(self, run_ids: list[str]) -> None:
         for run_id in run_ids:

@@ -1,0 +1,162 @@
+"""The pictures a person looks at before trusting a metric, drawn from the per-example outcomes.
+
+Each candidate run gets four (category confusion, predicted vs true grade with the tolerance band,
+the grade-error distribution, what failed and how), and the sweep run one comparison of every
+candidate's primary metric with its 95% interval. matplotlib's Agg backend draws them off-screen;
+figures are small (about 10–30 KB) and closed at once, so a sweep's memory does not grow with them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from promptgrade.scoring import Estimate, Outcome
+from promptgrade.task import Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NO_ANSWER = "(no answer)"
+
+
+def _figure(width: float = 6.0, height: float = 4.5) -> Figure:
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe off the main thread
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def candidate_figures(outcomes: Sequence[Outcome], task: Task, title: str) -> dict[str, Figure]:
+    """artifact path → figure, for one candidate's scored examples (skipped examples left out)."""
+    scored = [o for o in outcomes if o.status != "skipped"]
+    return {
+        "plots/category_confusion.png": confusion(scored, task, title),
+        "plots/grade_predicted_vs_true.png": grade_scatter(scored, task, title),
+        "plots/grade_error_distribution.png": error_histogram(scored, title),
+        "plots/failures.png": failures(scored, title),
+    }
+
+
+def confusion(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:
+    """True category (the first labelled) × the model's first-named category, counts in the cells."""
+    pairs = Counter(
+        (
+            o.true_categories[0] if o.true_categories else "?",
+            o.predicted_categories[0] if o.predicted_categories else NO_ANSWER,
+        )
+        for o in outcomes
+    )
+    present = {t for t, _ in pairs} | {p for _, p in pairs if p != NO_ANSWER}
+    rows = [c for c in task.categories if c in present] + sorted(present - set(task.categories))
+    columns = [*rows, NO_ANSWER] if any(p == NO_ANSWER for _, p in pairs) else rows
+    matrix = [[pairs.get((r, c), 0) for c in columns] for r in rows]
+    figure = _figure(max(5.0, 0.45 * len(columns) + 2.5), max(4.0, 0.4 * len(rows) + 2.0))
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues", aspect="auto")
+    axes.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(range(len(rows)), rows, fontsize=8)
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if count > peak / 2 else "black")  # fmt: skip
+    axes.set_xlabel("predicted (first named)")
+    axes.set_ylabel("true (first labelled)")
+    axes.set_title(f"{title}\ncategory confusion, {len(outcomes)} examples", fontsize=9)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure
+
+
+def grade_scatter(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:
+    scale = task.grade
+    points = [
+        (o.true_grade, o.predicted_grade)
+        for o in outcomes
+        if o.true_grade is not None and o.predicted_grade is not None
+    ]
+    missing = sum(1 for o in outcomes if o.true_grade is not None and o.predicted_grade is None)
+    figure = _figure()
+    axes = figure.add_subplot()
+    line = [scale.minimum, scale.maximum]
+    axes.fill_between(line, [v - scale.tolerance for v in line], [v + scale.tolerance for v in line],
+                      color="tab:green", alpha=0.15, label=f"within ±{scale.tolerance:g} (correct)")  # fmt: skip
+    axes.plot(line, line, color="tab:green", linewidth=1)
+    if points:
+        axes.scatter([t for t, _ in points], [p for _, p in points], s=14, alpha=0.7, color="tab:blue")
+    axes.set_xlim(scale.minimum, scale.maximum)
+    axes.set_ylim(scale.minimum, scale.maximum)
+    axes.set_xlabel(f"true {scale.name}")
+    axes.set_ylabel(f"predicted {scale.name}")
+    note = f", {missing} more without a usable answer" if missing else ""
+    axes.set_title(f"{title}\n{len(points)} examples shown{note}", fontsize=9)
+    axes.legend(loc="upper left", fontsize=8)
+    return figure
+
+
+def error_histogram(outcomes: Sequence[Outcome], title: str) -> Figure:
+    """|predicted − true| as grade_mae counts it: a failure is the worst error the scale allows."""
+    errors = [o.grade_abs_error for o in outcomes if o.grade_abs_error is not None]
+    figure = _figure()
+    axes = figure.add_subplot()
+    if errors:
+        axes.hist(
+            errors,
+            bins=min(20, max(5, int(math.sqrt(len(errors))) + 1)),
+            color="tab:orange",
+            edgecolor="white",
+        )
+    axes.set_xlabel("absolute grade error (failures count as the worst possible)")
+    axes.set_ylabel("examples")
+    mean = sum(errors) / len(errors) if errors else math.nan
+    axes.set_title(f"{title}\ngrade error distribution, mean {mean:.1f}, {len(errors)} examples", fontsize=9)
+    return figure
+
+
+def failures(outcomes: Sequence[Outcome], title: str) -> Figure:
+    kinds = Counter("answered" if o.status == "ok" else (o.error_kind or o.status) for o in outcomes)
+    labels = sorted(kinds, key=lambda k: (k != "answered", -kinds[k], k))
+    figure = _figure()
+    axes = figure.add_subplot()
+    colors = ["tab:green" if k == "answered" else "tab:red" for k in labels]
+    axes.barh(labels, [kinds[k] for k in labels], color=colors)
+    axes.invert_yaxis()
+    axes.set_xlabel("examples")
+    axes.set_title(f"{title}\nanswers and failure kinds, {len(outcomes)} examples", fontsize=9)
+    return figure
+
+
+def comparison(rows: Sequence[tuple[str, Estimate | float | None]], metric: str, title: str) -> Figure:
+    """Every candidate's primary metric with its 95% interval, best at the top."""
+    shown = [(name, value) for name, value in rows if value is not None and not _nan(value)]
+    lower_is_better = metric.endswith("_mae")
+    shown.sort(key=lambda item: _value(item[1]), reverse=not lower_is_better)
+    figure = _figure(7.0, max(3.0, 0.45 * len(shown) + 1.5))
+    axes = figure.add_subplot()
+    values = [_value(v) for _, v in shown]
+    errors: list[list[float]] = [[], []]
+    for _, value in shown:
+        if isinstance(value, Estimate) and not (math.isnan(value.ci_low) or math.isnan(value.ci_high)):
+            # an interval read back from a partial run may not straddle its value: never a negative bar
+            errors[0].append(max(0.0, value.value - value.ci_low))
+            errors[1].append(max(0.0, value.ci_high - value.value))
+        else:
+            errors[0].append(0.0)
+            errors[1].append(0.0)
+    names = [name for name, _ in shown]
+    axes.barh(names, values, xerr=errors, color="tab:blue", alpha=0.8, capsize=3)
+    axes.invert_yaxis()
+    axes.tick_params(axis="y", labelsize=8)
+    axes.set_xlabel(f"{metric} (95% interval)")
+    axes.set_title(f"{title}: candidates by {metric}", fontsize=9)
+    return figure
+
+
+def _value(value: Any) -> float:
+    return float(value.value if isinstance(value, Estimate) else value)
+
+
+def _nan(value: Any) -> bool:
+    return math.isnan(_value(value))
