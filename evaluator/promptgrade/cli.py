@@ -438,11 +438,11 @@ def _compare_two(
     import json
 
     from promptgrade.errors import PromptgradeError
-    from promptgrade.flips import compare_runs, label
+    from promptgrade.flips import compare_runs
     from promptgrade.tracking.read import RunStore
 
     result = compare_runs(RunStore(name, tracking_uri), *runs, unpaired=unpaired)
-    a, b = label(result.a), label(result.b)
+    a, b = result.a.name, result.b.name  # a candidate run is named by its label
     console.print(
         esc(
             f"A = {a} (run {result.a.run_id[:8]}), B = {b} (run {result.b.run_id[:8]}), {result.examples} examples"

@@ -25,6 +25,9 @@ class CandidateEstimate:
     rule_known: bool = True  # False: no image-token rule for this model; the tile rule was assumed
 
 
+SMALL_DEFAULT = 384  # an unreadable image is billed (if at all) as a small one
+
+
 def size_of(image: ImageInput) -> tuple[int, int]:
     """Prepared images know their size; anything else is read from its header once."""
     if image.size is not None:
@@ -33,9 +36,6 @@ def size_of(image: ImageInput) -> tuple[int, int]:
         return image_size(image.data)
     except OSError:
         return (SMALL_DEFAULT, SMALL_DEFAULT)
-
-
-SMALL_DEFAULT = 384  # an unreadable image is billed (if at all) as a small one
 
 
 def request_input_tokens(

@@ -72,13 +72,6 @@ class Comparison:
         }
 
 
-def label(row: RunRow) -> str:
-    params = row.params
-    if "prompt_name" in params:
-        return f"{params['prompt_name']}@v{params.get('prompt_version', '?')} · {params.get('model', '?')}"
-    return row.name or row.run_id[:8]
-
-
 def resolve(store: RunStore, ref: str) -> RunRow:
     """A run id, or ``name@version`` (``name@vN``) of a candidate of the latest sweep."""
     if "@" not in ref:

@@ -16,6 +16,7 @@ from typing import Any
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.base import GenerationSettings
+from promptgrade.providers.registry import PROVIDERS
 from promptgrade.stats import PairedTest, mcnemar, wilcoxon_errors
 from promptgrade.task import Task
 from promptgrade.tracking.read import RunRow, RunStore, ranked
@@ -56,16 +57,11 @@ class Decision:
     registry_uri: str | None = None
 
 
-# Providers the Lambda grading function can run; a candidate of another is swept and compared, but
-# promoting it would ship a bundle the function refuses.
-LAMBDA_PROVIDERS = ("gemini", "bedrock", "openai")
-
-
 def ineligibility(row: RunRow, policy: Policy) -> str | None:
     if row.params.get("provider") in (None, "baseline") or "prompt_sha256" not in row.params:
         return "not a prompt candidate"
-    if row.params.get("provider") not in LAMBDA_PROVIDERS:
-        return f"provider {row.params['provider']} cannot be shipped in the Lambda yet (it runs {', '.join(LAMBDA_PROVIDERS)})"
+    if row.params.get("provider") not in PROVIDERS:  # the Lambda runs every provider a sweep can
+        return f"provider {row.params['provider']} cannot be shipped in the Lambda yet (it runs {', '.join(PROVIDERS)})"
     if row.status != "FINISHED" or row.tags.get("promptgrade.partial") == "true":
         return f"run is {row.status.lower()} / partial"
     n = row.metric("n_examples")
