@@ -18,6 +18,9 @@ NEEDS_INDEX = "needs_index"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "traces: sweeps with per-example MLflow traces on, the default users get"
+    )
+    config.addinivalue_line(
         "markers",
         f"{NEEDS_INDEX}: downloads wheels from the package index (PyPI) with pip in a subprocess, outside "
         "the loopback guard; offline, deselect with -m 'not needs_index'",
@@ -48,6 +51,19 @@ def no_package_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     """
     if request.node.get_closest_marker(NEEDS_INDEX) is None:
         monkeypatch.setenv("PIP_NO_INDEX", "1")
+
+
+@pytest.fixture(autouse=True)
+def traces_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-example MLflow traces (on by default for users) cost about 1 s per candidate run.
+
+    Only tests marked ``traces`` (tests/test_traces.py) run with the users' default; the others sweep
+    with PROMPTGRADE_TRACE_EXAMPLES=0, which only changes the default, so a file's setting still wins.
+    """
+    if request.node.get_closest_marker("traces") is None:
+        monkeypatch.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+    else:
+        monkeypatch.delenv("PROMPTGRADE_TRACE_EXAMPLES", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -158,6 +158,11 @@ class Experiment(BaseModel):
     )
     max_calls: int | None = Field(None, ge=1, description="Stop before making more API requests than this.")
     primary_metric: Literal[PRIMARY_METRICS] = "category_accuracy"  # type: ignore[valid-type]
+    trace_examples: bool | None = Field(
+        None,
+        description="One MLflow trace per example with its truth and scores (default on; off for huge "
+        "sweeps). Unset: on unless PROMPTGRADE_TRACE_EXAMPLES=0.",
+    )
 
     # Set by load_experiment; not part of the file.
     path: Path = Field(default=Path("."), exclude=True)

@@ -185,7 +185,7 @@ class Sweep:
             self.connect()
         plan, dataset = self.plan, self.dataset
         report = SweepReport(plan, dataset, self.candidates)
-        tracker = Tracker(plan.experiment.name, tracking_uri)
+        tracker = Tracker(plan.experiment.name, tracking_uri, trace_examples=plan.experiment.trace_examples)
         report.tracking_uri = tracker.uri
         report.resumed = tracker.start_sweep(
             plan.experiment.path, dataset, len(self.candidates), self.sweep_key()

@@ -156,12 +156,30 @@ class LoadedDataset:
     sha256: str
     examples: list[Example] = field(repr=False)
     skipped: list[SkippedExample] = field(default_factory=list, repr=False)
+    # Not part of the hash: where the data and each image came from, for MLflow's dataset and traces.
+    source: str = ""
+    image_refs: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
-        cls, name: str, split: str, examples: list[Example], skipped: list[SkippedExample] | None = None
+        cls,
+        name: str,
+        split: str,
+        examples: list[Example],
+        skipped: list[SkippedExample] | None = None,
+        *,
+        source: str = "",
+        image_refs: dict[str, str] | None = None,
     ) -> LoadedDataset:
-        return cls(name, split, dataset_sha256(examples), examples, list(skipped or []))
+        return cls(
+            name,
+            split,
+            dataset_sha256(examples),
+            examples,
+            list(skipped or []),
+            source,
+            dict(image_refs or {}),
+        )
 
     def __len__(self) -> int:
         return len(self.examples)

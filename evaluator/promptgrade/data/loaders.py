@@ -120,6 +120,7 @@ class PendingSplit:
     rows: list[_Row]
     images: Iterable[ImageSource]
     max_side: int
+    source: str = ""  # where the dataset lives (path, hub id or URI): MLflow's dataset source
 
     def examples(self) -> Iterator[PendingExample]:
         for row, image in zip(self.rows, self.images, strict=True):
@@ -167,12 +168,17 @@ def read_dataset_split(
     config = config.resolved(Path(base_dir))
     split = split or config.split
     if isinstance(config, FolderDatasetConfig):
-        return _load_folder(config, task, split, on_problem)
-    if isinstance(config, S3DatasetConfig):
-        return _load_s3(config, task, split, cache_dir or default_cache_dir(), on_problem)
-    if isinstance(config, HFDatasetConfig | ParquetDatasetConfig):
-        return _load_table(config, task, split, cache_dir, on_problem)
-    raise TypeError(f"unknown dataset config {type(config).__name__}")
+        pending = _load_folder(config, task, split, on_problem)
+        pending.source = str(config.path)
+    elif isinstance(config, S3DatasetConfig):
+        pending = _load_s3(config, task, split, cache_dir or default_cache_dir(), on_problem)
+        pending.source = config.uri
+    elif isinstance(config, HFDatasetConfig | ParquetDatasetConfig):
+        pending = _load_table(config, task, split, cache_dir, on_problem)
+        pending.source = config.path
+    else:
+        raise TypeError(f"unknown dataset config {type(config).__name__}")
+    return pending
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,6 +458,7 @@ def _materialise(pending: PendingSplit) -> LoadedDataset:
     """
     examples: list[Example] = []
     skipped: list[SkippedExample] = []
+    where: dict[str, str] = {}
     store = PreparedImages()
     rows, split = pending.rows, pending.split
     for row, image in zip(rows, pending.images, strict=True):
@@ -466,12 +473,15 @@ def _materialise(pending: PendingSplit) -> LoadedDataset:
             skipped.append(SkippedExample(row.id, exc.message))
             continue
         examples.append(Example(row.id, store.add(prepared), row.labels))
+        where[row.id] = image.where
     if rows and not examples:
         raise DatasetError(
             f"all {len(rows)} examples of split {split!r} were skipped; first: {skipped[0].reason}",
             path=pending.name,
         )
-    return LoadedDataset.build(pending.name, split, examples, skipped)
+    return LoadedDataset.build(
+        pending.name, split, examples, skipped, source=pending.source, image_refs=where
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 
+def default_trace_examples() -> bool:
+    """``trace_examples`` when the experiment file does not say: on, unless PROMPTGRADE_TRACE_EXAMPLES=0.
+
+    The variable lets a whole CI (or this project's own test suite) turn the per-example traces off
+    without editing every experiment; an explicit setting in the file always wins.
+    """
+    return os.environ.get("PROMPTGRADE_TRACE_EXAMPLES", "1").strip().lower() not in {
+        "0",
+        "false",
+        "no",
+        "off",
+    }
+
+
 def artifact_location(uri: str, experiment_name: str) -> str | None:
     """Artifacts beside a local sqlite store (not in whatever directory the command ran from)."""
     if not uri.startswith("sqlite:///"):
@@ -47,8 +62,12 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
 
 
 class Tracker:
-    def __init__(self, experiment_name: str, uri: str | None = None) -> None:
+    def __init__(
+        self, experiment_name: str, uri: str | None = None, *, trace_examples: bool | None = None
+    ) -> None:
         self.uri = tracking_uri(uri)
+        self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
+        self.dataset: LoadedDataset | None = None  # the evaluated split: image references for traces
         # Some MLflow calls (linking a prompt to a run) read the global store, not the client's.
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
@@ -104,8 +123,9 @@ class Tracker:
         self.client.log_batch(
             self.parent_run_id,
             params=[Param(k, str(v)) for k, v in self._dataset_params(dataset).items()]
-            + [Param("n_candidates", str(n_candidates))],
+            + [Param("n_candidates", str(n_candidates)), Param("trace_examples", str(self.trace_examples))],
         )
+        self._log_dataset(self.parent_run_id, dataset)
         return False
 
     def finish_sweep(
@@ -145,7 +165,7 @@ class Tracker:
         self, candidate: Candidate, dataset: LoadedDataset, task: Task, image_max_side: int
     ) -> tuple[str, bool]:
         """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
-        self.task = task
+        self.task, self.dataset = task, dataset
         found = self._child(candidate.key)
         if found is not None:
             return found
@@ -165,7 +185,7 @@ class Tracker:
         self, candidate: BaselineCandidate, dataset: LoadedDataset, train: LoadedDataset, task: Task
     ) -> tuple[str, bool]:
         """Like candidate_run, for a trained baseline; records which splits it trained and was scored on."""
-        self.task = task
+        self.task, self.dataset = task, dataset
         found = self._child(candidate.key)
         if found is not None:
             return found
@@ -192,7 +212,19 @@ class Tracker:
         )
         everything = {**candidate.params(), **params}
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in everything.items()])
+        if self.dataset is not None:
+            self._log_dataset(run.info.run_id, self.dataset)
         return run.info.run_id
+
+    def _log_dataset(self, run_id: str, dataset: LoadedDataset) -> None:
+        """The evaluated split as an MLflow dataset input: fills the runs table's Dataset column."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        entity = mlflow_dataset(dataset)._to_mlflow_entity()
+        self.client.log_inputs(
+            run_id, datasets=[DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, dataset.split)])]
+        )
 
     def log_model(self, run_id: str, baseline: Any, task: Task, sample_images: list[bytes]) -> str:
         from promptgrade.baseline.model import log_baseline_model
@@ -236,7 +268,26 @@ class Tracker:
         else:
             self.client.log_table(run_id, predictions_table(result), "predictions.json")
             self._log_figures(run_id, self._candidate_figures(result))
+            if self.trace_examples:
+                self._log_traces(result)
             self.client.set_terminated(run_id)
+
+    def _log_traces(self, result: CandidateResult) -> None:
+        from promptgrade.tracking.traces import log_example_traces
+
+        assert result.run_id is not None
+        candidate, dataset = result.candidate, self.dataset
+        log_example_traces(
+            self.client,
+            self.experiment_id,
+            result.run_id,
+            result.outcomes,
+            name=candidate.label,
+            prompt=getattr(candidate, "rendered_prompt", None),
+            model=getattr(candidate, "model", None),
+            image_refs=dataset.image_refs if dataset else {},
+            image_sha256={e.id: e.image.sha256 for e in dataset.examples} if dataset else {},
+        )
 
     def _candidate_figures(self, result: CandidateResult) -> dict[str, Any]:
         if self.task is None or not result.outcomes:
@@ -257,6 +308,22 @@ class Tracker:
     @staticmethod
     def _dataset_params(dataset: LoadedDataset) -> dict[str, Any]:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
+
+
+def mlflow_dataset(dataset: LoadedDataset) -> Any:
+    """Name, digest (our content hash, cut to MLflow's 36 characters) and where the data lives."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    where = dataset.source or dataset.name
+    if where.startswith(("/", "s3://", "file:")):
+        with warnings.catch_warnings():  # a local path matches two equivalent source kinds: either will do
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(where)
+    else:  # a Hub id such as worldcuisines/food-kb
+        source = HuggingFaceDatasetSource(path=where, split=dataset.split)
+    return MetaDataset(source, name=f"{dataset.name}:{dataset.split}", digest=dataset.sha256[:16])
 
 
 def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> dict[str, Any]:

@@ -1,0 +1,144 @@
+"""Given a finished sweep, when I open a candidate run in MLflow, then each example is a trace with
+what the model saw and said, the truth as expectations and the scores as feedback — read back
+through MLflow's own API, as the UI does — and the evaluated split is the run's dataset input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.config import load_experiment
+from promptgrade.data.loaders import load_dataset_split
+from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner(env={"COLUMNS": "240"})
+N = 8
+EXPERIMENT = """\
+name: traced
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+base_url: {base_url}
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
+prompts: [meal_tray_json@1]
+models: [{{model: gemini-2.5-flash}}]
+concurrency: 4
+{extra}"""
+
+pytestmark = pytest.mark.traces
+
+
+def sweep(
+    tmp_path: Path, tracking: str, server: FakeGemini, extra: str = ""
+) -> tuple[MlflowClient, Any, str]:
+    """The first tray gets an unparseable answer, the second a wrong category; the rest are right."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N, extra=extra), encoding="utf-8"
+    )
+    experiment = load_experiment(path)
+    task = load_task(experiment.resolve(experiment.task))
+    examples = sorted(
+        load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
+    )
+    by_sha = {e.image.sha256: e for e in examples}
+    broken, wrong = examples[0].id, examples[1].id
+
+    def answer(request: RequestInfo) -> str:
+        example = by_sha[request.image_sha256 or ""]
+        if example.id == broken:
+            return "I cannot tell what is on this tray."
+        categories = ["snack"] if example.id == wrong else list(example.labels.categories)
+        return json.dumps({"categories": categories, "food_remaining_pct": example.labels.grade or 0.0})
+
+    server.default_answer = answer
+    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=tracking)
+    mlflow.set_tracking_uri(tracking)
+    exp = client.get_experiment_by_name("traced")
+    [run] = client.search_runs([exp.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    return client, run, broken
+
+
+def predictions(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any]]:
+    table = json.loads(Path(client.download_artifacts(run_id, "predictions.json")).read_text())
+    return {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+
+
+def test_each_example_is_a_trace_with_expectations_and_feedback(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    client, run, broken = sweep(tmp_path, tracking, gemini_server)
+    rows = predictions(client, run.info.run_id)
+    traces = mlflow.search_traces(
+        locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list"
+    )
+    assert len(traces) == N
+    rendered = Path(client.download_artifacts(run.info.run_id, "prompt/rendered.txt")).read_text()
+    with (ROOT / "data" / "sample" / "labels.csv").open(encoding="utf-8") as handle:
+        files = {row["id"]: row["file"] for row in csv.DictReader(handle)}
+    seen = set()
+    for trace in traces:
+        request = json.loads(trace.info.request_preview or "{}")
+        example_id = trace.info.tags["example_id"]
+        seen.add(example_id)
+        row = rows[example_id]
+        assert trace.info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
+        root = trace.data.spans[0]
+        response = root.outputs
+        assert root.inputs["example_id"] == example_id == request["example_id"]
+        assert root.inputs["prompt"] == rendered
+        assert root.inputs["image"] == str(ROOT / "data" / "sample" / files[example_id])
+        assert len(root.inputs["image_sha256"]) == 64
+        assert response["answer"] == row["answer"]
+        assert response["prediction"]["categories"] == [
+            c for c in row["predicted_categories"].split("; ") if c
+        ]
+        by_name = {a.name: a for a in trace.info.assessments}
+        assert by_name["categories"].expectation.value == row["true_categories"].split("; ")
+        assert by_name["grade"].expectation.value == row["true_grade"]
+        assert by_name["category_correct"].feedback.value is row["category_correct"]
+        assert by_name["category_top1_correct"].feedback.value is row["category_top1_correct"]
+        assert by_name["grade_abs_error"].feedback.value == pytest.approx(row["grade_abs_error"])
+        assert by_name["category_correct"].source.source_id == "promptgrade"
+        if example_id == broken:
+            assert row["status"] != "ok"
+            assert by_name["error_kind"].feedback.value == row["error_kind"]
+            assert trace.info.state.value == "ERROR"
+        else:
+            assert "error_kind" not in by_name
+    assert seen == set(rows)
+    assert sum(not r["category_correct"] for r in rows.values()) == 2  # the broken and the wrong tray
+
+
+def test_the_dataset_is_each_runs_input(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    client, run, _ = sweep(tmp_path, tracking, gemini_server)
+    for run_id in (run.info.run_id, run.data.tags["mlflow.parentRunId"]):
+        [given] = client.get_run(run_id).inputs.dataset_inputs
+        assert given.dataset.name == "sample:test"
+        assert given.dataset.digest == run.data.params["dataset_sha256"][:16]
+        assert str(ROOT / "data" / "sample") in given.dataset.source
+        assert {t.key: t.value for t in given.tags}["mlflow.data.context"] == "test"
+
+
+def test_trace_examples_false_writes_no_traces(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    client, run, _ = sweep(tmp_path, tracking, gemini_server, extra="trace_examples: false\n")
+    assert mlflow.search_traces(locations=[run.info.experiment_id], return_type="list") == []
+    assert client.get_run(run.data.tags["mlflow.parentRunId"]).data.params["trace_examples"] == "False"
+    assert len(predictions(client, run.info.run_id)) == N  # the per-example table is still there
