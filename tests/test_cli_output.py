@@ -14,6 +14,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
+from promptgrade.testing.gemini_server import FakeGemini
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
@@ -30,6 +31,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NoTorch())
 from promptgrade.cli import app
+from promptgrade.testing.gemini_server import FakeGemini
 app(sys.argv[1:], prog_name="promptgrade")
 """
 
@@ -66,3 +68,40 @@ def test_an_error_message_with_brackets_is_printed_whole(tmp_path: Path) -> None
     result = RUNNER.invoke(app, ["sweep", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert " ".join(result.output.split()) == f"error: {tmp_path}/tasks/[draft]/t.yaml: task file not found"
+
+
+SUMMARY_EXPERIMENT = """\
+name: narrow
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+base_url: {base_url}
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: 6, image_max_side: 128}}
+prompts: [meal_tray_freetext@1, meal_tray_json@1]
+models: [{{model: gemini-2.5-flash}}]
+"""
+
+
+def test_the_sweep_summary_is_readable_in_an_80_column_terminal(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    """At 80 columns each candidate is a block with its whole name and every figure; wide, a table."""
+    gemini_server.default_answer = '{"categories": ["soup"], "food_remaining_pct": 40}'
+    path = tmp_path / "exp.yaml"
+    path.write_text(SUMMARY_EXPERIMENT.format(root=ROOT, base_url=gemini_server.base_url), encoding="utf-8")
+    narrow = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"}).invoke(
+        app, ["sweep", str(path), "--tracking-uri", tracking]
+    )
+    assert narrow.exit_code == 0, narrow.output
+    summary = narrow.output[narrow.output.index("narrow — sample [test]") :].splitlines()
+    assert max(len(line) for line in summary) <= 80, summary
+    text = "\n".join(summary)
+    for label in ("meal_tray_json@v1 · gemini-2.5-flash", "meal_tray_freetext@v1 · gemini-2.5-flash"):
+        assert label in text
+    assert text.count("category ") == 2 and text.count(" · top-1 ") == 2 and text.count("parse fail") == 2
+    assert "…" not in text  # nothing cut
+    wide = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(
+        app, ["sweep", str(path), "--tracking-uri", tracking]
+    )
+    assert wide.exit_code == 0, wide.output
+    assert "category acc (95% CI)" in wide.output

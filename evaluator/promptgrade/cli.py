@@ -147,6 +147,52 @@ def _varying_settings(results: list[Any]) -> dict[str, str]:
     }
 
 
+WIDE_SUMMARY = 130  # columns the summary table needs before its cells are cut
+
+
+def _summary(report: Any, width: int) -> Any:
+    """The table where it fits; in a narrower terminal (80 columns) one short block per candidate."""
+    return _summary_table(report) if width >= WIDE_SUMMARY else _summary_blocks(report)
+
+
+def _summary_blocks(report: Any) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    best = report.best()
+    settings = _varying_settings(report.results)
+    lines: list[Any] = [
+        Text(
+            f"{report.plan.experiment.name} — {report.dataset.name} [{report.dataset.split}]", style="italic"
+        )
+    ]
+    for result in report.results:
+        m, candidate = result.metrics, result.candidate
+        name = candidate.prompt.ref if candidate.prompt is not None else candidate.provider
+        head = Text(("★ " if result is best else "  ") + f"{name} · {candidate.model}", style="bold")
+        if settings.get(candidate.key):
+            head.append(f" · {settings[candidate.key]}", style="")
+        lines.append(head)
+        if result.skipped_reason:
+            lines.append(Text("    skipped (the reason follows)", style="yellow"))
+            continue
+        cost = m.get("cost_usd")
+        lines.append(
+            Text(
+                f"    category {_fmt(m.get('category_accuracy'), ci=True)} · top-1 "
+                f"{_fmt(m.get('category_top1_accuracy'))} · grade {_fmt(m.get('grade_accuracy'), ci=True)}"
+            )
+        )
+        lines.append(
+            Text(
+                f"    MAE {_fmt(m.get('grade_mae'), pct=False)} · parse fail {_fmt(m.get('parse_failure_rate'))}"
+                f" · errors {_fmt(m.get('error_rate'))} · p50 {_fmt(m.get('latency_p50_ms'), pct=False)} ms"
+                f" · {'$?' if cost is None else f'${cost:.4f}'}"
+            )
+        )
+    return Group(*lines)
+
+
 def _summary_table(report: Any) -> Table:
     best = report.best()
     settings = _varying_settings(report.results)
@@ -251,7 +297,7 @@ def sweep(
         saved = f"{mode.cache.count()} answers in the cache; " if mode.cache else ""
         err.print(f"[yellow]interrupted[/] — {saved}{esc(resume_hint)}", highlight=False)
         raise typer.Exit(130) from None
-    console.print(_summary_table(report))
+    console.print(_summary(report, console.width))
     reasons = {r.skipped_reason: r.candidate.model for r in report.results if r.skipped_reason}
     for reason, model in reasons.items():
         console.print(f"[yellow]skipped[/] {esc(model)}: {esc(reason)}", highlight=False)
@@ -495,6 +541,39 @@ def _compare_two(
         except OSError as exc:
             raise PromptgradeError(f"cannot write the comparison: {exc.strerror}", path=json_path) from None
         console.print(esc(f"written to {json_path}"), highlight=False)
+
+
+@app.command()
+@user_errors
+def report(
+    experiment: Annotated[
+        str, typer.Argument(help="Experiment file (adds image thumbnails) or MLflow experiment name.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="A sweep's run id (default: the latest sweep).")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Write one self-contained HTML report of a sweep: candidates, plots, and every example's answers.
+
+    It needs no network to open: plots and thumbnails are embedded. Filter the examples to the
+    disagreements between candidates or to the failures.
+    """
+    from promptgrade.errors import PromptgradeError
+    from promptgrade.report import write_report
+    from promptgrade.tracking.read import RunStore
+
+    name = _experiment_name(experiment)
+    file = Path(experiment) if experiment.endswith((".yaml", ".yml")) else None
+    try:
+        written = write_report(RunStore(name, tracking_uri), out, sweep_run_id=sweep, experiment_file=file)
+    except OSError as exc:
+        raise PromptgradeError(f"cannot write the report: {exc.strerror}", path=out) from None
+    size_kb = written.stat().st_size / 1024
+    console.print(
+        esc(f"report written to {written} ({size_kb:,.0f} KB); open it in a browser"), highlight=False
+    )
 
 
 def _short(answer: str | None, limit: int = 120) -> str:

@@ -1,0 +1,178 @@
+"""Given a finished sweep whose answers are scripted (each prompt right on known trays, one answer
+unreadable), when I write the HTML report and open it in a real browser from disk, then it shows
+the candidates, the plots and every example, and its filters leave exactly the disagreements or
+the failures — with nothing fetched from the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.config import load_experiment
+from promptgrade.data.loaders import load_dataset_split
+from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner(env={"COLUMNS": "200"})
+N = 12
+EXPERIMENT = """\
+name: reported
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+base_url: {base_url}
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
+prompts: [meal_tray_freetext@1, meal_tray_json@1]
+models: [{{model: gemini-2.5-flash}}]
+concurrency: 4
+"""
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One sweep for the module: JSON right on the first 8 trays, free text on the last 8, and the free
+    text answer to the first tray unreadable — so 8 disagreements and 1 failure."""
+    tmp = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
+        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
+            env.delenv(name, raising=False)
+        env.setenv("GEMINI_API_KEY", "test-key-not-real")
+        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
+        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
+        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        path = tmp / "exp.yaml"
+        path.write_text(EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N), encoding="utf-8")
+        experiment = load_experiment(path)
+        task = load_task(experiment.resolve(experiment.task))
+        examples = sorted(
+            load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
+        )
+        by_sha = {e.image.sha256: e for e in examples}
+        json_right = {e.id for e in examples[:8]}
+        text_right = {e.id for e in examples[4:]}
+        unreadable = examples[0].id
+
+        def answer(request: RequestInfo) -> str:
+            example = by_sha[request.image_sha256 or ""]
+            if not request.has_response_schema and example.id == unreadable:
+                return "Sorry, I can't help with that."
+            right = example.id in (json_right if request.has_response_schema else text_right)
+            categories = list(example.labels.categories) if right else ["snack"]
+            truth = example.labels.grade or 0.0
+            grade = truth if right else (100.0 if truth < 50 else 0.0)
+            if request.has_response_schema:
+                return json.dumps({"categories": categories, "food_remaining_pct": grade})
+            return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
+
+        server.default_answer = answer
+        tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+        result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+        assert result.exit_code == 0, result.output
+        out = tmp / "out" / "report.html"
+        result = RUNNER.invoke(app, ["report", str(path), "--out", str(out), "--tracking-uri", tracking])
+        assert result.exit_code == 0, result.output
+        yield {
+            "out": out,
+            "output": result.output,
+            "tracking": tracking,
+            "ids": [e.id for e in examples],
+            "disagree": json_right ^ text_right,
+            "agree": json_right & text_right,
+            "unreadable": unreadable,
+            "tmp": tmp,
+        }
+
+
+def test_report_is_written_and_self_contained(swept: dict[str, Any]) -> None:
+    html = swept["out"].read_text(encoding="utf-8")
+    assert "report written to" in swept["output"]
+    assert not swept["out"].with_name("report.html.partial").exists()
+    for example_id in swept["ids"]:
+        assert f'id="example-{example_id}"' in html
+    # nothing to fetch: every image is inline, there is no external script, style or font
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    assert html.count('src="data:image/png;base64,') == 2 * 4 + 1  # 4 plots per candidate + the sweep's
+    assert html.count('src="data:image/jpeg;base64,') == N  # a thumbnail per example
+
+
+def test_the_report_of_an_experiment_name_has_no_images_and_says_why(swept: dict[str, Any]) -> None:
+    out = swept["tmp"] / "by-name.html"
+    result = RUNNER.invoke(
+        app, ["report", "reported", "--out", str(out), "--tracking-uri", swept["tracking"]]
+    )
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert "no experiment file given" in html
+    assert "data:image/jpeg" not in html
+
+
+def test_an_experiment_without_sweeps_is_one_clear_line(tmp_path: Path, tracking: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking).create_experiment("empty")
+    result = RUNNER.invoke(
+        app, ["report", "empty", "--out", str(tmp_path / "r.html"), "--tracking-uri", tracking]
+    )
+    assert result.exit_code != 0
+    assert "has no sweeps yet" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("PROMPTGRADE_REQUIRE_BROWSER"),
+    reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)",
+)
+def test_the_report_renders_and_filters_in_chromium(swept: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "PROMPTGRADE_REQUIRE_BROWSER is set but chromium is not installed"
+    fetched: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda route: (fetched.append(route.request.url), route.continue_()))
+            page.goto(swept["out"].as_uri())
+
+            def visible_ids() -> set[str]:
+                return set(
+                    page.eval_on_selector_all(
+                        "tr.example:not([hidden])", "rows => rows.map(r => r.dataset.example)"
+                    )
+                )
+
+            assert page.locator("tr.candidate").count() == 2
+            assert visible_ids() == set(swept["ids"])
+            # the thumbnails and plots decode: a broken data URL would have a natural width of 0
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+            assert len(widths) == N + 9 and min(widths) > 0
+
+            page.check("#only-disagreements")
+            shown = visible_ids()
+            assert shown == swept["disagree"]
+            assert page.text_content("#shown") == str(len(swept["disagree"]))
+            flipped = sorted(swept["disagree"])[0]
+            assert page.locator(f"#example-{flipped}").is_visible()
+            assert not page.locator(f"#example-{sorted(swept['agree'])[0]}").is_visible()
+
+            page.uncheck("#only-disagreements")
+            page.check("#only-failures")
+            assert visible_ids() == {swept["unreadable"]}
+            failed = page.locator(f"#example-{swept['unreadable']} td.fail")
+            assert failed.count() == 1  # the free-text candidate's cell, with its error kind and raw answer
+            assert "Sorry, I can't help with that." in (failed.text_content() or "")
+        finally:
+            browser.close()
+    assert all(url.startswith("file://") for url in fetched), fetched
