@@ -17,6 +17,7 @@ run (100 per call, MLflow's limit) fails loudly if any of them was not written.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -129,8 +130,13 @@ def log_example_traces(
 
 
 def flush() -> None:
-    """Wait for MLflow's async export queue, so the traces exist before anything refers to them."""
+    """Wait for MLflow's async export queue, so the traces exist before anything refers to them.
+
+    The queue restarts after a flush, and at exit MLflow logs "Flushing the async trace logging queue
+    ... This may take a while" even when, as here, nothing is left in it: that line is silenced.
+    """
     mlflow.flush_trace_async_logging(terminate=False)
+    logging.getLogger("mlflow.tracing.export.async_export_queue").setLevel(logging.WARNING)
 
 
 def link(client: MlflowClient, trace_ids: Iterable[str], run_id: str) -> None:
