@@ -155,6 +155,13 @@ def _summary(report: Any, width: int) -> Any:
     return _summary_table(report) if width >= WIDE_SUMMARY else _summary_blocks(report)
 
 
+def _short_name(candidate: Any, settings: dict[str, str]) -> str:
+    """prompt@version · model, plus only the settings that differ between candidates (the label has all)."""
+    name = candidate.prompt.ref if candidate.prompt is not None else candidate.provider
+    varying = settings.get(candidate.key)
+    return f"{name} · {candidate.model}" + (f" · {varying}" if varying else "")
+
+
 def _summary_blocks(report: Any) -> Any:
     from rich.console import Group
     from rich.text import Text
@@ -168,11 +175,7 @@ def _summary_blocks(report: Any) -> Any:
     ]
     for result in report.results:
         m, candidate = result.metrics, result.candidate
-        name = candidate.prompt.ref if candidate.prompt is not None else candidate.provider
-        head = Text(("★ " if result is best else "  ") + f"{name} · {candidate.model}", style="bold")
-        if settings.get(candidate.key):
-            head.append(f" · {settings[candidate.key]}", style="")
-        lines.append(head)
+        lines.append(Text(("★ " if result is best else "  ") + _short_name(candidate, settings), style="bold"))
         if result.skipped_reason:
             lines.append(Text("    skipped (the reason follows)", style="yellow"))
             continue
@@ -327,6 +330,7 @@ def _print_token_drift(report: Any) -> None:
     """Estimated beside actual input tokens per answered call: a stale image-token rule shows here
     (and in MLflow as ``estimated_input_tokens`` beside ``input_tokens``) before it misleads a budget."""
     lines = []
+    settings = _varying_settings(report.results)
     for result in report.results:
         estimated, actual = result.metrics.get("estimated_input_tokens"), result.metrics.get("input_tokens")
         answered = sum(1 for o in result.outcomes if o.input_tokens and o.estimated_input_tokens)
@@ -334,7 +338,7 @@ def _print_token_drift(report: Any) -> None:
             continue
         drift = (float(actual) - float(estimated)) / float(estimated)
         lines.append(
-            f"  {result.candidate.label}: estimated {float(estimated) / answered:,.0f}, "
+            f"  {_short_name(result.candidate, settings)}: estimated {float(estimated) / answered:,.0f}, "
             f"actual {float(actual) / answered:,.0f} ({drift:+.0%})"
         )
     if lines:
