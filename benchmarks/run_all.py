@@ -27,6 +27,7 @@ BENCHMARKS = [
     "cost",
     "lambda_cold_start",
     "startup",
+    "tracing",
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
