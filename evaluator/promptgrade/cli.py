@@ -175,7 +175,9 @@ def _summary_blocks(report: Any) -> Any:
     ]
     for result in report.results:
         m, candidate = result.metrics, result.candidate
-        lines.append(Text(("★ " if result is best else "  ") + _short_name(candidate, settings), style="bold"))
+        lines.append(
+            Text(("★ " if result is best else "  ") + _short_name(candidate, settings), style="bold")
+        )
         if result.skipped_reason:
             lines.append(Text("    skipped (the reason follows)", style="yellow"))
             continue

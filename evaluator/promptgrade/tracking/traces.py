@@ -11,8 +11,9 @@ on a sqlite store, so six per example made a 1,000-example candidate take minute
 writes a trace's assessments in the same transaction as the trace itself when they are already on
 its TraceInfo, so we attach them before the span ends — the same route MLflow's own
 ``copy_trace_to_experiment`` takes to edit a trace before export. Export runs on MLflow's async
-queue; ``flush`` waits for it before the candidate's run is closed, and linking the traces to the
-run (100 per call, MLflow's limit) fails loudly if any of them was not written.
+queue; ``flush`` waits for it before the candidate's run is closed, the traces are linked to the
+run (100 per call, MLflow's limit), and they are counted back, since the exporter drops a trace
+whose write failed with only a debug log line.
 """
 
 from __future__ import annotations
@@ -126,7 +127,24 @@ def log_example_traces(
         trace_ids.append(span.trace_id)
     flush()
     link(client, trace_ids, run_id)
+    verify(experiment_id, run_id, trace_ids)
     return trace_ids
+
+
+def verify(experiment_id: str, run_id: str, trace_ids: list[str]) -> None:
+    """MLflow's exporter logs a failed write at debug level and drops the trace: count them back."""
+    written = {
+        t.info.trace_id
+        for t in mlflow.search_traces(
+            locations=[experiment_id], run_id=run_id, include_spans=False, return_type="list"
+        )
+    }
+    lost = [t for t in trace_ids if t not in written]
+    if lost:
+        raise TrackingError(
+            f"{len(lost)} of {len(trace_ids)} example traces of run {run_id} were not written to MLflow "
+            "(its trace export failed; set trace_examples: false to sweep without them)"
+        )
 
 
 def flush() -> None:
