@@ -93,6 +93,6 @@ def test_estimated_and_actual_input_tokens_are_printed_and_logged(
     at = lines.index("input tokens per call, estimated vs actual:")
     drift = (actual - estimated) / estimated
     assert lines[at + 1] == (
-        f"meal_tray_json@v1 · gemini-3-flash-preview · json: estimated {estimated:,.0f}, "
+        f"meal_tray_json@v1 · gemini-3-flash-preview: estimated {estimated:,.0f}, "
         f"actual {actual:,.0f} ({drift:+.0%})"
     )
