@@ -71,12 +71,12 @@ PROPOSALS = [
 
 
 def write_experiment(
-    tmp: Path, server: FakeGemini, *, split: str = "test", train_split: str = "train"
+    tmp: Path, server: FakeGemini, *, split: str = "test", train_split: str = "train", name: str = "exp"
 ) -> Path:
     prompts = tmp / "prompts"
     if not prompts.exists():
         shutil.copytree(ROOT / "prompts", prompts)
-    path = tmp / f"exp-{split}-{train_split}.yaml"
+    path = tmp / f"{name}-{split}-{train_split}.yaml"
     path.write_text(
         EXPERIMENT.format(
             root=ROOT,
@@ -109,6 +109,20 @@ def script(server: FakeGemini, experiment: Path) -> ScriptedProposals:
     return proposals
 
 
+OPTIMIZE_ARGS = [
+    "--prompt",
+    "meal_tray_json@1",
+    "--reflection-model",
+    REFLECTION_MODEL,
+    "--max-calls",
+    "200",
+    "--candidates",
+    "4",
+    "--minibatch",
+    str(N),
+]
+
+
 @dataclass
 class Searched:
     tmp: Path
@@ -133,27 +147,16 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searched]:
         experiment = write_experiment(tmp, server)
         proposals = script(server, experiment)
         tracking, cache = f"sqlite:///{tmp / 'mlflow.db'}", tmp / "cache.sqlite"
-        result = RUNNER.invoke(
-            app,
-            [
-                "optimize",
-                str(experiment),
-                "--prompt",
-                "meal_tray_json@1",
-                "--reflection-model",
-                REFLECTION_MODEL,
-                "--max-calls",
-                "200",
-                "--candidates",
-                "4",
-                "--minibatch",
-                str(N),
-                "--cache",
-                str(cache),
-                "--tracking-uri",
-                tracking,
-            ],
-        )
+        args = [
+            "optimize",
+            str(experiment),
+            *OPTIMIZE_ARGS,
+            "--cache",
+            str(cache),
+            "--tracking-uri",
+            tracking,
+        ]
+        result = RUNNER.invoke(app, args)
         yield Searched(
             tmp,
             server,
@@ -170,8 +173,11 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searched]:
 def optimization_run(searched: Searched) -> tuple[MlflowClient, object, list[object]]:
     client = MlflowClient(tracking_uri=searched.tracking)
     experiment = client.get_experiment_by_name("optimize-e2e")
-    runs = client.search_runs([experiment.experiment_id], "tags.`promptgrade.kind` = 'optimization'")
-    assert len(runs) == 1
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`promptgrade.kind` = 'optimization'",
+        order_by=["attributes.start_time ASC"],
+    )
     children = client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{runs[0].info.run_id}'"
     )
@@ -263,6 +269,18 @@ def test_no_test_split_image_was_sent_and_the_budget_held(searched: Searched) ->
     assert all(r.image_sha256 not in test_images | optimisation_images for r in reflections)  # the sheet
 
 
+def test_the_same_command_again_buys_nothing_and_writes_nothing_new(searched: Searched) -> None:
+    """The cache is the search's journal: same seed, same minibatches, same reflection prompts."""
+    before = searched.server.calls
+    args = ["optimize", str(searched.experiment), *OPTIMIZE_ARGS, "--cache", str(searched.cache)]
+    again = RUNNER.invoke(app, [*args, "--tracking-uri", searched.tracking])
+    assert again.exit_code == 0, again.output
+    assert searched.server.calls == before
+    assert "0 API calls" in again.output
+    assert "p4 is meal_tray_json@2, written by an earlier run of this search" in again.output
+    assert not (searched.tmp / "prompts" / "meal_tray_json" / "v3.jinja").exists()
+
+
 def test_the_written_version_passes_prompts_check_and_a_sweep_can_use_it(
     searched: Searched, tracking: str, fake_api_key: str
 ) -> None:
@@ -276,7 +294,7 @@ def test_the_written_version_passes_prompts_check_and_a_sweep_can_use_it(
         "meal_tray_json@v2" in listed.output and "draft" in listed.output and "reflect" not in listed.output
     )
     with FakeGemini() as server:
-        experiment = write_experiment(searched.tmp, server)
+        experiment = write_experiment(searched.tmp, server, name="sweep")
         script(server, experiment)
         text = experiment.read_text().replace("meal_tray_json@1", "meal_tray_json@2")
         experiment.write_text(text.replace("- meal_tray_json@2", "- meal_tray_json@1\n  - meal_tray_json@2"))
@@ -295,7 +313,7 @@ def test_promote_refuses_a_version_measured_on_the_split_it_was_optimised_on(
     searched: Searched, tracking: str, fake_api_key: str
 ) -> None:
     with FakeGemini() as server:
-        experiment = write_experiment(searched.tmp, server, split="validation", train_split="train")
+        experiment = write_experiment(searched.tmp, server, split="validation", name="sweep")
         script(server, experiment)
         experiment.write_text(experiment.read_text().replace("meal_tray_json@1", "meal_tray_json@2"))
         swept = RUNNER.invoke(app, ["sweep", str(experiment), "--tracking-uri", tracking])

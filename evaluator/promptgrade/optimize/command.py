@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from promptgrade.optimize.search import Report
 
 
 def optimize(
@@ -105,33 +111,30 @@ def optimize(
         err.print("[yellow]interrupted[/] — what was found is written and logged", highlight=False)
         raise typer.Exit(130) from None
     _print_report(report, console, esc)
+    if report.resumable:
+        err.print("run the same command again later: answers already paid for come from the cache")
+        raise typer.Exit(3)
 
 
-def _print_report(report: object, console: object, esc: object) -> None:
-    from promptgrade.optimize.search import Report
+def _print_report(report: Report, console: Console, esc: Callable[[object], str]) -> None:
+    def say(text: str) -> None:
+        console.print(esc(text), highlight=False)
 
-    assert isinstance(report, Report)
-    out = console.print  # type: ignore[attr-defined]
-    quote = esc  # type: ignore[assignment]
     start = report.start
-    out(
-        quote(f"stopped: {report.stop_reason}; {report.calls} API calls, ${report.spent_usd:.4f}"),
-        highlight=False,
-    )
-    rejected = [n for n in report.nodes if n.status == "rejected"]
-    for node in rejected:
-        out(quote(f"  rejected {node.id}: {node.reason}"), highlight=False)
+    say(f"stopped: {report.stop_reason}; {report.calls} API calls, ${report.spent_usd:.4f}")
+    for node in report.nodes:
+        if node.status == "rejected":
+            say(f"  rejected {node.id}: {node.reason}")
+    fresh = {node.id for node, _ in report.written}
+    earlier = [n for n in report.nodes if n.written_as and n.id not in fresh]
+    for node in earlier:
+        say(f"{node.id} is {node.written_as}, written by an earlier run of this search")
     if not start.scores:
-        out("the start prompt was not evaluated: nothing to compare")
-    elif not report.written:
-        out(quote(f"no proposal beat {start.score:.1%}; nothing written"), highlight=False)
+        say("the start prompt was not evaluated: nothing to compare")
+    elif not report.written and not earlier:
+        say(f"no proposal beat {start.score:.1%}; nothing written")
     for node, path in report.written:
-        out(
-            quote(
-                f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)"
-            ),
-            highlight=False,
-        )
+        say(f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)")
     if report.written:
-        out("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
-    out(quote(f"MLflow run {report.run_id} in {report.tracking_uri}"), highlight=False)
+        say("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
+    say(f"MLflow run {report.run_id} in {report.tracking_uri}")

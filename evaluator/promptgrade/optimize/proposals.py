@@ -83,8 +83,8 @@ def check_proposal(
     body = extract_template(answer)
     if not body.strip():
         return Checked(body, "empty: the answer holds no template")
-    if len(body) > max_chars:
-        return Checked(body, f"too long: {len(body):,} characters (at most {max_chars:,})")
+    if (size := len(body.strip())) > max_chars:
+        return Checked(body, f"too long: {size:,} characters (at most {max_chars:,})")
     if body.strip() == parent.body.strip():
         return Checked(body, "unchanged: the proposal is the parent template")
     if body in seen:

@@ -130,14 +130,16 @@ class Report:
     spent_usd: float
     run_id: str | None
     tracking_uri: str | None
+    stop_kind: str = ""
 
     @property
     def start(self) -> Node:
         return self.nodes[0]
 
-    def best(self) -> Node:
-        scored = [n for n in self.nodes if n.scores]
-        return max(scored, key=lambda n: (n.score, n.status == "start"))
+    @property
+    def resumable(self) -> bool:
+        """Stopped by a quota or a failing model: the same command later continues from the cache."""
+        return self.stop_kind in ("quota", "failing")
 
 
 def per_example_score(outcome: Outcome, metric: str, span: float) -> float:
@@ -194,6 +196,7 @@ class Optimization:
         self.providers: dict[tuple[str, str], Provider] | None = None
         self.nodes: list[Node] = []
         self.stop_reason = ""
+        self.stop_kind = ""
         self.budget = Budget(self.max_cost_usd, self.max_calls)
 
     # -- free checks -----------------------------------------------------------------------------
@@ -392,6 +395,7 @@ class Optimization:
             self.budget.spent_usd,
             tracker.run_id,
             tracker.uri,
+            self.stop_kind,
         )
         if interrupted:
             raise OptimizationInterrupted(report)
@@ -463,7 +467,10 @@ class Optimization:
         return {key: per_example_score(o, self.metric, span) for key, o in outcomes.items()}
 
     def _metrics(self, outcomes: dict[str, Outcome]) -> dict[str, Any]:
-        return summarise(outcomes.values(), price_for(self.task_specs[0].model, self.plan.prices))
+        """The split's usual metrics; with several task models pooled, their cost is not one price."""
+        models = {spec.model for spec in self.task_specs}
+        price = price_for(next(iter(models)), self.plan.prices) if len(models) == 1 else None
+        return summarise(outcomes.values(), price)
 
     def _log(self, node: Node) -> None:
         self.tracker.log_node(node)
@@ -475,7 +482,7 @@ class Optimization:
         try:
             outcomes = await self._evaluate(seed.body, self.evaluated_on.examples, split)
         except SweepStopped as stop:
-            self.stop_reason = f"stopped: {stop.message}"
+            self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
             return
         seed.scores, seed.metrics = self._scores(outcomes), self._metrics(outcomes)
         self._log(seed)
@@ -493,7 +500,7 @@ class Optimization:
                 try:
                     node = await self._propose(round_number, select_parent(self.pool, rng), sampler.next())
                 except SweepStopped as stop:
-                    self.stop_reason = f"stopped: {stop.message}"
+                    self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
                     return
                 if node is None:
                     continue
@@ -529,6 +536,8 @@ class Optimization:
         ]
         answer = await self._reflect(node, parent, shown, len(batch))
         node.reflection_answer = answer
+        if node.reason is not None:  # the reflection call itself failed
+            return node
         parent_prompt = self._prompt(parent.body)
         checked = check_proposal(
             answer,
@@ -588,20 +597,33 @@ class Optimization:
 
     # -- output ----------------------------------------------------------------------------------
     def write_best(self, run_id: str | None) -> list[tuple[Node, Path]]:
-        """The best proposals that beat the start prompt, as the next free unreleased versions."""
+        """The best proposals that beat the start prompt on the optimisation split, as the next free
+        unreleased versions: at most ``candidates`` of them, best first, leaving out any that is no
+        better on any example than one already chosen (a rewording of the winner is noise to review)."""
         seed = self.nodes[0] if self.nodes else None
         if seed is None or not seed.scores:
             return []
-        better = sorted(
+        ranked = sorted(
             (n for n in self.pool if n.id != "p0" and n.score > seed.score), key=lambda n: -n.score
         )
+        better: list[Node] = []
+        for node in ranked:
+            if not any(all(v <= kept.scores.get(k, 0.0) for k, v in node.scores.items()) for kept in better):
+                better.append(node)
         written: list[tuple[Node, Path]] = []
-        version = max(self.library.versions(self.start.name))
-        refs: dict[str, str] = {"p0": f"{self.start.name}@{self.start.version}"}
+        name = self.start.name
+        existing = {self.library.get(name, v).body.strip(): v for v in self.library.versions(name)}
+        version = max(existing.values())
+        refs: dict[str, str] = {"p0": f"{name}@{self.start.version}"}
+        fresh = []
         for node in better[: self.options.candidates]:
+            if (same := existing.get(node.body.strip())) is not None:
+                node.written_as = refs[node.id] = f"{name}@{same}"  # an earlier run of this search wrote it
+                continue
             version += 1
-            refs[node.id] = f"{self.start.name}@{version}"
-        for node in better[: self.options.candidates]:
+            refs[node.id] = f"{name}@{version}"
+            fresh.append(node)
+        for node in fresh:
             path = self.prompts_dir / self.start.name / f"v{refs[node.id].rpartition('@')[2]}.jinja"
             path.write_text(self._file_text(node, refs, run_id), encoding="utf-8")
             node.written_as = refs[node.id]
@@ -653,7 +675,8 @@ class _Minibatches:
         if len(self.queue) < self.size:
             shuffled = list(self.examples)
             self.rng.shuffle(shuffled)
-            self.queue += [e for e in shuffled if e not in self.queue]
+            queued = {e.id for e in self.queue}
+            self.queue += [e for e in shuffled if e.id not in queued]
         batch, self.queue = self.queue[: self.size], self.queue[self.size :]
         return sorted(batch, key=lambda e: e.id)
 
