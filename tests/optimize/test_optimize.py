@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
@@ -320,39 +320,15 @@ def test_promote_refuses_a_version_measured_on_the_split_it_was_optimised_on(
         assert swept.exit_code == 0, swept.output
     run_id = swept.output.split("(run ")[1].split(")")[0]
     bundle = searched.tmp / "bundle"
-    forced = RUNNER.invoke(
-        app,
-        [
-            "promote",
-            "-e",
-            "optimize-e2e",
-            "--run",
-            run_id,
-            "--force",
-            "--min-examples",
-            "1",
-            "--bundle-dir",
-            str(bundle),
-            "--tracking-uri",
-            tracking,
-        ],
-    )
+
+    def promote(*extra: str) -> Result:
+        args = ["-e", "optimize-e2e", "--min-examples", "1", "--bundle-dir", str(bundle)]
+        return RUNNER.invoke(app, ["promote", *args, "--tracking-uri", tracking, *extra])
+
+    forced = promote("--run", run_id, "--force")
     assert forced.exit_code == 2
     assert "optimised on 'validation', the split it was measured on" in forced.output
-    best = RUNNER.invoke(
-        app,
-        [
-            "promote",
-            "-e",
-            "optimize-e2e",
-            "--min-examples",
-            "1",
-            "--bundle-dir",
-            str(bundle),
-            "--tracking-uri",
-            tracking,
-        ],
-    )
+    best = promote()
     assert best.exit_code == 2 and "optimised on 'validation'" in best.output
     assert not bundle.exists()
 

@@ -70,30 +70,18 @@ def optimize(
     search = Optimization(experiment, options)
     bound = search.bound()
     evaluated = search.evaluated_on
-    console.print(
-        esc(
-            f"optimise {search.start.ref} for {search.metric} with "
-            f"{', '.join(sorted({s.model for s in search.task_specs}))}; reflection: {search.reflection.model}"
-        ),
-        highlight=False,
-    )
     shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
-    console.print(
-        esc(
-            f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
-            f"{len(search.train.examples)} training examples); never the evaluation split "
-            f"{search.plan.experiment.dataset.split!r}"
-        ),
-        highlight=False,
-    )
     cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
-    console.print(
-        esc(
-            f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
-            f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls"
-        ),
-        highlight=False,
-    )
+    models = ", ".join(sorted({s.model for s in search.task_specs}))
+    for line in (
+        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}",
+        f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
+        f"{len(search.train.examples)} training examples); never the evaluation split "
+        f"{search.plan.experiment.dataset.split!r}",
+        f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
+        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls",
+    ):
+        console.print(esc(line), highlight=False)
     if dry_run:
         search.check_budget(bound)
         console.print("[green]dry run: nothing was called[/]")

@@ -35,7 +35,6 @@ from promptgrade.optimize import reflection
 from promptgrade.optimize.proposals import answer_format, check_proposal
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import Provider
-from promptgrade.providers.registry import make_provider
 from promptgrade.runner import Budget, CacheMode, Caller, SweepStopped, run_sweep
 from promptgrade.scoring import Outcome, summarise
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
@@ -330,20 +329,13 @@ class Optimization:
 
     def connect(self) -> None:
         """One provider per model (task models and the reflection model); a missing key is one line."""
+        from promptgrade.sweep import provider_for
+
         providers: dict[tuple[str, str], Provider] = {}
         experiment = self.plan.experiment
         for spec in experiment.models:
-            key = (spec.provider, spec.model)
-            if key not in providers:
-                base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
-                providers[key] = make_provider(
-                    spec.provider,
-                    spec.model,
-                    base_url=base_url,
-                    timeout_s=spec.timeout_s,
-                    api_key_env=spec.api_key_env,
-                    region=spec.region,
-                )
+            if (spec.provider, spec.model) not in providers:
+                providers[(spec.provider, spec.model)] = provider_for(spec, experiment)
         self.providers = providers
 
     # -- the search ------------------------------------------------------------------------------
