@@ -81,7 +81,11 @@ def main() -> None:
         }
         server.default_answer = PlantedTaskModel(truth, INSTRUCTION, wrong_category="snack")
         server.model_answers["gemini-2.5-pro"] = proposals
-        env = {**os.environ, "GEMINI_API_KEY": "demo-not-a-key", "PROMPTGRADE_CACHE": str(work / "cache.sqlite")}
+        env = {
+            **os.environ,
+            "GEMINI_API_KEY": "demo-not-a-key",
+            "PROMPTGRADE_CACHE": str(work / "cache.sqlite"),
+        }
         env.pop("GOOGLE_GEMINI_BASE_URL", None)
         command = [
             str(Path(sys.executable).with_name("promptgrade")),
