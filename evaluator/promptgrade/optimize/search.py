@@ -40,9 +40,9 @@ from promptgrade.scoring import Outcome, summarise
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
 
 if TYPE_CHECKING:
-    pass
+    from promptgrade.tracking.optimize import OptimizationTracker  # mlflow: only when a search runs
 
-Status = Literal["start", "improved", "evaluated", "not_better", "rejected"]
+Status = Literal["start", "improved", "evaluated", "not_better", "rejected", "unfinished"]
 GROWTH = 2  # a proposal may be at most this many times the start template's length (keeps the bound true)
 MIN_MAX_CHARS = 4000
 
@@ -197,6 +197,9 @@ class Optimization:
         self.stop_reason = ""
         self.stop_kind = ""
         self.budget = Budget(self.max_cost_usd, self.max_calls)
+        self.cache = CacheMode.off()
+        self.say: Callable[[str], None] = lambda message: None
+        self.tracker: OptimizationTracker | None = None
 
     # -- free checks -----------------------------------------------------------------------------
     def _start_prompt(self, ref: str) -> PromptVersion:
@@ -357,7 +360,8 @@ class Optimization:
         if self.providers is None:
             self.connect()
         self.cache = cache or CacheMode.off()
-        self.say = on_event or (lambda message: None)
+        if on_event is not None:
+            self.say = on_event
         tracker = OptimizationTracker(self.plan.experiment.name, tracking_uri)
         tracker.start(self.params())
         self.tracker = tracker
@@ -373,7 +377,7 @@ class Optimization:
         for node in self.nodes:
             if node.run_id is None:  # in flight when the search stopped
                 if node.status == "rejected" and node.reason is None:
-                    node.reason = f"not finished: {self.stop_reason}"
+                    node.status, node.reason = "unfinished", self.stop_reason
                 tracker.log_node(node)
         written = self.write_best(tracker.run_id)
         tracker.finish(
@@ -465,7 +469,8 @@ class Optimization:
         return summarise(outcomes.values(), price)
 
     def _log(self, node: Node) -> None:
-        self.tracker.log_node(node)
+        if self.tracker is not None:
+            self.tracker.log_node(node)
 
     async def _search(self) -> None:
         split = self.evaluated_on.split
