@@ -247,6 +247,8 @@ def test_mlflow_holds_the_search_params_each_proposal_and_the_lineage(searched: 
     assert INSTRUCTION in text
     answer = Path(client.download_artifacts(planted.info.run_id, "reflection_answer.txt")).read_text()
     assert answer == PROPOSALS[3]
+    shown = Path(client.download_artifacts(planted.info.run_id, "reflection_prompt.txt")).read_text()
+    assert shown == searched.proposals.prompts[3]  # exactly what the reflection model was sent
     tree = Path(client.download_artifacts(run.info.run_id, "lineage.txt")).read_text()
     assert "  p4 [improved] score=1.000 → meal_tray_json@2" in tree
 

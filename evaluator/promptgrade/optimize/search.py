@@ -79,6 +79,7 @@ class Node:
     scores: dict[str, float] = field(default_factory=dict)  # instance (model · example id) → score
     metrics: dict[str, Any] = field(default_factory=dict)  # on the optimisation split, per task model
     minibatch: tuple[float, float] | None = None  # (parent, proposal) sums on the shared minibatch
+    reflection_prompt: str | None = None  # what the reflection model was shown (with the contact sheet)
     reflection_answer: str | None = None
     written_as: str | None = None
     run_id: str | None = None
@@ -574,6 +575,7 @@ class Optimization:
             metric=self.metric,
             proposal_id=node.id,
         )
+        node.reflection_prompt = text
         sheet = reflection.contact_sheet([s.image for s in shown])
         spec = self.reflection
         candidate = Candidate(self.reflect_prompt, spec, spec.settings, text)

@@ -73,6 +73,8 @@ class OptimizationTracker(Tracker):
         self.client.log_batch(run_id, metrics=metrics, params=params)
         if node.body:
             self.client.log_text(run_id, node.body, "template.jinja")
+        if node.reflection_prompt is not None:
+            self.client.log_text(run_id, node.reflection_prompt, "reflection_prompt.txt")
         if node.reflection_answer is not None:
             self.client.log_text(run_id, node.reflection_answer, "reflection_answer.txt")
         if node.scores:
