@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from promptgrade.optimize.proposals import answer_format, check_proposal, extract_template
-from promptgrade.optimize.search import Node, select_parent
+from promptgrade.optimize.search import Node, per_example_score, select_parent
 from promptgrade.prompts import PromptLibrary, PromptVersion
+from promptgrade.scoring import Outcome
 from promptgrade.task import load_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ def check(answer: str, parent: PromptVersion = FREETEXT, **overrides: object) ->
         "forbidden": {"tray-0001"},
         "seen": {},
         "max_chars": 4000,
+        "max_rendered_chars": 8000,
     }
     options.update(overrides)
     return check_proposal(answer, parent, TASK, **options).reason  # type: ignore[arg-type]
@@ -60,6 +62,7 @@ def check(answer: str, parent: PromptVersion = FREETEXT, **overrides: object) ->
         ("Category: <c>\nFood %: <n>%\n{% if grade %}tray-0001 is soup{% endif %}", "hard-codes"),
         ("Category: <c>\nFood %: <n>%\nsee image 3f5a9c0d1e2b4a6f7788", "hard-codes"),
         ("x" * 5000, "too long: 5,000 characters"),
+        ("Category: <c>\nFood %: <n>%\n{% for i in range(3000) %}more {% endfor %}", "renders too long"),
     ],
 )
 def test_a_proposal_that_cannot_work_is_rejected_with_its_reason(answer: str, reason: str) -> None:
@@ -91,3 +94,30 @@ def test_parents_come_from_the_pareto_front_in_proportion_to_their_wins() -> Non
     picks = [select_parent([leader, specialist, dominated], rng).id for _ in range(400)]
     assert set(picks) == {"a", "b"}
     assert 0.65 < picks.count("a") / len(picks) < 0.85  # 3 wins of 4
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        ("category_accuracy", 1.0),
+        ("category_top1_accuracy", 0.0),
+        ("grade_accuracy", 0.0),
+        ("grade_mae", 0.75),
+    ],
+)
+def test_each_example_scores_the_metric_being_optimised(metric: str, expected: float) -> None:
+    outcome = Outcome(
+        example_id="x",
+        status="ok",
+        true_categories=("soup",),
+        true_grade=40.0,
+        predicted_categories=("stew", "soup"),
+        predicted_grade=65.0,
+        category_correct=True,
+        category_top1_correct=False,
+        grade_correct=False,
+        grade_abs_error=25.0,
+    )
+    assert per_example_score(outcome, metric, span=100.0) == expected
+    failed = Outcome(example_id="y", status="error", true_categories=("soup",), true_grade=40.0)
+    assert per_example_score(failed, metric, span=100.0) == 0.0

@@ -73,6 +73,7 @@ def check_proposal(
     forbidden: Iterable[str],
     seen: dict[str, str],
     max_chars: int,
+    max_rendered_chars: int | None = None,
 ) -> Checked:
     """Extract and validate a proposal against its parent.
 
@@ -102,6 +103,10 @@ def check_proposal(
         rendered = candidate.render(task)
     except PromptError as exc:
         return Checked(body, f"unrenderable: {exc.message}")
+    if max_rendered_chars is not None and len(rendered) > max_rendered_chars:
+        return Checked(
+            body, f"renders too long: {len(rendered):,} characters (at most {max_rendered_chars:,})"
+        )
     wanted = answer_format(parent.render(task), task)
     got = answer_format(rendered, task)
     if not structured_output and wanted is not None and got != wanted:

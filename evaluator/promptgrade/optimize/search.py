@@ -189,6 +189,8 @@ class Optimization:
             for s, e in spec.variants()
         }
         self.max_chars = max(GROWTH * len(self.start.body), MIN_MAX_CHARS)
+        # the longest rendered prompt a proposal may have: what the bound assumes for every proposal
+        self.max_rendered_chars = len(self.start.render(self.task)) + self.max_chars
         self.max_calls = options.max_calls if options.max_calls is not None else experiment.max_calls
         self.max_cost_usd = (
             options.max_cost_usd if options.max_cost_usd is not None else experiment.max_cost_usd
@@ -269,7 +271,7 @@ class Optimization:
         per_example = len(self.candidates_for(self.start))
         seed_calls = per_example * len(evaluated)
         proposal_calls = 2 * m * per_example + 1 + per_example * len(evaluated)
-        longest = "x" * (len(self.start.render(self.task)) + self.max_chars)
+        longest = "x" * self.max_rendered_chars
         seed_cost = self._cost(self.start.render(self.task), evaluated)
         long_split = self._cost(longest, evaluated)
         long_batch = self._cost(longest, self.train.examples[:m])
@@ -307,7 +309,7 @@ class Optimization:
         price = price_for(self.reflection.model, self.plan.prices)
         if price is None:
             return None
-        fixed = len(self.reflect_prompt.body) + 2 * (len(self.start.render(self.task)) + self.max_chars)
+        fixed = len(self.reflect_prompt.body) + self.max_chars + self.max_rendered_chars
         per_failure = reflection.MAX_ANSWER_CHARS + 400
         width, height = reflection.sheet_size(m)
         image = request_input_tokens(self.plan, self.reflection.model, "", (width, height), None)
@@ -545,6 +547,7 @@ class Optimization:
             forbidden=self._forbidden,
             seen={n.body: n.id for n in self.nodes if n.body},
             max_chars=self.max_chars,
+            max_rendered_chars=self.max_rendered_chars,
         )
         node.body = checked.body
         if not checked.ok:
