@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from promptgrade.optimize.pool import Node, per_example_score, select_parent
 from promptgrade.optimize.proposals import answer_format, check_proposal, extract_template
-from promptgrade.optimize.search import Node, per_example_score, select_parent
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.scoring import Outcome
 from promptgrade.task import load_task

@@ -18,11 +18,9 @@ import asyncio
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from promptgrade.candidates import Candidate
 from promptgrade.config import Plan, PromptRef, load_experiment, plan_experiment, price_for
@@ -32,7 +30,9 @@ from promptgrade.errors import ConfigError, DatasetError, PromptError, Promptgra
 from promptgrade.estimate import request_input_tokens, size_of
 from promptgrade.grading import build_request, effective_settings
 from promptgrade.optimize import reflection
+from promptgrade.optimize.pool import Minibatches, Node, per_example_score, select_parent, worth_writing
 from promptgrade.optimize.proposals import answer_format, check_proposal
+from promptgrade.optimize.versions import Provenance, write_versions
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import Provider
 from promptgrade.runner import Budget, CacheMode, Caller, SweepStopped, run_sweep
@@ -42,7 +42,6 @@ from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
 if TYPE_CHECKING:
     from promptgrade.tracking.optimize import OptimizationTracker  # mlflow: only when a search runs
 
-Status = Literal["start", "improved", "evaluated", "not_better", "rejected", "unfinished"]
 GROWTH = 2  # a proposal may be at most this many times the start template's length (keeps the bound true)
 MIN_MAX_CHARS = 4000
 
@@ -64,29 +63,6 @@ class Options:
     validation_split: str = "validation"
     limit: int | None = None  # the first N examples of each split (tests, trials)
     seed: int = 0
-
-
-@dataclass
-class Node:
-    """One template of the search: the start prompt or a proposal."""
-
-    id: str
-    body: str
-    parent: str | None
-    round: int
-    status: Status
-    reason: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)  # instance (model · example id) → score
-    metrics: dict[str, Any] = field(default_factory=dict)  # on the optimisation split, per task model
-    minibatch: tuple[float, float] | None = None  # (parent, proposal) sums on the shared minibatch
-    reflection_prompt: str | None = None  # what the reflection model was shown (with the contact sheet)
-    reflection_answer: str | None = None
-    written_as: str | None = None
-    run_id: str | None = None
-
-    @property
-    def score(self) -> float:
-        return sum(self.scores.values()) / len(self.scores) if self.scores else math.nan
 
 
 @dataclass(frozen=True)
@@ -140,18 +116,6 @@ class Report:
     def resumable(self) -> bool:
         """Stopped by a quota or a failing model: the same command later continues from the cache."""
         return self.stop_kind in ("quota", "failing")
-
-
-def per_example_score(outcome: Outcome, metric: str, span: float) -> float:
-    """One example's contribution to the metric the search optimises, 1 best; a failure scores 0."""
-    if metric == "category_accuracy":
-        return float(outcome.category_correct)
-    if metric == "category_top1_accuracy":
-        return float(outcome.category_top1_correct)
-    if metric == "grade_accuracy":
-        return float(bool(outcome.grade_correct))
-    error = outcome.grade_abs_error
-    return 0.0 if error is None else max(0.0, 1.0 - error / span)
 
 
 class Optimization:
@@ -490,9 +454,7 @@ class Optimization:
             f"{self.start.ref}: {self.metric} {seed.score:.1%} on {len(self.evaluated_on.examples)} {split} examples"
         )
         rng = random.Random(self.options.seed)
-        sampler = _Minibatches(
-            self.train.examples, min(self.options.minibatch, len(self.train.examples)), rng
-        )
+        sampler = Minibatches(self.train.examples, min(self.options.minibatch, len(self.train.examples)), rng)
         best = seed.score
         for round_number in range(1, self.options.max_rounds + 1):
             improved = False
@@ -599,61 +561,18 @@ class Optimization:
 
     # -- output ----------------------------------------------------------------------------------
     def write_best(self, run_id: str | None) -> list[tuple[Node, Path]]:
-        """The best proposals that beat the start prompt on the optimisation split, as the next free
-        unreleased versions: at most ``candidates`` of them, best first, leaving out any that is no
-        better on any example than one already chosen (a rewording of the winner is noise to review)."""
-        seed = self.nodes[0] if self.nodes else None
-        if seed is None or not seed.scores:
+        """The proposals worth a review (``pool.worth_writing``) as new unreleased versions."""
+        if not self.nodes or not self.nodes[0].scores:
             return []
-        ranked = sorted(
-            (n for n in self.pool if n.id != "p0" and n.score > seed.score), key=lambda n: -n.score
+        chosen = worth_writing(self.pool, self.nodes[0], self.options.candidates)
+        provenance = Provenance(
+            metric=self.metric,
+            optimized_on=self.evaluated_on.split,
+            reflected_on=self.train.split,
+            n_optimized_on=len(self.evaluated_on.examples),
+            run_id=run_id,
         )
-        better: list[Node] = []
-        for node in ranked:
-            if not any(all(v <= kept.scores.get(k, 0.0) for k, v in node.scores.items()) for kept in better):
-                better.append(node)
-        written: list[tuple[Node, Path]] = []
-        name = self.start.name
-        existing = {self.library.get(name, v).body.strip(): v for v in self.library.versions(name)}
-        version = max(existing.values())
-        refs: dict[str, str] = {"p0": f"{name}@{self.start.version}"}
-        fresh = []
-        for node in better[: self.options.candidates]:
-            if (same := existing.get(node.body.strip())) is not None:
-                node.written_as = refs[node.id] = f"{name}@{same}"  # an earlier run of this search wrote it
-                continue
-            version += 1
-            refs[node.id] = f"{name}@{version}"
-            fresh.append(node)
-        for node in fresh:
-            path = self.prompts_dir / self.start.name / f"v{refs[node.id].rpartition('@')[2]}.jinja"
-            path.write_text(self._file_text(node, refs, run_id), encoding="utf-8")
-            node.written_as = refs[node.id]
-            written.append((node, path))
-        return written
-
-    def _file_text(self, node: Node, refs: dict[str, str], run_id: str | None) -> str:
-        by_id = {n.id: n for n in self.nodes}
-        parent = node.parent
-        while parent is not None and parent not in refs:
-            parent = by_id[parent].parent
-        seed = self.nodes[0]
-        meta: dict[str, Any] = {
-            "description": (
-                f"{self.start.ref} rewritten by promptgrade optimize (proposal {node.id}): {self.metric} "
-                f"{seed.score:.1%} → {node.score:.1%} on {len(self.evaluated_on.examples)} "
-                f"{self.evaluated_on.split} examples"
-            ),
-            "parent": refs[parent or "p0"],
-            "optimized_on": self.evaluated_on.split,
-            "reflected_on": self.train.split,
-            "optimization_run_id": run_id,
-            "proposal_run_id": node.run_id,
-        }
-        if self.start.structured_output is not None:
-            meta["structured_output"] = self.start.structured_output
-        head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000).strip()
-        return f"{{#-\n{head}\n-#}}\n{node.body.rstrip()}\n"
+        return write_versions(chosen, self.nodes, self.start, self.library, provenance)
 
 
 class OptimizationInterrupted(PromptgradeError):
@@ -664,40 +583,6 @@ class OptimizationInterrupted(PromptgradeError):
     def __init__(self, report: Report) -> None:
         self.report = report
         super().__init__(f"interrupted: {len(report.written)} proposal(s) written")
-
-
-class _Minibatches:
-    """Epoch-shuffled minibatches of the training split (seeded: the same command, the same batches)."""
-
-    def __init__(self, examples: list[Example], size: int, rng: random.Random) -> None:
-        self.examples, self.size, self.rng = examples, size, rng
-        self.queue: list[Example] = []
-
-    def next(self) -> list[Example]:
-        if len(self.queue) < self.size:
-            shuffled = list(self.examples)
-            self.rng.shuffle(shuffled)
-            queued = {e.id for e in self.queue}
-            self.queue += [e for e in shuffled if e.id not in queued]
-        batch, self.queue = self.queue[: self.size], self.queue[self.size :]
-        return sorted(batch, key=lambda e: e.id)
-
-
-def select_parent(pool: list[Node], rng: random.Random) -> Node:
-    """GEPA's Pareto selection: a template that is best on some example, chosen with probability in
-    proportion to how many examples it is best on — so a prompt that wins a kind of tray the leader
-    loses keeps being improved, instead of everything descending from one average winner."""
-    instances = {key for node in pool for key in node.scores}
-    wins: dict[str, int] = {}
-    for key in instances:
-        top = max(node.scores.get(key, 0.0) for node in pool)
-        for node in pool:
-            if node.scores.get(key, 0.0) == top:
-                wins[node.id] = wins.get(node.id, 0) + 1
-    front = [node for node in pool if wins.get(node.id)]
-    if not front:
-        return pool[0]
-    return rng.choices(front, weights=[wins[node.id] for node in front], k=1)[0]
 
 
 def _describe(node: Node, metric: str) -> str:
@@ -718,5 +603,4 @@ __all__ = [
     "OptimizationInterrupted",
     "Options",
     "Report",
-    "select_parent",
 ]

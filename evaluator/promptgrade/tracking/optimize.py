@@ -19,7 +19,7 @@ from promptgrade.scoring import flatten
 from promptgrade.tracking.runs import Tracker
 
 if TYPE_CHECKING:
-    from promptgrade.optimize.search import Node
+    from promptgrade.optimize.pool import Node
     from promptgrade.runner import Budget
 
 KIND = "optimization"
