@@ -56,6 +56,7 @@ models:
     settings: {{temperature: 0.0, max_output_tokens: 256}}
 concurrency: 4
 max_retries: 1
+retry_initial_s: 0.01
 """
 
 START_BODY = PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1).body.strip()
@@ -405,3 +406,28 @@ def test_ctrl_c_keeps_what_was_found(tmp_path: Path, server: FakeGemini, trackin
     client = MlflowClient(tracking_uri=tracking)
     run = client.get_run(report.run_id or "")
     assert run.info.status == "KILLED" and run.data.tags["written_versions"] == "meal_tray_json@2"
+
+
+def test_a_failed_reflection_call_is_a_rejected_proposal_and_the_search_goes_on(
+    tmp_path: Path, server: FakeGemini, tracking: str
+) -> None:
+    experiment = write_experiment(tmp_path, server)
+    script(server, experiment)
+    answers = ScriptedProposals([fenced(PLANTED)])
+    failures = iter(range(2))  # the first reflection call and its one retry
+
+    def flaky(request: RequestInfo) -> str:
+        if next(failures, None) is not None:
+            raise ConnectionAbortedError("the reflection model went away")  # the server drops the socket
+        return answers(request)
+
+    server.model_answers[REFLECTION_MODEL] = flaky
+    search = Optimization(
+        experiment,
+        Options(prompt="meal_tray_json@1", reflection_model=REFLECTION_MODEL, candidates=2, minibatch=N),
+    )
+    report = search.run(tracking_uri=tracking, cache=CacheMode.off())
+    first, second = report.nodes[1], report.nodes[2]
+    assert first.status == "rejected" and (first.reason or "").startswith("reflection failed: connection")
+    assert second.status == "improved" and INSTRUCTION in second.body
+    assert [n.written_as for n, _ in report.written] == ["meal_tray_json@2"]
