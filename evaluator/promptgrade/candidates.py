@@ -54,6 +54,7 @@ class Candidate:
             "provider": self.provider,
             "model": self.model,
             **self.settings.as_params(),
+            **({"optimized_on": ",".join(self.prompt.optimized_on)} if self.prompt.optimized_on else {}),
         }
 
 

@@ -995,6 +995,14 @@ def validate_data(
     raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------------------------------------
+# optimize (the verb lives in its own package)
+# --------------------------------------------------------------------------------------------------
+from promptgrade.optimize.command import optimize as _optimize  # noqa: E402
+
+app.command("optimize")(user_errors(_optimize))
+
+
 def main() -> None:  # pragma: no cover - the console script calls app()
     app()
 

@@ -57,9 +57,23 @@ class Decision:
     registry_uri: str | None = None
 
 
+def optimized_on_evaluation(row: RunRow) -> str | None:
+    """A version ``promptgrade optimize`` fitted to the split it was measured on: its figure is not a
+    measurement but a training score, so no ``--force`` makes it promotable."""
+    fitted = [s for s in row.params.get("optimized_on", "").split(",") if s]
+    split = row.params.get("split")
+    if split and split in fitted:
+        return (
+            f"its prompt was optimised on {split!r}, the split it was measured on: sweep it on another split"
+        )
+    return None
+
+
 def ineligibility(row: RunRow, policy: Policy) -> str | None:
     if row.params.get("provider") in (None, "baseline") or "prompt_sha256" not in row.params:
         return "not a prompt candidate"
+    if (leak := optimized_on_evaluation(row)) is not None:
+        return leak
     if row.params.get("provider") not in PROVIDERS:  # the Lambda runs every provider a sweep can
         return f"provider {row.params['provider']} cannot be shipped in the Lambda yet (it runs {', '.join(PROVIDERS)})"
     if row.status != "FINISHED" or row.tags.get("promptgrade.partial") == "true":
@@ -122,6 +136,8 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
     metric = policy.metric or store.primary_metric(sweep or store.run(run_id).sweep_run_id or "")
     if run_id is not None:
         winner = store.run(run_id)
+        if (leak := optimized_on_evaluation(winner)) is not None:
+            raise PromotionError(f"run {run_id} cannot be promoted: {leak}")
         reason = ineligibility(winner, policy)
         if reason and not policy.force:
             raise PromotionError(f"run {run_id} is not eligible: {reason} (use --force to override)")

@@ -81,6 +81,15 @@ class PromptVersion:
         return None if value is None else bool(value)
 
     @property
+    def optimized_on(self) -> tuple[str, ...]:
+        """The splits ``promptgrade optimize`` fitted this version to (front matter ``optimized_on``):
+        a version may not be promoted on a measurement of one of them."""
+        value = self._front_matter[0].get("optimized_on")
+        if value is None:
+            return ()
+        return tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
+
+    @property
     def body(self) -> str:
         return self._front_matter[1]
 

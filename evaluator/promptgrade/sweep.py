@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
-from promptgrade.config import Plan, load_experiment, plan_experiment
+from promptgrade.config import Experiment, ModelSpec, Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import CredentialsError
@@ -132,16 +132,8 @@ class Sweep:
             key = (spec.provider, spec.model)
             if key in providers or key in failures:
                 continue
-            base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
             try:
-                providers[key] = make_provider(
-                    spec.provider,
-                    spec.model,
-                    base_url=base_url,
-                    timeout_s=spec.timeout_s,
-                    api_key_env=spec.api_key_env,
-                    region=spec.region,
-                )
+                providers[key] = provider_for(spec, experiment)
             except CredentialsError as exc:
                 failures[key] = exc
         for candidate in self.prompt_candidates:
@@ -281,6 +273,19 @@ class Sweep:
                 tracker.log_model(result.run_id, model, plan.task, samples)
             for listener in listeners:
                 listener.candidate_done(result)
+
+
+def provider_for(spec: ModelSpec, experiment: Experiment) -> Provider:
+    """The provider of one experiment model: its own endpoint, else (Gemini) the experiment's."""
+    base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
+    return make_provider(
+        spec.provider,
+        spec.model,
+        base_url=base_url,
+        timeout_s=spec.timeout_s,
+        api_key_env=spec.api_key_env,
+        region=spec.region,
+    )
 
 
 def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:

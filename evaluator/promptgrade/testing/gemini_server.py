@@ -29,6 +29,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -185,6 +186,9 @@ class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
         self._usage: list[Usage] = []
         self._token_requests = 0
         self.access_token = ACCESS_TOKEN
+        # Answers by model id (the model in the request path), before any per-image answer: one
+        # server can then play a task model and, say, a reflection model proposing templates.
+        self.model_answers: dict[str, Answer] = {}
 
     @property
     def base_url(self) -> str:
@@ -201,6 +205,19 @@ class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
         """How many OAuth token refreshes were served at ``TOKEN_PATH``."""
         with self._lock:
             return self._token_requests
+
+    def images_sent(self, model: str | None = None) -> Counter[str]:
+        """How many requests carried each image (by sha256), for one model or all: what a test counts
+        to prove a split's images were never sent."""
+        return Counter(
+            r.image_sha256 for r in self.requests if r.image_sha256 and (model is None or r.model == model)
+        )
+
+    def _answer(self, request: RequestInfo) -> str:
+        scripted = self.model_answers.get(request.model)
+        if scripted is None:
+            return super()._answer(request)
+        return scripted(request) if callable(scripted) else scripted
 
     # -- used by the handler ---------------------------------------------------------------------
     def _bill(self, usage: dict[str, Any]) -> None:

@@ -1,0 +1,7 @@
+"""``promptgrade optimize``: reflective prompt search whose output is plain, versioned templates.
+
+``search`` is the loop (it calls the runner, never a provider directly); ``pool`` holds the templates
+tried and the choices made from their per-example scores; ``proposals`` checks what the reflection
+model writes; ``reflection`` builds what it is shown; ``versions`` writes the files; ``command`` is
+the CLI verb.
+"""

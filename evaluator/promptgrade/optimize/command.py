@@ -1,0 +1,128 @@
+"""``promptgrade optimize``: the verb, thin over ``optimize.search`` (registered in ``cli.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from promptgrade.optimize.search import Report
+
+
+def optimize(
+    experiment: Annotated[Path, typer.Argument(help="Experiment file (its task models, dataset, prices).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Start from this version, e.g. meal_tray_json@1.")],
+    reflection_model: Annotated[
+        str | None,
+        typer.Option(help="Model that proposes templates (default: the experiment's strongest Gemini)."),
+    ] = None,
+    max_calls: Annotated[
+        int | None, typer.Option(min=1, help="Stop before more API calls than this (all models).")
+    ] = None,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(min=0.0, help="Stop before spending more than this (all models).")
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option(min=1, help="Proposals per round; the best this many are written.")
+    ] = 3,
+    max_rounds: Annotated[int, typer.Option(min=1, help="Rounds at most.")] = 5,
+    minibatch: Annotated[int, typer.Option(min=1, help="Training trays shown per reflection.")] = 8,
+    metric: Annotated[str | None, typer.Option(help="Optimise this metric (default: primary).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of each split.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of parent choice and minibatches.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the call and cost bound only.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the answer cache.")
+    ] = False,
+    cache_path: Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+    ] = None,
+) -> None:
+    """Let a reflection model rewrite a prompt from its failures on the training split.
+
+    The best proposals are written as new unreleased versions (prompts/<name>/v<N>.jinja) with their
+    lineage; sweep them on the evaluation split and promote as usual. Nothing is released or promoted.
+    """
+    from promptgrade.cache import AnswerCache
+    from promptgrade.cli import console, err, esc
+    from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
+    from promptgrade.runner import CacheMode
+
+    options = Options(
+        prompt=prompt,
+        reflection_model=reflection_model,
+        max_calls=max_calls,
+        max_cost_usd=max_cost_usd,
+        candidates=candidates,
+        max_rounds=max_rounds,
+        minibatch=minibatch,
+        metric=metric,
+        limit=limit,
+        seed=seed,
+    )
+    search = Optimization(experiment, options)
+    bound = search.bound()
+    evaluated = search.evaluated_on
+    shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
+    cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
+    models = ", ".join(sorted({s.model for s in search.task_specs}))
+    for line in (
+        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}",
+        f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
+        f"{len(search.train.examples)} training examples); never the evaluation split "
+        f"{search.plan.experiment.dataset.split!r}",
+        f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
+        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls",
+    ):
+        console.print(esc(line), highlight=False)
+    if dry_run:
+        search.check_budget(bound)
+        console.print("[green]dry run: nothing was called[/]")
+        return
+    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path))
+
+    def say(message: str) -> None:
+        console.print(esc(message), highlight=False)
+
+    try:
+        report = search.run(tracking_uri=tracking_uri, cache=mode, on_event=say)
+    except OptimizationInterrupted as stopped:
+        report = stopped.report
+        _print_report(report, console, esc)
+        err.print("[yellow]interrupted[/] — what was found is written and logged", highlight=False)
+        raise typer.Exit(130) from None
+    _print_report(report, console, esc)
+    if report.resumable:
+        err.print("run the same command again later: answers already paid for come from the cache")
+        raise typer.Exit(3)
+
+
+def _print_report(report: Report, console: Console, esc: Callable[[object], str]) -> None:
+    def say(text: str) -> None:
+        console.print(esc(text), highlight=False)
+
+    start = report.start
+    say(f"stopped: {report.stop_reason}; {report.calls} API calls, ${report.spent_usd:.4f}")
+    for node in report.nodes:
+        if node.status == "rejected":
+            say(f"  rejected {node.id}: {node.reason}")
+    fresh = {node.id for node, _ in report.written}
+    earlier = [n for n in report.nodes if n.written_as and n.id not in fresh]
+    for node in earlier:
+        say(f"{node.id} is {node.written_as}, written by an earlier run of this search")
+    if not start.scores:
+        say("the start prompt was not evaluated: nothing to compare")
+    elif not report.written and not earlier:
+        say(f"no proposal beat {start.score:.1%}; nothing written")
+    for node, path in report.written:
+        say(f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)")
+    if report.written:
+        say("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
+    say(f"MLflow run {report.run_id} in {report.tracking_uri}")

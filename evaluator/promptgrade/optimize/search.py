@@ -1,0 +1,606 @@
+"""Reflective prompt search: the evaluator writes the next prompt, as a plain versioned template.
+
+GEPA's loop, small enough to read in one sitting, on our own runner: pick a parent from the Pareto
+front of per-example wins on the optimisation split, show a reflection model the parent's failures on
+a minibatch of training trays, check its proposed template for free, try it on the same minibatch,
+and only if it does better there, evaluate it on the whole optimisation split. Every model call — the
+task model's and the reflection model's — goes through the runner: the answer cache (re-running the
+same command re-buys nothing and proposes the same templates), rate limits, retries, the answer
+parsers and one budget for the whole search.
+
+The evaluation split is never touched: proposals are evaluated on ``validation`` when the dataset
+has one (failures are shown from ``train_split``), else on ``train_split`` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptgrade.candidates import Candidate
+from promptgrade.config import Plan, PromptRef, load_experiment, plan_experiment, price_for
+from promptgrade.data.examples import Example, LoadedDataset
+from promptgrade.data.loaders import SplitNotFound, load_dataset_split
+from promptgrade.errors import ConfigError, DatasetError, PromptError, PromptgradeError
+from promptgrade.estimate import request_input_tokens, size_of
+from promptgrade.grading import build_request, effective_settings
+from promptgrade.optimize import reflection
+from promptgrade.optimize.pool import Minibatches, Node, per_example_score, select_parent, worth_writing
+from promptgrade.optimize.proposals import answer_format, check_proposal
+from promptgrade.optimize.versions import Provenance, write_versions
+from promptgrade.prompts import PromptLibrary, PromptVersion
+from promptgrade.providers.base import Provider
+from promptgrade.runner import Budget, CacheMode, Caller, SweepStopped, run_sweep
+from promptgrade.scoring import Outcome, summarise
+from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
+
+if TYPE_CHECKING:
+    from promptgrade.tracking.optimize import OptimizationTracker  # mlflow: only when a search runs
+
+GROWTH = 2  # a proposal may be at most this many times the start template's length (keeps the bound true)
+MIN_MAX_CHARS = 4000
+
+
+class BudgetTooSmall(ConfigError):
+    """The budget cannot pay for one round of the search: refused before anything is spent."""
+
+
+@dataclass(frozen=True)
+class Options:
+    prompt: str  # name@version to start from
+    reflection_model: str | None = None
+    max_calls: int | None = None
+    max_cost_usd: float | None = None
+    candidates: int = 3  # proposals per round; also how many of the best are written
+    max_rounds: int = 5
+    minibatch: int = 8
+    metric: str | None = None  # default: the experiment's primary metric
+    validation_split: str = "validation"
+    limit: int | None = None  # the first N examples of each split (tests, trials)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Calls and dollars the search can spend at most, before the cache saves any of it."""
+
+    seed_calls: int
+    proposal_calls: int  # one proposal tried in full: parent + proposal on the minibatch, reflection, split
+    rounds: int
+    per_round: int
+    seed_cost: float | None
+    proposal_cost: float | None
+
+    @property
+    def calls(self) -> int:
+        return self.seed_calls + self.rounds * self.per_round * self.proposal_calls
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.seed_cost is None or self.proposal_cost is None:
+            return None
+        return self.seed_cost + self.rounds * self.per_round * self.proposal_cost
+
+    @property
+    def min_calls(self) -> int:
+        return self.seed_calls + self.proposal_calls
+
+    @property
+    def min_cost_usd(self) -> float | None:
+        if self.seed_cost is None or self.proposal_cost is None:
+            return None
+        return self.seed_cost + self.proposal_cost
+
+
+@dataclass
+class Report:
+    nodes: list[Node]
+    written: list[tuple[Node, Path]]
+    stop_reason: str
+    calls: int
+    spent_usd: float
+    run_id: str | None
+    tracking_uri: str | None
+    stop_kind: str = ""
+
+    @property
+    def start(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped by a quota or a failing model: the same command later continues from the cache."""
+        return self.stop_kind in ("quota", "failing")
+
+
+class Optimization:
+    """An optimisation in three steps, like a sweep: construct (every free check), ``connect``, ``run``."""
+
+    def __init__(self, experiment_path: str | Path, options: Options) -> None:
+        self.options = options
+        if options.candidates < 1 or options.max_rounds < 1 or options.minibatch < 1:
+            raise ConfigError("--candidates, --max-rounds and --minibatch must be at least 1")
+        plan = plan_experiment(load_experiment(experiment_path))
+        experiment = plan.experiment
+        if not experiment.models:
+            raise ConfigError("the experiment has no models to optimise a prompt for", path=experiment.path)
+        self.metric = options.metric or experiment.primary_metric
+        if self.metric not in ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae"):
+            raise ConfigError(f"cannot optimise {self.metric!r}")
+        self.task = plan.task
+        self.task_specs = list(experiment.models)
+        self.prompts_dir = experiment.resolve(experiment.prompts_dir)
+        self.library = PromptLibrary(self.prompts_dir)
+        self.start = self._start_prompt(options.prompt)
+        self.reflect_prompt = reflection.reflection_prompt(self.prompts_dir)
+        self.reflection = reflection.reflection_spec(plan, options.reflection_model)
+        models = list(experiment.models)
+        if all((s.provider, s.model) != (self.reflection.provider, self.reflection.model) for s in models):
+            models.append(self.reflection)  # the runner keeps limits and health per model
+        self.plan: Plan = plan.model_copy(
+            update={"experiment": experiment.model_copy(update={"models": models})}
+        )
+        self.train, self.validation = self._splits()
+        self.evaluated_on = self.validation or self.train
+        self.structured = {
+            spec.model: effective_settings(self.start, s, explicit=e).structured_output
+            for spec in experiment.models
+            for s, e in spec.variants()
+        }
+        self.max_chars = max(GROWTH * len(self.start.body), MIN_MAX_CHARS)
+        # the longest rendered prompt a proposal may have: what the bound assumes for every proposal
+        self.max_rendered_chars = len(self.start.render(self.task)) + self.max_chars
+        self.max_calls = options.max_calls if options.max_calls is not None else experiment.max_calls
+        self.max_cost_usd = (
+            options.max_cost_usd if options.max_cost_usd is not None else experiment.max_cost_usd
+        )
+        self.providers: dict[tuple[str, str], Provider] | None = None
+        self.nodes: list[Node] = []
+        self.stop_reason = ""
+        self.stop_kind = ""
+        self.budget = Budget(self.max_cost_usd, self.max_calls)
+        self.cache = CacheMode.off()
+        self.say: Callable[[str], None] = lambda message: None
+        self.tracker: OptimizationTracker | None = None
+
+    # -- free checks -----------------------------------------------------------------------------
+    def _start_prompt(self, ref: str) -> PromptVersion:
+        try:
+            parsed = PromptRef.model_validate(ref)
+        except ValueError as exc:
+            raise PromptError(f"--prompt {ref!r}: expected name@<version number>") from exc
+        versions = self.library.versions(parsed.name)
+        if parsed.versions in ("all", "latest"):
+            version = versions[-1]
+        elif isinstance(parsed.versions, list) and len(parsed.versions) == 1:
+            version = parsed.versions[0]
+        else:
+            raise PromptError(f"--prompt {ref!r}: name one version, e.g. {parsed.name}@{versions[-1]}")
+        prompt = self.library.get(parsed.name, version)
+        prompt.validate(self.task)
+        return prompt
+
+    def _splits(self) -> tuple[LoadedDataset, LoadedDataset | None]:
+        """``train_split`` (required) and ``validation`` (if present); never the evaluation split."""
+        experiment = self.plan.experiment
+        config = experiment.dataset
+        if self.options.limit is not None:
+            config = config.model_copy(update={"limit": self.options.limit})
+        evaluation = config.split
+        if config.train_split == evaluation:
+            raise DatasetError(
+                f"train_split and the evaluation split are both {evaluation!r}: optimize never uses the "
+                "evaluation split; set dataset.train_split to another split",
+                path=experiment.path,
+            )
+        try:
+            train = load_dataset_split(config, self.task, experiment.base_dir, split=config.train_split)
+        except SplitNotFound as exc:
+            raise DatasetError(
+                f"the dataset has no training split {config.train_split!r} ({exc.message}); optimize needs "
+                f"one (dataset.train_split) and never uses the evaluation split {evaluation!r}",
+                path=experiment.path,
+            ) from None
+        if not train.examples:
+            raise DatasetError(f"training split {config.train_split!r} has no usable examples")
+        validation = None
+        name = self.options.validation_split
+        if name and name not in (evaluation, config.train_split):
+            try:
+                validation = load_dataset_split(config, self.task, experiment.base_dir, split=name)
+            except SplitNotFound:
+                validation = None
+            if validation is not None and not validation.examples:
+                validation = None
+        return train, validation
+
+    def candidates_for(self, prompt: PromptVersion) -> list[Candidate]:
+        out = []
+        for spec in self.task_specs:
+            for settings, explicit in spec.variants():
+                final = effective_settings(prompt, settings, explicit=explicit)
+                out.append(Candidate(prompt, spec, final, prompt.render(self.task)))
+        return out
+
+    def bound(self) -> Bound:
+        """The most the search can make in calls and dollars (a proposal's length is capped, so this
+        holds for every proposal, not only the start prompt)."""
+        evaluated = self.evaluated_on.examples
+        m = min(self.options.minibatch, len(self.train.examples))
+        per_example = len(self.candidates_for(self.start))
+        seed_calls = per_example * len(evaluated)
+        proposal_calls = 2 * m * per_example + 1 + per_example * len(evaluated)
+        longest = "x" * self.max_rendered_chars
+        seed_cost = self._cost(self.start.render(self.task), evaluated)
+        long_split = self._cost(longest, evaluated)
+        long_batch = self._cost(longest, self.train.examples[:m])
+        reflect = self._reflection_cost(m)
+        proposal_cost = (
+            None
+            if None in (seed_cost, long_split, long_batch, reflect)
+            else 2 * long_batch + reflect + long_split  # type: ignore[operator]
+        )
+        return Bound(
+            seed_calls=seed_calls,
+            proposal_calls=proposal_calls,
+            rounds=self.options.max_rounds,
+            per_round=self.options.candidates,
+            seed_cost=seed_cost,
+            proposal_cost=proposal_cost,
+        )
+
+    def _cost(self, prompt: str, examples: list[Example]) -> float | None:
+        total = 0.0
+        for candidate in self.candidates_for(self.start):
+            price = price_for(candidate.model, self.plan.prices)
+            if price is None:
+                return None
+            output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+            media = candidate.settings.media_resolution
+            for example in examples:
+                tokens = request_input_tokens(
+                    self.plan, candidate.model, prompt, size_of(example.image), media
+                )
+                total += price.cost(tokens, output)
+        return total
+
+    def _reflection_cost(self, m: int) -> float | None:
+        price = price_for(self.reflection.model, self.plan.prices)
+        if price is None:
+            return None
+        fixed = len(self.reflect_prompt.body) + self.max_chars + self.max_rendered_chars
+        per_failure = reflection.MAX_ANSWER_CHARS + 400
+        width, height = reflection.sheet_size(m)
+        image = request_input_tokens(self.plan, self.reflection.model, "", (width, height), None)
+        tokens = image + text_tokens("x" * (fixed + m * per_failure))
+        return price.cost(tokens, self.reflection.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS)
+
+    def check_budget(self, bound: Bound) -> None:
+        """Refuse a budget that cannot pay for the start prompt's evaluation and one proposal."""
+        evaluated = f"{len(self.evaluated_on.examples)} examples of {self.evaluated_on.split!r}"
+        if self.max_calls is not None and self.max_calls < bound.min_calls:
+            raise BudgetTooSmall(
+                f"max calls {self.max_calls} is too small for one round of the search: evaluating "
+                f"{self.start.ref} on {evaluated} and trying one proposal needs up to {bound.min_calls} calls "
+                f"({bound.seed_calls} + {bound.proposal_calls}); raise --max-calls to at least {bound.min_calls}"
+            )
+        cost = bound.min_cost_usd
+        if self.max_cost_usd is not None and cost is not None and self.max_cost_usd < cost:
+            raise BudgetTooSmall(
+                f"max cost ${self.max_cost_usd:g} is too small for one round of the search: evaluating "
+                f"{self.start.ref} on {evaluated} and trying one proposal may cost up to ${cost:.4f}; "
+                f"raise --max-cost-usd to at least {math.ceil(cost * 10000) / 10000:g}"
+            )
+
+    def connect(self) -> None:
+        """One provider per model (task models and the reflection model); a missing key is one line."""
+        from promptgrade.sweep import provider_for
+
+        providers: dict[tuple[str, str], Provider] = {}
+        experiment = self.plan.experiment
+        for spec in experiment.models:
+            if (spec.provider, spec.model) not in providers:
+                providers[(spec.provider, spec.model)] = provider_for(spec, experiment)
+        self.providers = providers
+
+    # -- the search ------------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        tracking_uri: str | None = None,
+        cache: CacheMode | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> Report:
+        """Search, write the best proposals as new unreleased versions, log it all to one MLflow run.
+
+        Ctrl-C (KeyboardInterrupt) keeps what was found: the best proposals so far are written and
+        the run is marked killed before the interrupt goes on to the caller.
+        """
+        from promptgrade.tracking.optimize import OptimizationTracker
+
+        self.check_budget(self.bound())
+        if self.providers is None:
+            self.connect()
+        self.cache = cache or CacheMode.off()
+        if on_event is not None:
+            self.say = on_event
+        tracker = OptimizationTracker(self.plan.experiment.name, tracking_uri)
+        tracker.start(self.params())
+        self.tracker = tracker
+        interrupted = False
+        try:
+            asyncio.run(self._search_and_close())
+        except KeyboardInterrupt:
+            interrupted = True
+            self.stop_reason = "interrupted (Ctrl-C)"
+        except BaseException:
+            tracker.finish(self.nodes, [], "KILLED", "crashed", self.budget)
+            raise
+        for node in self.nodes:
+            if node.run_id is None:  # in flight when the search stopped
+                if node.status == "rejected" and node.reason is None:
+                    node.status, node.reason = "unfinished", self.stop_reason
+                tracker.log_node(node)
+        written = self.write_best(tracker.run_id)
+        tracker.finish(
+            self.nodes, written, "KILLED" if interrupted else "FINISHED", self.stop_reason, self.budget
+        )
+        report = Report(
+            self.nodes,
+            written,
+            self.stop_reason,
+            self.budget.calls,
+            self.budget.spent_usd,
+            tracker.run_id,
+            tracker.uri,
+            self.stop_kind,
+        )
+        if interrupted:
+            raise OptimizationInterrupted(report)
+        return report
+
+    def params(self) -> dict[str, Any]:
+        experiment = self.plan.experiment
+        return {
+            "start_prompt": self.start.ref,
+            "start_prompt_sha256": self.start.sha256,
+            "task_models": ", ".join(sorted({s.model for s in self.task_specs})),
+            "reflection_provider": self.reflection.provider,
+            "reflection_model": self.reflection.model,
+            "reflection_prompt": self.reflect_prompt.ref,
+            "reflection_prompt_sha256": self.reflect_prompt.sha256,
+            "metric": self.metric,
+            "max_calls": self.max_calls,
+            "max_cost_usd": self.max_cost_usd,
+            "candidates": self.options.candidates,
+            "max_rounds": self.options.max_rounds,
+            "minibatch": self.options.minibatch,
+            "seed": self.options.seed,
+            "dataset": self.train.name,
+            "train_split": self.train.split,
+            "train_dataset_sha256": self.train.sha256,
+            "optimized_on": self.evaluated_on.split,
+            "optimized_on_dataset_sha256": self.evaluated_on.sha256,
+            "evaluation_split": experiment.dataset.split,
+            "n_train": len(self.train.examples),
+            "n_optimized_on": len(self.evaluated_on.examples),
+        }
+
+    async def _search_and_close(self) -> None:
+        try:
+            await self._search()
+        finally:
+            for provider in (self.providers or {}).values():
+                if (close := getattr(provider, "aclose", None)) is not None:
+                    await close()
+
+    async def _evaluate(self, body: str, examples: list[Example], split: str) -> dict[str, Outcome]:
+        """Outcomes by instance (candidate label · example id), through the runner, on the shared budget."""
+        prompt = self._prompt(body)
+        dataset = LoadedDataset(self.train.name, split, "", examples)
+        results = await run_sweep(
+            self.plan,
+            dataset,
+            self.candidates_for(prompt),
+            self.providers or {},
+            cache=self.cache,
+            budget=self.budget,
+        )
+        many = len(results) > 1
+        return {
+            (f"{r.candidate.model} · {o.example_id}" if many else o.example_id): o
+            for r in results
+            for o in r.outcomes
+            if o.status != "skipped"
+        }
+
+    def _prompt(self, body: str) -> PromptVersion:
+        """A proposal as a prompt version: the body, with the start prompt's output preference."""
+        preference = self.start.structured_output
+        head = "" if preference is None else f"{{#-\nstructured_output: {str(preference).lower()}\n-#}}\n"
+        return PromptVersion(self.start.name, 0, head + body, source="proposal")
+
+    def _scores(self, outcomes: dict[str, Outcome]) -> dict[str, float]:
+        span = self.task.grade.maximum - self.task.grade.minimum
+        return {key: per_example_score(o, self.metric, span) for key, o in outcomes.items()}
+
+    def _metrics(self, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+        """The split's usual metrics; with several task models pooled, their cost is not one price."""
+        models = {spec.model for spec in self.task_specs}
+        price = price_for(next(iter(models)), self.plan.prices) if len(models) == 1 else None
+        return summarise(outcomes.values(), price)
+
+    def _log(self, node: Node) -> None:
+        if self.tracker is not None:
+            self.tracker.log_node(node)
+
+    async def _search(self) -> None:
+        split = self.evaluated_on.split
+        seed = Node("p0", self.start.body, None, 0, "start")
+        self.nodes.append(seed)
+        try:
+            outcomes = await self._evaluate(seed.body, self.evaluated_on.examples, split)
+        except SweepStopped as stop:
+            self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
+            return
+        seed.scores, seed.metrics = self._scores(outcomes), self._metrics(outcomes)
+        self._log(seed)
+        self.say(
+            f"{self.start.ref}: {self.metric} {seed.score:.1%} on {len(self.evaluated_on.examples)} {split} examples"
+        )
+        rng = random.Random(self.options.seed)
+        sampler = Minibatches(self.train.examples, min(self.options.minibatch, len(self.train.examples)), rng)
+        best = seed.score
+        for round_number in range(1, self.options.max_rounds + 1):
+            improved = False
+            for _ in range(self.options.candidates):
+                try:
+                    node = await self._propose(round_number, select_parent(self.pool, rng), sampler.next())
+                except SweepStopped as stop:
+                    self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
+                    return
+                if node is None:
+                    continue
+                if node.scores and node.score > best:
+                    best, improved = node.score, True
+                    node.status = "improved"
+                self._log(node)
+                self.say(_describe(node, self.metric))
+            if not improved:
+                self.stop_reason = f"round {round_number} found no improvement"
+                return
+        self.stop_reason = f"max rounds ({self.options.max_rounds}) reached"
+
+    @property
+    def pool(self) -> list[Node]:
+        return [n for n in self.nodes if n.scores and n.status in ("start", "improved", "evaluated")]
+
+    async def _propose(self, round_number: int, parent: Node, batch: list[Example]) -> Node | None:
+        train = self.train.split
+        parent_out = await self._evaluate(parent.body, batch, train)
+        parent_scores = self._scores(parent_out)
+        failures = [key for key, score in parent_scores.items() if score < 1.0]
+        if not failures:
+            self.say(f"{parent.id} is perfect on this minibatch: nothing to reflect on")
+            return None
+        node = Node(f"p{len(self.nodes)}", "", parent.id, round_number, "rejected")
+        self.nodes.append(node)
+        images = {e.id: e.image for e in batch}
+        shown = [
+            reflection.Shown(o, images[o.example_id], reflection.wrong_on(o))
+            for key, o in parent_out.items()
+            if key in failures
+        ]
+        answer = await self._reflect(node, parent, shown, len(batch))
+        node.reflection_answer = answer
+        if node.reason is not None:  # the reflection call itself failed
+            return node
+        parent_prompt = self._prompt(parent.body)
+        checked = check_proposal(
+            answer,
+            parent_prompt,
+            self.task,
+            structured_output=all(self.structured.values()),
+            forbidden=self._forbidden,
+            seen={n.body: n.id for n in self.nodes if n.body},
+            max_chars=self.max_chars,
+            max_rendered_chars=self.max_rendered_chars,
+        )
+        node.body = checked.body
+        if not checked.ok:
+            node.reason = checked.reason
+            return node
+        child_out = await self._evaluate(node.body, batch, train)
+        before, after = sum(parent_scores.values()), sum(self._scores(child_out).values())
+        node.minibatch = (before, after)
+        if after <= before:
+            node.status, node.reason = "not_better", f"minibatch {after:g} ≤ parent's {before:g}"
+            return node
+        outcomes = await self._evaluate(node.body, self.evaluated_on.examples, self.evaluated_on.split)
+        node.scores, node.metrics = self._scores(outcomes), self._metrics(outcomes)
+        node.status = "evaluated"
+        return node
+
+    async def _reflect(self, node: Node, parent: Node, shown: list[reflection.Shown], n: int) -> str | None:
+        parent_prompt = self._prompt(parent.body)
+        ref = self.start.ref if parent.id == "p0" else f"proposal {parent.id} (from {self.start.ref})"
+        text = reflection.render_reflection(
+            self.reflect_prompt,
+            self.task,
+            parent=parent_prompt,
+            parent_ref=ref,
+            shown=shown,
+            n_minibatch=n,
+            answer_format=answer_format(parent_prompt.render(self.task), self.task),
+            metric=self.metric,
+            proposal_id=node.id,
+        )
+        node.reflection_prompt = text
+        sheet = reflection.contact_sheet([s.image for s in shown])
+        spec = self.reflection
+        candidate = Candidate(self.reflect_prompt, spec, spec.settings, text)
+        request = build_request(text, self.task, spec.settings, sheet)
+        caller = Caller(self.plan, self.cache, self.budget)
+        tokens = caller.input_tokens(candidate, request)
+        completion, _ = await caller.complete(
+            candidate, (self.providers or {})[(spec.provider, spec.model)], request, tokens
+        )
+        if completion.error is not None and not completion.text:
+            node.reason = f"reflection failed: {completion.error.kind.value}: {completion.error.message}"
+        return completion.text
+
+    @property
+    def _forbidden(self) -> set[str]:
+        """Example ids: a template naming one is answering for that tray, not for trays in general."""
+        return {e.id for e in self.train.examples} | {e.id for e in self.evaluated_on.examples}
+
+    # -- output ----------------------------------------------------------------------------------
+    def write_best(self, run_id: str | None) -> list[tuple[Node, Path]]:
+        """The proposals worth a review (``pool.worth_writing``) as new unreleased versions."""
+        if not self.nodes or not self.nodes[0].scores:
+            return []
+        chosen = worth_writing(self.pool, self.nodes[0], self.options.candidates)
+        provenance = Provenance(
+            metric=self.metric,
+            optimized_on=self.evaluated_on.split,
+            reflected_on=self.train.split,
+            n_optimized_on=len(self.evaluated_on.examples),
+            run_id=run_id,
+        )
+        return write_versions(chosen, self.nodes, self.start, self.library, provenance)
+
+
+class OptimizationInterrupted(PromptgradeError):
+    """Ctrl-C: what was found is written and logged; the report says what."""
+
+    exit_code = 130
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        super().__init__(f"interrupted: {len(report.written)} proposal(s) written")
+
+
+def _describe(node: Node, metric: str) -> str:
+    head = f"round {node.round} · {node.id} from {node.parent}"
+    if node.status == "rejected":
+        return f"{head}: rejected — {node.reason}"
+    if node.status == "not_better":
+        return f"{head}: not better on the minibatch ({node.reason})"
+    mark = " — new best" if node.status == "improved" else ""
+    return f"{head}: {metric} {node.score:.1%}{mark}"
+
+
+__all__ = [
+    "Bound",
+    "BudgetTooSmall",
+    "Node",
+    "Optimization",
+    "OptimizationInterrupted",
+    "Options",
+    "Report",
+]
