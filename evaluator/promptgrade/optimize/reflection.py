@@ -34,13 +34,15 @@ REFLECTION_SETTINGS = GenerationSettings(temperature=1.0, max_output_tokens=4096
 
 
 def reflection_library(prompts_dir: Path) -> PromptLibrary:
-    """The experiment's ``prompts/_optimizer``, else the one shipped with promptgrade's checkout."""
+    """The experiment's ``prompts/_optimizer``, else the one promptgrade ships: inside the wheel
+    (``promptgrade/_optimizer``, see pyproject's force-include) or in the checkout's ``prompts/``."""
     own = prompts_dir / OPTIMIZER_DIR
     if (own / REFLECT_NAME).is_dir():
         return PromptLibrary(own)
-    shipped = Path(__file__).resolve().parents[3] / "prompts" / OPTIMIZER_DIR
-    if (shipped / REFLECT_NAME).is_dir():
-        return PromptLibrary(shipped)
+    package = Path(__file__).resolve().parents[1]
+    for shipped in (package / OPTIMIZER_DIR, package.parents[1] / "prompts" / OPTIMIZER_DIR):
+        if (shipped / REFLECT_NAME).is_dir():
+            return PromptLibrary(shipped)
     raise ConfigError(
         f"no reflection prompt: expected {own / REFLECT_NAME}/v<N>.jinja (promptgrade ships "
         "prompts/_optimizer/reflect/v1.jinja)"
