@@ -910,6 +910,11 @@ def validate_data(
     raise typer.Exit(1)
 
 
+from promptgrade.labels.cli import label_app  # noqa: E402 - it uses this module's helpers
+
+app.add_typer(label_app, name="label")
+
+
 def main() -> None:  # pragma: no cover - the console script calls app()
     app()
 
