@@ -53,8 +53,8 @@ def assess(current: Current, answers: list[Answer], chosen: Answer | None, task:
     width = task.grade.maximum - task.grade.minimum
     grade_range = max(grades) - min(grades) if grades else 0.0
     disagreement = max(category_split, grade_range / width)
-    described = ", ".join(f"{'; '.join(k) or '–'} {n}/{len(answered)}" for k, n in votes.most_common(3))
-    spread = f"; {task.grade.name} {min(grades):g}–{max(grades):g}" if grades else ""
+    described = ", ".join(f"{' + '.join(k) or '–'} {n}/{len(answered)}" for k, n in votes.most_common(3))
+    spread = f"; {task.grade.name} {_short(min(grades))}–{_short(max(grades))}" if grades else ""
     agreement = None
     if chosen is not None and chosen.status == "ok" and answered:
         agreement = votes[_category_key(chosen)] / len(answered)
@@ -76,11 +76,16 @@ def assess(current: Current, answers: list[Answer], chosen: Answer | None, task:
             consensus.grade is not None and abs(consensus.grade - current.grade) > task.grade.tolerance
         )
         if against:
-            reason += f" — against the label ({'; '.join(current.categories)} · {current.grade:g})"
+            reason += f" — against the label ({' + '.join(current.categories)} · {current.grade:g})"
             return Priority(current.example_id, tier, disagreement, reason, agreement, against_label=True)
     else:
         tier, reason = AGREEMENT, "not in the sweep: no candidate answered it"
     return Priority(current.example_id, tier, disagreement, reason, agreement)
+
+
+def _short(value: float) -> str:
+    """A trained baseline's grade has 15 digits; a person reads one decimal at most."""
+    return f"{round(value, 1):g}"
 
 
 def order(current: list[Current], sweep: SweepAnswers | None, task: Task) -> list[Priority]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from promptgrade.errors import TrackingError
 from promptgrade.flips import resolve
-from promptgrade.tracking.read import RunRow, RunStore, ranked
+from promptgrade.tracking.read import LOWER_IS_BETTER, RunRow, RunStore
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def read_sweep(store: RunStore, run: str | None = None) -> SweepAnswers:
             f"sweep {sweep} of {store.name!r} has no finished candidate with predictions: nothing to order by"
         )
     if run is None:
-        chosen = ranked(with_answers, store.primary_metric(sweep))[0]
+        chosen = _best(store, sweep, with_answers)
     elif chosen.run_id not in tables:
         raise TrackingError(f"run {chosen.run_id} has no predictions.json: it cannot pre-fill the tasks")
     answers: dict[str, list[Answer]] = {}
@@ -76,6 +76,27 @@ def read_sweep(store: RunStore, run: str | None = None) -> SweepAnswers:
                 continue
             answers.setdefault(example_id, []).append(_answer(row.name, record))
     return SweepAnswers(sweep, chosen, with_answers, answers, chosen.params.get("split"))
+
+
+def _best(store: RunStore, sweep: str, rows: list[RunRow]) -> RunRow:
+    """The candidate the sweep printed as best: by its primary metric, ties to grade accuracy, then to
+    fewer failures, then to the sweep's own candidate order (as ``SweepReport.best`` decides)."""
+    summary = store.json_artifact(sweep, "summary.json", default={"candidates": []})
+    position = {c.get("run_id"): i for i, c in enumerate(summary.get("candidates", []))}
+    primary = str(summary.get("primary_metric") or store.primary_metric(sweep))
+    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
+
+    def rank(row: RunRow) -> tuple[float, float, float, int]:
+        value, grade = row.metric(primary), row.metric("grade_accuracy")
+        failures = row.metrics.get("parse_failure_rate", 0.0) + row.metrics.get("error_rate", 0.0)
+        return (
+            -math.inf if math.isnan(value) else sign * value,
+            -math.inf if math.isnan(grade) else grade,
+            -failures,
+            -position.get(row.run_id, len(position)),
+        )
+
+    return max(rows, key=rank)
 
 
 def _answer(candidate: str, record: dict[str, Any]) -> Answer:
