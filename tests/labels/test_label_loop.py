@@ -222,8 +222,14 @@ def test_export_can_embed_images(loop: Loop, tmp_path: Path) -> None:
     assert tasks[0]["data"]["image"].startswith("data:image/jpeg;base64,")
 
 
+# One task exactly as Label Studio 1.23.2 exported it (GET /api/projects/1/export?exportType=JSON) after
+# importing `label export`'s tasks and config and annotating; crafted exports are copies of it.
+REAL_EXPORT = Path(__file__).with_name("label_studio_1.23.2_export.json")
+
+
 def _ls_export(tasks: list[dict], annotate: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """What Label Studio's JSON export holds for imported tasks: ids, annotations, predictions, meta."""
+    """Label Studio's JSON export of ``tasks`` with the given annotations, shaped like the real one."""
+    [template] = json.loads(REAL_EXPORT.read_text(encoding="utf-8"))
     exported = []
     for position, item in enumerate(tasks):
         task_id = 1000 + position
@@ -233,78 +239,57 @@ def _ls_export(tasks: list[dict], annotate: dict[str, list[dict[str, Any]]]) -> 
             if "categories" in spec:
                 result.append(
                     {
-                        "value": {"choices": spec["categories"]},
-                        "id": f"c{task_id}{number}",
                         "from_name": spec.get("from_name", "categories"),
                         "to_name": "image",
                         "type": "choices",
-                        "origin": "prediction-changed",
+                        "value": {"choices": spec["categories"]},
+                        "origin": "manual",
                     }
                 )
             if "grade" in spec:
                 result.append(
                     {
-                        "value": {"number": spec["grade"]},
-                        "id": f"g{task_id}{number}",
                         "from_name": "food_remaining_pct",
                         "to_name": "image",
                         "type": "number",
+                        "value": {"number": spec["grade"]},
                         "origin": "manual",
                     }
                 )
-            annotations.append(
-                {
-                    "id": task_id * 10 + number,
-                    "completed_by": spec.get("by", 1),
-                    "result": result,
-                    "was_cancelled": spec.get("cancelled", False),
-                    "ground_truth": False,
-                    "created_at": spec.get("at", "2026-12-02T01:30:00.000000Z"),
-                    "updated_at": spec.get("at", "2026-12-02T01:30:00.000000Z"),
-                    "draft_created_at": None,
-                    "lead_time": 4.2,
-                    "prediction": {},
-                    "result_count": 0,
-                    "unique_id": f"00000000-0000-0000-0000-{task_id:08d}{number:04d}",
-                    "import_id": None,
-                    "last_action": None,
-                    "bulk_created": False,
-                    "task": task_id,
-                    "project": 1,
-                    "updated_by": spec.get("by", 1),
-                    "parent_prediction": None,
-                    "parent_annotation": None,
-                    "last_created_by": None,
-                }
+            annotation = json.loads(json.dumps(template["annotations"][0]))
+            at = spec.get("at", "2026-12-02T01:30:00.000000Z")
+            annotation.update(
+                id=task_id * 10 + number,
+                completed_by=spec.get("by", 1),
+                updated_by=spec.get("by", 1),
+                result=result,
+                was_cancelled=spec.get("cancelled", False),
+                created_at=at,
+                updated_at=at,
+                task=task_id,
             )
-        predictions = [
-            {**p, "id": task_id, "created_ago": "1 hour", "task": task_id, "project": 1}
-            for p in item.get("predictions", [])
-        ]
-        exported.append(
-            {
-                "id": task_id,
-                "annotations": annotations,
-                "file_upload": "3f1c2a9e-tasks.json",
-                "drafts": [],
-                "predictions": predictions,
-                "data": item["data"],
-                "meta": {},
-                "created_at": "2026-12-02T01:20:00.000000Z",
-                "updated_at": "2026-12-02T01:30:00.000000Z",
-                "inner_id": position + 1,
-                "total_annotations": len(annotations),
-                "cancelled_annotations": 0,
-                "total_predictions": len(predictions),
-                "comment_count": 0,
-                "unresolved_comment_count": 0,
-                "last_comment_updated_at": None,
-                "project": 1,
-                "updated_by": 1,
-                "comment_authors": [],
-            }
+            annotations.append(annotation)
+        task = json.loads(json.dumps(template))
+        task.update(
+            id=task_id,
+            inner_id=position + 1,
+            data=item["data"],
+            annotations=annotations,
+            total_annotations=len(annotations),
+            predictions=[task_id] if item.get("predictions") else [],
         )
+        exported.append(task)
     return exported
+
+
+def test_crafted_exports_have_the_real_exports_shape() -> None:
+    [real] = json.loads(REAL_EXPORT.read_text(encoding="utf-8"))
+    [crafted] = _ls_export([{"data": real["data"], "predictions": [{}]}], {real["data"]["example_id"]: [{}]})
+    assert set(crafted) == set(real)
+    assert set(crafted["annotations"][0]) == set(real["annotations"][0])
+    assert [set(r) for r in real["annotations"][0]["result"]] == [
+        {"from_name", "to_name", "type", "value", "origin"}
+    ] * 2
 
 
 def _import(experiment: Path, export: list[dict[str, Any]], where: Path, *extra: str) -> Any:

@@ -184,11 +184,14 @@ def suspects(
     report = find_suspects(experiment, tracking_uri=tracking_uri, run=run, min_accuracy=min_accuracy)
     base.console.print(
         base.esc(
-            f"{len(report.suspects)} suspect label(s) among {report.examples} examples; voters: "
-            f"categories {', '.join(report.category_voters) or 'none'}; grade {', '.join(report.grade_voters) or 'none'}"
+            f"{len(report.suspects)} suspect label(s) among {report.examples} examples; voting (accuracy ≥ "
+            f"{min_accuracy:g}): {len(report.category_voters)} candidate(s) on categories, "
+            f"{len(report.grade_voters)} on grades"
         ),
         highlight=False,
     )
+    for name in dict.fromkeys([*report.category_voters, *report.grade_voters]):
+        base.console.print(base.esc(f"  voter: {name}"), highlight=False)
     if report.suspects:
         table = Table()
         for column in ("example", "field", "label", "good candidates say", "quality", "flagged by"):

@@ -125,7 +125,7 @@ def find_suspects(
         above = all(g > truth.grade + tolerance for g in grades)
         below = all(g < truth.grade - tolerance for g in grades)
         if above or below:
-            shown = ", ".join(f"{g:g}" for g in sorted(grades))
+            shown = ", ".join(f"{round(g, 1):g}" for g in sorted(grades))
             suspects.append(
                 Suspect(example_id, task.grade.name, f"{truth.grade:g}", shown, None, ("unanimous",))
             )
