@@ -368,6 +368,7 @@ def test_a_label_studio_export_imports_exactly_the_intended_changes(loop: Loop, 
         ("category", "category 'pizza' is not in task 'meal_tray'"),
         ("too_many", "3 categories chosen; task 'meal_tray' allows at most 2"),
         ("grade", "food_remaining_pct 140 is outside the task's scale [0, 100]"),
+        ("not_a_number", "food_remaining_pct 'lots' is not a number"),
         ("annotators", "annotators disagree (user 1: "),
         ("changed_on_disk", "labels.csv changed on disk since the export"),
     ],
@@ -387,6 +388,7 @@ def test_bad_input_is_one_line_with_task_and_example_and_nothing_is_written(
             {"categories": [*right, loop.wrong[target], "snack" if "snack" not in right else "soup"][:3]}
         ],
         "grade": [{"categories": right, "grade": 140}],
+        "not_a_number": [{"categories": right, "grade": "lots"}],
         "annotators": [
             {"categories": right, "grade": 10, "by": 1, "at": "2026-12-02T01:30:00Z"},
             {"categories": right, "grade": 90, "by": 2, "at": "2026-12-02T01:40:00Z"},
@@ -409,6 +411,19 @@ def test_bad_input_is_one_line_with_task_and_example_and_nothing_is_written(
     assert line.startswith(f"error: task {task_id} (example '{target}'): ") and message in line, line
     assert line.endswith("nothing written") and "Traceback" not in result.output
     assert labels.read_bytes() == before and not labels.with_name("labels.csv.bak").exists()
+
+
+def test_a_task_not_made_by_label_export_is_refused(loop: Loop, tmp_path: Path) -> None:
+    experiment, labels = loop.copy(tmp_path)
+    tasks, _ = _export(loop, tmp_path, experiment)
+    export = _ls_export(tasks[:1], {tasks[0]["data"]["example_id"]: [{"grade": 5}]})
+    del export[0]["data"]["example_id"]
+    result = _import(experiment, export, tmp_path)
+    assert result.exit_code == 2
+    assert "error: task 1000: no data.example_id: this task was not made by `promptgrade label export`" in (
+        " ".join(result.output.split())
+    )
+    assert labels.read_bytes() == loop.labels_before
 
 
 def test_annotators_disagreeing_latest_wins_only_when_asked(loop: Loop, tmp_path: Path) -> None:
