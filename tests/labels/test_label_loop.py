@@ -511,3 +511,33 @@ def test_run_and_latest_together_is_one_line(loop: Loop, tmp_path: Path) -> None
         ],
     )
     assert result.exit_code == 2 and "pass --run or --latest, not both" in result.output
+
+
+def test_grades_go_to_a_separate_grades_csv_for_known_examples_only(loop: Loop, tmp_path: Path) -> None:
+    """A hub dataset's grades live in a CSV `id,<grade>` that need not have a row per example yet."""
+    experiment, labels = loop.copy(tmp_path)
+    tasks, _ = _export(loop, tmp_path, experiment)
+    grades = tmp_path / "grades.csv"
+    grades.write_text(f"id,food_remaining_pct\n{loop.E(0)},10\n", encoding="utf-8")
+    stranger = json.loads(json.dumps(tasks[-1]))
+    stranger["data"]["example_id"] = "tray-9999"
+    E = loop.E
+    export = _ls_export(
+        [*tasks, stranger],
+        {
+            E(0): [{"categories": [loop.wrong[E(0)]], "grade": 20}],
+            E(4): [{"categories": loop.truth[E(4)][0], "grade": 3}],
+            "tray-9999": [{"grade": 3}],
+        },
+    )
+    result = _import(experiment, export, tmp_path, "--labels", str(grades))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "grades.csv has no categories column: only grades are written" in text
+    assert "unknown example id: not in grades.csv nor the dataset, not added" in text
+    assert "1 added, 1 changed, 0 unchanged" in text
+    assert _rows(grades.read_text()) == [
+        {"id": E(0), "food_remaining_pct": "20"},
+        {"id": E(4), "food_remaining_pct": "3"},
+    ]
+    assert labels.read_bytes() == loop.labels_before  # the dataset's own labels are not touched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -87,6 +88,11 @@ def export(
         )
 
 
+class Prefer(StrEnum):
+    none = "none"
+    latest = "latest"
+
+
 @label_app.command("import")
 @base.user_errors
 def import_(
@@ -99,16 +105,14 @@ def import_(
         bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
     ] = False,
     prefer: Annotated[
-        str, typer.Option(help="When annotators disagree: 'none' (refuse) or 'latest' (latest wins).")
-    ] = "none",
+        Prefer, typer.Option(help="When annotators disagree: refuse (none), or the latest annotation wins.")
+    ] = Prefer.none,
 ) -> None:
     """Merge a Label Studio export into the labels: atomic, previous file kept, nothing lost."""
     from promptgrade.labels.exporter import current_labels, labels_path, load
     from promptgrade.labels.importer import plan_import, refusal
     from promptgrade.labels.studio import format_labels
 
-    if prefer not in ("none", "latest"):
-        raise ConfigError(f"--prefer wants 'none' or 'latest', got {prefer!r}")
     loaded, task = load(experiment)
     target = labels_path(loaded, labels)
     if target is None:
@@ -128,7 +132,13 @@ def import_(
         return found
 
     folder = loaded.dataset.kind == "folder" and labels is None
-    plan = plan_import(export_file, target, task, prefer=prefer, dataset_ids=None if folder else dataset_ids)  # type: ignore[arg-type]
+    plan = plan_import(
+        export_file,
+        target,
+        task,
+        prefer="latest" if prefer is Prefer.latest else "none",
+        dataset_ids=None if folder else dataset_ids,
+    )
     for issue in plan.notes:
         base.console.print(f"[yellow]note:[/] {base.esc(issue)}", highlight=False)
     if len(plan.fatal) > 1:

@@ -103,6 +103,7 @@ def build_export(
             "current_categories": list(example.labels.categories),
             "current_grade": example.labels.grade,
             "labels_sha256": digest,
+            "labels_file": None if target is None else str(target),
         }
         item: dict[str, Any] = {"data": data}
         answer = sweep.chosen_answer(example.id)

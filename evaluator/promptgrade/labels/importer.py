@@ -126,17 +126,16 @@ def plan_import(
         issues.append(
             Issue("*", None, f"{labels_path.name} has no categories column: only grades are written", False)
         )
+    where = labels_path.name if dataset_ids is None else f"{labels_path.name} nor the dataset"
     grouped: dict[str, list[ExportedTask]] = {}
     for exported in tasks:
         grouped.setdefault(exported.example_id, []).append(exported)
-    changed_on_disk = False
+    changed_on_disk = elsewhere = False
     for example_id, group in grouped.items():
         ids = tuple(t.task_id for t in group)
         annotations = [a for t in group for a in t.annotations]
         if example_id not in known:
-            issues.append(
-                Issue(ids[0], example_id, f"unknown example id: not in {labels_path.name}, not added", False)
-            )
+            issues.append(Issue(ids[0], example_id, f"unknown example id: not in {where}, not added", False))
             continue
         if not annotations:
             continue
@@ -154,7 +153,10 @@ def plan_import(
             plan.unchanged += 1  # also when this export was imported before: nothing to merge
             continue
         exported_hash = group[0].data.get("labels_sha256")
-        if exported_hash and exported_hash != labels.sha256:
+        same_file = group[0].data.get("labels_file") in (None, str(labels_path))
+        if not same_file:
+            elsewhere = True
+        elif exported_hash and exported_hash != labels.sha256:
             changed_on_disk = True
             then = _exported_labels(group[0])
             if then != (old_categories, old_grade):
@@ -172,6 +174,16 @@ def plan_import(
                 continue
         plan.changes.append(
             Change(example_id, ids, old_categories, new_categories, old_grade, new_grade, chosen.annotator)
+        )
+    if elsewhere:
+        issues.append(
+            Issue(
+                "*",
+                None,
+                f"the tasks were exported from another labels file than {labels_path}: no check for "
+                "changes since the export",
+                False,
+            )
         )
     if changed_on_disk:
         issues.append(

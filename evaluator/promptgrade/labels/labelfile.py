@@ -51,7 +51,10 @@ class LabelsFile:
     @classmethod
     def read(cls, path: Path) -> LabelsFile:
         digest = file_sha256(path)
-        text = path.read_bytes().decode("utf-8-sig", errors="strict") if path.exists() else ""
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DatasetError("labels file is not UTF-8 text", path=path) from None
         newline = "\r\n" if "\r\n" in text else "\n"
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
