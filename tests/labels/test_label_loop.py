@@ -541,3 +541,24 @@ def test_grades_go_to_a_separate_grades_csv_for_known_examples_only(loop: Loop, 
         {"id": E(4), "food_remaining_pct": "3"},
     ]
     assert labels.read_bytes() == loop.labels_before  # the dataset's own labels are not touched
+
+
+def test_the_real_label_studio_export_imports_as_it_is(loop: Loop, tmp_path: Path) -> None:
+    """The kept export, byte for byte as Label Studio wrote it, into a file where its tray has no grade."""
+    experiment, labels = loop.copy(tmp_path)
+    [real] = json.loads(REAL_EXPORT.read_text(encoding="utf-8"))
+    example = real["data"]["example_id"]
+    lines = labels.read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"{example},"))
+    fields = lines[row].rstrip("\n").split(",")
+    assert fields[2] == ";".join(real["data"]["current_categories"])
+    lines[row] = ",".join([*fields[:3], "", fields[4]]) + "\n"  # as in the labels file it was exported from
+    labels.write_text("".join(lines))
+    export = tmp_path / "real-export.json"
+    shutil.copy(REAL_EXPORT, export)
+    result = RUNNER.invoke(app, ["label", "import", str(experiment), str(export)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "1 added, 0 changed, 0 unchanged" in text
+    assert "changed on disk since the export; the rows this import touches did not" in text
+    assert next(r for r in _rows(labels.read_text()) if r["id"] == example)["food_remaining_pct"] == "85"
