@@ -124,7 +124,7 @@ def plan_import(
         known |= dataset_ids()
     if labels.column("categories") is None and any(a.categories for t in tasks for a in t.annotations):
         issues.append(
-            Issue("*", None, f"{labels_path.name} has no categories column: only grades are written", False)
+            Issue(None, None, f"{labels_path.name} has no categories column: only grades are written", False)
         )
     where = labels_path.name if dataset_ids is None else f"{labels_path.name} nor the dataset"
     grouped: dict[str, list[ExportedTask]] = {}
@@ -178,7 +178,7 @@ def plan_import(
     if elsewhere:
         issues.append(
             Issue(
-                "*",
+                None,
                 None,
                 f"the tasks were exported from another labels file than {labels_path}: no check for "
                 "changes since the export",
@@ -188,7 +188,7 @@ def plan_import(
     if changed_on_disk:
         issues.append(
             Issue(
-                "*",
+                None,
                 None,
                 f"{labels_path.name} changed on disk since the export; the rows this import touches did not",
                 False,

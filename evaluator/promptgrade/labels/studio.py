@@ -124,12 +124,14 @@ def prediction(
 class Issue:
     """One thing wrong or worth knowing about an export; ``fatal`` ones stop the write."""
 
-    task_id: Any
+    task_id: Any  # None: not about one task
     example_id: str | None
     message: str
     fatal: bool
 
     def __str__(self) -> str:
+        if self.task_id is None:  # about the export or the labels file as a whole
+            return self.message
         where = f"task {self.task_id}" + (f" (example {self.example_id!r})" if self.example_id else "")
         return f"{where}: {self.message}"
 
