@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install install-cnn quickstart test format sample-set clean
+.PHONY: install install-cnn quickstart test format sample-set label-demo clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ format: install
 
 sample-set: install
 	$(BIN)/python scripts/make_sample_set.py --out data/sample
+
+## The labelling walk-through's data (README, "Growing the ground truth"): data/label_demo/.
+label-demo: install
+	$(BIN)/python scripts/label_demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1002,6 +1002,10 @@ from promptgrade.optimize.command import optimize as _optimize  # noqa: E402
 
 app.command("optimize")(user_errors(_optimize))
 
+from promptgrade.labels.cli import label_app  # noqa: E402 - it uses this module's helpers
+
+app.add_typer(label_app, name="label")
+
 
 def main() -> None:  # pragma: no cover - the console script calls app()
     app()
