@@ -11,56 +11,25 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
 from promptgrade.stats import mcnemar
-from promptgrade.task import load_task
-from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.testing.gemini_server import FakeGemini
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 12
-EXPERIMENT = """\
-name: flips
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
-prompts: [meal_tray_freetext@1, meal_tray_json@1]
-models: [{{model: gemini-2.5-flash}}]
-concurrency: 4
-"""
 
 
 @pytest.fixture
 def swept(tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str) -> dict[str, set[str]]:
     """JSON is right on the first 8 trays, free text on the last 8: 4 flips each way, 4 agreements."""
     path = tmp_path / "exp.yaml"
-    path.write_text(EXPERIMENT.format(root=ROOT, base_url=gemini_server.base_url, n=N), encoding="utf-8")
-    experiment = load_experiment(path)
-    task = load_task(experiment.resolve(experiment.task))
-    examples = sorted(
-        load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
-    )
-    by_sha = {e.image.sha256: e for e in examples}
+    examples = write_experiment(path, name="flips", base_url=gemini_server.base_url, n=N)
     json_right = {e.id for e in examples[:8]}
     text_right = {e.id for e in examples[4:]}
-
-    def answer(request: RequestInfo) -> str:
-        example = by_sha[request.image_sha256 or ""]
-        right = example.id in (json_right if request.has_response_schema else text_right)
-        categories = list(example.labels.categories) if right else ["snack"]
-        truth = example.labels.grade or 0.0
-        grade = truth if right else (100.0 if truth < 50 else 0.0)
-        if request.has_response_schema:
-            return json.dumps({"categories": categories, "food_remaining_pct": grade})
-        return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
-
-    gemini_server.default_answer = answer
+    gemini_server.default_answer = planted_answers(examples, json_right, text_right)
     result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
     assert result.exit_code == 0, result.output
     return {"json": json_right, "text": text_right, "path": {str(path)}}

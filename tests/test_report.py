@@ -6,7 +6,6 @@ the failures — with nothing fetched from the network.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,28 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
-from promptgrade.task import load_task
-from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.data.examples import Example
+from promptgrade.testing.gemini_server import FakeGemini
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 12
-EXPERIMENT = """\
-name: reported
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
-prompts: [meal_tray_freetext@1, meal_tray_json@1]
-models: [{{model: gemini-2.5-flash}}]
-concurrency: 4
-"""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -52,30 +39,15 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
         env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
         path = tmp / "exp.yaml"
-        path.write_text(EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N), encoding="utf-8")
-        experiment = load_experiment(path)
-        task = load_task(experiment.resolve(experiment.task))
-        examples = sorted(
-            load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
-        )
-        by_sha = {e.image.sha256: e for e in examples}
+        examples = write_experiment(path, name="reported", base_url=server.base_url, n=N)
         json_right = {e.id for e in examples[:8]}
         text_right = {e.id for e in examples[4:]}
         unreadable = examples[0].id
 
-        def answer(request: RequestInfo) -> str:
-            example = by_sha[request.image_sha256 or ""]
-            if not request.has_response_schema and example.id == unreadable:
-                return "Sorry, I can't help with that."
-            right = example.id in (json_right if request.has_response_schema else text_right)
-            categories = list(example.labels.categories) if right else ["snack"]
-            truth = example.labels.grade or 0.0
-            grade = truth if right else (100.0 if truth < 50 else 0.0)
-            if request.has_response_schema:
-                return json.dumps({"categories": categories, "food_remaining_pct": grade})
-            return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
+        def refuse(example: Example, is_json: bool) -> str | None:
+            return "Sorry, I can't help with that." if not is_json and example.id == unreadable else None
 
-        server.default_answer = answer
+        server.default_answer = planted_answers(examples, json_right, text_right, refuse)
         tracking = f"sqlite:///{tmp / 'mlflow.db'}"
         result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
         assert result.exit_code == 0, result.output

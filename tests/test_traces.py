@@ -13,28 +13,16 @@ from typing import Any
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
-from promptgrade.task import load_task
-from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.data.examples import Example
+from promptgrade.testing.gemini_server import FakeGemini
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 8
-EXPERIMENT = """\
-name: traced
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
-prompts: [meal_tray_json@1]
-models: [{{model: gemini-2.5-flash}}]
-concurrency: 4
-{extra}"""
 
 pytestmark = pytest.mark.traces
 
@@ -44,25 +32,16 @@ def sweep(
 ) -> tuple[MlflowClient, Any, str]:
     """The first tray gets an unparseable answer, the second a wrong category; the rest are right."""
     path = tmp_path / "exp.yaml"
-    path.write_text(
-        EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N, extra=extra), encoding="utf-8"
+    examples = write_experiment(
+        path, name="traced", base_url=server.base_url, n=N, prompts="meal_tray_json@1", extra=extra
     )
-    experiment = load_experiment(path)
-    task = load_task(experiment.resolve(experiment.task))
-    examples = sorted(
-        load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
-    )
-    by_sha = {e.image.sha256: e for e in examples}
     broken, wrong = examples[0].id, examples[1].id
 
-    def answer(request: RequestInfo) -> str:
-        example = by_sha[request.image_sha256 or ""]
-        if example.id == broken:
-            return "I cannot tell what is on this tray."
-        categories = ["snack"] if example.id == wrong else list(example.labels.categories)
-        return json.dumps({"categories": categories, "food_remaining_pct": example.labels.grade or 0.0})
+    def script(example: Example, is_json: bool) -> str | None:
+        return "I cannot tell what is on this tray." if example.id == broken else None
 
-    server.default_answer = answer
+    everyone_but_wrong = {e.id for e in examples} - {wrong}
+    server.default_answer = planted_answers(examples, everyone_but_wrong, set(), script)
     result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=tracking)
