@@ -20,7 +20,6 @@ from promptgrade.cli import app
 from promptgrade.data.examples import Example
 from promptgrade.testing.gemini_server import FakeGemini
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 12
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
