@@ -29,7 +29,15 @@ from google.genai import types
 
 from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, redacted
-from promptgrade.providers.gemini import GeminiCredentials, _api_error, _completion, _config
+from promptgrade.providers.gemini import (
+    _CONNECTION_ERRORS,
+    _TIMEOUT_ERRORS,
+    GeminiCredentials,
+    _api_error,
+    _completion,
+    _config,
+    _describe,
+)
 from promptgrade.providers.gemini_wire import RequestTemplates
 
 INLINE_LIMIT_BYTES = 20 * 1024 * 1024  # the API's limit on one inline batch request
@@ -42,6 +50,7 @@ TERMINAL = frozenset(
         "JOB_STATE_EXPIRED",
     }
 )
+_API_ERRORS = (genai_errors.APIError, *_TIMEOUT_ERRORS, *_CONNECTION_ERRORS)
 VERTEX_UNSUPPORTED = (
     "Gemini batch mode uses the Gemini Developer API (inline requests or an uploaded JSONL file); "
     "Vertex AI batch prediction needs a GCS or BigQuery source, which promptgrade does not create: "
@@ -98,6 +107,7 @@ class GeminiBatches:
         if credentials.use_vertexai:
             raise ProviderError(VERTEX_UNSUPPORTED)
         self.model = model
+        self.base_url = base_url
         self._secret = credentials.api_key.get_secret_value() if credentials.api_key else None
         options = types.HttpOptions(
             base_url=base_url,
@@ -113,7 +123,9 @@ class GeminiBatches:
         try:
             if route == "inline":
                 src: Any = [
-                    types.InlinedRequest(contents=_contents(request), config=_config(request), metadata={"key": key})
+                    types.InlinedRequest(
+                        contents=_contents(request), config=_config(request), metadata={"key": key}
+                    )
                     for key, request in requests
                 ]
             else:
@@ -121,7 +133,7 @@ class GeminiBatches:
             job = self._client.batches.create(
                 model=self.model, src=src, config=types.CreateBatchJobConfig(display_name=display_name)
             )
-        except genai_errors.APIError as exc:
+        except _API_ERRORS as exc:
             raise self._error("creating a batch job", exc) from None
         if not job.name:
             raise BatchAPIError("the Batch API created a job without a name")
@@ -140,7 +152,8 @@ class GeminiBatches:
             buffer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
         buffer.seek(0)
         uploaded = self._client.files.upload(
-            file=buffer, config=types.UploadFileConfig(mime_type="application/jsonl", display_name=display_name)
+            file=buffer,
+            config=types.UploadFileConfig(mime_type="application/jsonl", display_name=display_name),
         )
         if not uploaded.name:
             raise BatchAPIError("the Files API stored the requests file without a name")
@@ -157,14 +170,14 @@ class GeminiBatches:
             for job in self._client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
                 if job.display_name == display_name and job.name:
                     return job.name
-        except genai_errors.APIError as exc:
+        except _API_ERRORS as exc:
             raise self._error("listing batch jobs", exc) from None
         return None
 
     def cancel(self, name: str) -> None:
         try:
             self._client.batches.cancel(name=name)
-        except genai_errors.APIError as exc:
+        except _API_ERRORS as exc:
             raise self._error(f"cancelling {name}", exc) from None
 
     def results(self, name: str) -> tuple[JobStatus, list[BatchResult]]:
@@ -180,12 +193,18 @@ class GeminiBatches:
         elif dest is not None and dest.file_name:
             try:
                 data = self._client.files.download(file=dest.file_name)
-            except genai_errors.APIError as exc:
+            except _API_ERRORS as exc:
                 raise self._error(f"downloading {dest.file_name}", exc) from None
             for line in _lines(data):
                 response = line.get("response")
-                parsed = types.GenerateContentResponse._from_response(response=response, kwargs={}) if response else None
-                out.append(BatchResult(str(line.get("key", "")), self._answer(parsed, _job_error(line.get("error")))))
+                parsed = (
+                    types.GenerateContentResponse._from_response(response=response, kwargs={})
+                    if response
+                    else None
+                )
+                out.append(
+                    BatchResult(str(line.get("key", "")), self._answer(parsed, _job_error(line.get("error"))))
+                )
         return status, out
 
     def _get(self, name: str) -> tuple[types.BatchJob, dict[str, Any]]:
@@ -199,11 +218,11 @@ class GeminiBatches:
             return types.BatchJob._from_response(response=converter(raw), kwargs={}), raw
         except AttributeError:
             pass
-        except genai_errors.APIError as exc:
+        except _API_ERRORS as exc:
             raise self._error(f"reading {name}", exc) from None
         try:
             return self._client.batches.get(name=name), {}
-        except genai_errors.APIError as exc:
+        except _API_ERRORS as exc:
             raise self._error(f"reading {name}", exc) from None
 
     def _answer(self, response: types.GenerateContentResponse | None, error: ErrorInfo | None) -> Completion:
@@ -212,8 +231,13 @@ class GeminiBatches:
             return redacted(Completion(text=None, error=info), self._secret)
         return redacted(_completion(response, 0.0), self._secret)
 
-    def _error(self, doing: str, exc: genai_errors.APIError) -> BatchAPIError:
-        info = _api_error(exc)
+    def _error(self, doing: str, exc: Exception) -> BatchAPIError:
+        if isinstance(exc, genai_errors.APIError):
+            info = _api_error(exc)
+        elif isinstance(exc, _TIMEOUT_ERRORS):
+            info = ErrorInfo(ErrorKind.TIMEOUT, _describe(exc))
+        else:
+            info = ErrorInfo(ErrorKind.CONNECTION, _describe(exc))
         message = info.message.replace(self._secret, "***") if self._secret else info.message
         return BatchAPIError(f"{self.model}: {doing}: {message}", info)
 
@@ -243,7 +267,9 @@ def _job_error(error: Any) -> ErrorInfo | None:
         code, message = error.get("code"), error.get("message")
     else:
         code, message = None, str(error)
-    return ErrorInfo(ErrorKind.BATCH_FAILED, f"the batch job failed this request: {code} {message}".strip(), code)
+    return ErrorInfo(
+        ErrorKind.BATCH_FAILED, f"the batch job failed this request: {code} {message}".strip(), code
+    )
 
 
 def _status(job: types.BatchJob, raw: dict[str, Any]) -> JobStatus:

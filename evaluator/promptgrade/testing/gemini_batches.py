@@ -53,7 +53,7 @@ class BatchJob:
     route: Literal["inline", "file"]
     results: list[dict[str, Any]]  # {"key"|"metadata", "response"|"error"} per request, in order
     cancelled_at: float | None = None
-    polls: int = 0
+    polled_at: list[float] = field(default_factory=list)  # time.monotonic() of each GET batches/{id}
 
     def state(self, now: float) -> str:
         if self.cancelled_at is not None:
@@ -88,7 +88,13 @@ class BatchAPI:
 
     def polls(self) -> int:
         with self._lock:
-            return sum(job.polls for job in self.jobs.values())
+            return sum(len(job.polled_at) for job in self.jobs.values())
+
+    def finish_all(self) -> None:
+        """Every job still pending or running ends now, as scripted (a test's "a day later")."""
+        with self._lock:
+            for job in self.jobs.values():
+                job.script = dataclasses.replace(job.script, pending_s=0.0, running_s=0.0)
 
     # -- routing (called by the server's handler) ----------------------------------------------
     def post(self, handler: _Handler, path: str, body: bytes) -> bool:
@@ -123,7 +129,7 @@ class BatchAPI:
                 handler._send_error(404, "batch not found")
                 return True
             with self._lock:
-                job.polls += 1
+                job.polled_at.append(time.monotonic())
                 fault = self.poll_faults.popleft() if self.poll_faults else None
             if fault is not None:
                 handler._send_error(
@@ -170,7 +176,8 @@ class BatchAPI:
         now = time.monotonic()
         results: list[dict[str, Any]] = []
         for metadata, key, request in items:
-            info = _parse_request(model, f"/v1beta/models/{model}:generateContent", request, {}, now)
+            path = f"/v1beta/models/{model}:batchGenerateContent"  # how a test tells batch from online
+            info = _parse_request(model, path, request, {}, now)
             info = dataclasses.replace(info, body=json.dumps(request).encode())
             answer = self._respond(info, self.fake._record(info))
             results.append({**answer, **({"key": key} if key is not None else {"metadata": metadata})})
