@@ -342,8 +342,8 @@ def test_file_route_and_a_429_while_polling(
     assert len(server.batches.files) == uploads + 4  # two request files uploaded, two responses files
     jobs = new_jobs(server, seen)
     assert {job.route for job in jobs} == {"file"}
-    polls = sorted(t for job in jobs for t in job.polled_at)
-    assert max(b - a for a, b in zip(polls, polls[1:], strict=False)) >= 0.5  # waited out the RetryInfo delay
+    polls = sorted(t for job in jobs for t in job.polled_at)  # the first poll got the 429; the second job's
+    assert polls[2] - polls[1] >= 0.5  # poll went on, then the next round waited out the RetryInfo delay
     runs = candidate_runs(tracking, "batch-file")
     assert all(r.data.metrics["category_accuracy"] == pytest.approx(0.5) for r in runs)
 
@@ -358,6 +358,11 @@ def test_cancel_a_job(tmp_path: Path, server: FakeGemini, tracking: str) -> None
     assert server.batches.jobs[name].state(time.monotonic()) == "CANCELLED"
     unknown = RUNNER.invoke(app, ["batches", "cancel", "batches/nope"])
     assert unknown.exit_code == 2 and "no batch job 'batches/nope'" in unknown.output
+
+    server.batches.finish_all()  # the other job ends as scripted; the cancelled one stays cancelled
+    after = sweep(path, tracking)
+    assert after.exit_code == 0, after.output
+    assert f"{name} ended cancelled" in after.output and f"{N} request(s) of meal_tray_json@v1" in after.output
 
 
 def test_dry_run_shows_the_batch_price_beside_the_online_price(tmp_path: Path, server: FakeGemini) -> None:
@@ -381,4 +386,82 @@ def test_batch_on_a_model_without_a_batch_api_is_one_clear_line(tmp_path: Path, 
     result = RUNNER.invoke(app, ["sweep", str(path), "--batch", "--dry-run"])
     assert result.exit_code == 2
     assert "only Gemini models run as batch jobs, not openai/gpt-4o-mini" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_run_killed_between_journal_and_create_adopts_the_job_or_submits_once(
+    tmp_path: Path, server: FakeGemini, tracking: str
+) -> None:
+    """The intent is journalled before ``create``: a job the API got is found by its display name,
+    an intent the API never got is forgotten and its requests are submitted once."""
+    from promptgrade.batch.executor import BatchExecutor
+    from promptgrade.batch.journal import BatchJournal, journal_path
+    from promptgrade.cache import AnswerCache
+    from promptgrade.providers.gemini_batch import GeminiBatches
+    from promptgrade.sweep import Sweep
+
+    path = write_experiment(tmp_path, server, name="batch-intent", batch=True)
+    seen = Counter(server)
+    prepared = Sweep(path)
+    cache = AnswerCache()
+    journal = BatchJournal(journal_path(cache.path))
+    client = GeminiBatches("gemini-2.5-flash", server.base_url)
+    executor = BatchExecutor(
+        prepared.plan,
+        prepared.dataset,
+        prepared.runnable,
+        {("gemini", "gemini-2.5-flash"): client},
+        cache,
+        journal,
+    )
+    for index, candidate in enumerate(prepared.runnable):  # what a run killed right after create leaves
+        requests = executor.requests(candidate)
+        local_id = f"killed{index}"
+        journal.intend(
+            local_id,
+            experiment="batch-intent",
+            provider="gemini",
+            model="gemini-2.5-flash",
+            candidate_key=candidate.key,
+            candidate_label=candidate.label,
+            requests=[(key, example_id) for key, example_id, _ in requests],
+        )
+        if index == 0:  # the first create reached the API, the second never did
+            record = journal.job(local_id)
+            assert record is not None
+            client.create([(key, request) for key, _, request in requests], record.display_name)
+    client.close()
+    assert seen.jobs() == 1
+
+    result = sweep(path, tracking)
+    assert result.exit_code == 0, result.output
+    assert "adopted batches/" in result.output
+    assert (
+        seen.jobs() == 2 and len(seen.batch()) == 2 * N
+    )  # the adopted job, plus one for the forgotten intent
+    assert len({(r.prompt, r.image_sha256) for r in seen.batch()}) == 2 * N
+
+
+def test_budget_is_checked_before_any_job_is_submitted(
+    tmp_path: Path, server: FakeGemini, tracking: str
+) -> None:
+    path = write_experiment(tmp_path, server, name="batch-budget", batch=True)
+    path.write_text(path.read_text() + "max_cost_usd: 0.0001\n", encoding="utf-8")
+    seen = Counter(server)
+    result = sweep(path, tracking)
+    assert result.exit_code == 3, result.output
+    assert "max_cost_usd=$0.0001: the batch jobs could cost ~$" in result.output
+    assert seen.jobs() == 0 and not seen.batch()
+
+
+def test_vertex_ai_batch_is_one_clear_line(
+    tmp_path: Path, server: FakeGemini, tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p")
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
+    path = write_experiment(tmp_path, server, name="batch-vertex", batch=True)
+    result = sweep(path, tracking)
+    assert result.exit_code == 2, result.output
+    assert "Vertex AI batch prediction needs a GCS or BigQuery source" in result.output
     assert "Traceback" not in result.output

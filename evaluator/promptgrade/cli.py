@@ -328,6 +328,12 @@ def sweep(
             progress.stop()
             print_batch_outcome(console, prepared.batch_outcome)
     except SweepStopped as stop:
+        if stop.kind == "batch":  # --no-wait: nothing is scored or logged until the jobs are collected
+            err.print(
+                f"[bold yellow]waiting is up to you:[/] {esc(stop.message)}", highlight=False, soft_wrap=True
+            )
+            err.print(esc(f"run `promptgrade sweep {experiment} --batch` again to collect and score them"))
+            raise typer.Exit(stop.exit_code) from None
         err.print(f"[bold yellow]sweep stopped:[/] {esc(stop.message)}", highlight=False, soft_wrap=True)
         err.print(
             f"finished candidates and partial results are in MLflow; {esc(resume_hint)}", highlight=False

@@ -20,12 +20,14 @@ from typing import Protocol
 from promptgrade.batch.journal import SUBMITTING, BatchJournal, JobRecord
 from promptgrade.cache import AnswerCache, cache_key, cacheable
 from promptgrade.candidates import Candidate
-from promptgrade.config import Plan
+from promptgrade.config import Plan, price_for
 from promptgrade.data.examples import LoadedDataset
+from promptgrade.estimate import request_input_tokens, size_of
 from promptgrade.grading import build_request
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
 from promptgrade.providers.gemini_batch import BatchAPIError, GeminiBatches, JobStatus
 from promptgrade.runner import SweepStopped
+from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS
 
 MAX_POLL_FAILURES = 8  # consecutive failed polls (5xx, connection) before the wait stops, resumable
 
@@ -98,6 +100,7 @@ class BatchExecutor:
             job for job in self.journal.jobs(uncollected=True) if job.state != SUBMITTING and self._ours(job)
         ]
         in_flight = self.journal.in_flight()
+        plans: list[tuple[Candidate, list[tuple[str, str, CompletionRequest]]]] = []
         for candidate in self.candidates:
             todo, seen = [], set()
             for key, example_id, request in self.requests(candidate):
@@ -106,7 +109,42 @@ class BatchExecutor:
                 seen.add(key)  # two examples with the same image are one request
                 todo.append((key, example_id, request))
             if todo:
-                self.outcome.submitted.append(self._create(candidate, todo))
+                plans.append((candidate, todo))
+        self._check_budget(plans)
+        for candidate, todo in plans:
+            self.outcome.submitted.append(self._create(candidate, todo))
+
+    def _check_budget(self, plans: list[tuple[Candidate, list[tuple[str, str, CompletionRequest]]]]) -> None:
+        """A job is paid for as a whole: the budget is checked before any is submitted, at the batch
+        price and the same worst case for output as an online call's reservation."""
+        experiment = self.plan.experiment
+        requests = sum(len(todo) for _, todo in plans)
+        if experiment.max_calls is not None and requests > experiment.max_calls:
+            raise SweepStopped(
+                f"max_calls={experiment.max_calls}: the batch jobs would hold {requests} requests; nothing "
+                "was submitted",
+                "budget",
+            )
+        if experiment.max_cost_usd is None:
+            return
+        cost = 0.0
+        for candidate, todo in plans:
+            price = price_for(candidate.model, self.plan.prices, batch=True)
+            if price is None:
+                continue
+            output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+            for _, _, request in todo:
+                size = size_of(request.image)
+                tokens = request_input_tokens(
+                    self.plan, candidate.model, request.prompt, size, request.settings.media_resolution
+                )
+                cost += price.cost(tokens, output)
+        if cost > experiment.max_cost_usd:
+            raise SweepStopped(
+                f"max_cost_usd=${experiment.max_cost_usd:g}: the batch jobs could cost ~${cost:.4f} at the "
+                "batch price; nothing was submitted",
+                "budget",
+            )
 
     def _ours(self, job: JobRecord) -> bool:
         return (job.provider, job.model) in self.clients
