@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from test_reliability import ACCURACY_METRICS
+from test_sweep import EXPERIMENT, script_answers
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
@@ -33,38 +35,7 @@ RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 6  # examples per candidate
 BATCH_PATH = ":batchGenerateContent"
 
-EXPERIMENT = """\
-name: {name}
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset:
-  kind: folder
-  path: {root}/data/sample
-  split: test
-  limit: {n}
-  image_max_side: 256
-prompts:
-  - meal_tray_freetext@1
-  - meal_tray_json@1
-models:
-  - model: gemini-2.5-flash
-    settings: {{temperature: 0.0, max_output_tokens: 256}}
-concurrency: 4
-max_retries: 1
-"""
-COMPARED = (
-    "category_accuracy",
-    "category_top1_accuracy",
-    "grade_accuracy",
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "input_tokens",
-    "output_tokens",
-    "n_examples",
-)
+COMPARED = tuple(m for m in ACCURACY_METRICS if m != "cost_usd")  # batch costs half: compared apart
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +60,7 @@ def scripted(
     server: FakeGemini, truth: dict[str, tuple[str, tuple[str, ...], float]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Right answers for the first half of the examples, wrong ones for the rest; quick jobs and polls."""
-    ordered = sorted(truth.items(), key=lambda item: item[1][0])
-    right = {sha for sha, _ in ordered[: len(ordered) // 2]}
-
-    def answer(request: RequestInfo) -> str:
-        _, categories, grade = truth[request.image_sha256 or ""]
-        if request.image_sha256 not in right:
-            categories, grade = ("snack",), 100 - grade if grade < 50 else 0.0
-        if request.has_response_schema:
-            return json.dumps({"categories": list(categories), "food_remaining_pct": grade})
-        return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
-
-    server.default_answer = answer
+    script_answers(server, truth)
     server.clear_faults()
     server.batches.default_script = JobScript(pending_s=0.05, running_s=0.1)
     server.batches.poll_faults.clear()
@@ -113,7 +73,9 @@ def scripted(
 
 def write_experiment(folder: Path, server: FakeGemini, name: str = "batch-e2e", batch: bool = False) -> Path:
     path = folder / f"{name}.yaml"
-    text = EXPERIMENT.format(name=name, root=ROOT, base_url=server.base_url, n=N)
+    text = EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N).replace(
+        "name: e2e-prompts", f"name: {name}"
+    )
     if batch:
         text = text.replace("    settings: {", "    batch: true\n    settings: {")
     path.write_text(text, encoding="utf-8")
@@ -362,7 +324,9 @@ def test_cancel_a_job(tmp_path: Path, server: FakeGemini, tracking: str) -> None
     server.batches.finish_all()  # the other job ends as scripted; the cancelled one stays cancelled
     after = sweep(path, tracking)
     assert after.exit_code == 0, after.output
-    assert f"{name} ended cancelled" in after.output and f"{N} request(s) of meal_tray_json@v1" in after.output
+    assert (
+        f"{name} ended cancelled" in after.output and f"{N} request(s) of meal_tray_json@v1" in after.output
+    )
 
 
 def test_dry_run_shows_the_batch_price_beside_the_online_price(tmp_path: Path, server: FakeGemini) -> None:
