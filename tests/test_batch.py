@@ -429,3 +429,18 @@ def test_vertex_ai_batch_is_one_clear_line(
     assert result.exit_code == 2, result.output
     assert "Vertex AI batch prediction needs a GCS or BigQuery source" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_sweep_waits_only_for_jobs_holding_its_own_requests(
+    tmp_path: Path, server: FakeGemini, tracking: str
+) -> None:
+    other = write_experiment(tmp_path, server, name="batch-other", batch=True)
+    other.write_text(other.read_text().replace("  - meal_tray_json@1\n", ""), encoding="utf-8")
+    mine = write_experiment(tmp_path, server, name="batch-mine", batch=True)
+    mine.write_text(mine.read_text().replace("  - meal_tray_freetext@1\n", ""), encoding="utf-8")
+    server.batches.script(JobScript(pending_s=0.05, running_s=60.0))  # the other experiment's job: "tomorrow"
+    assert sweep(other, tracking, "--no-wait").exit_code == 3
+    started = time.monotonic()
+    result = sweep(mine, tracking)
+    assert result.exit_code == 0, result.output
+    assert "picked up" not in result.output and time.monotonic() - started < 30

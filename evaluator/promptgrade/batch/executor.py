@@ -81,6 +81,8 @@ class BatchExecutor:
         self.clients, self.cache, self.journal = clients, cache, journal
         self.sleep, self.clock = sleep, clock
         self.outcome = BatchOutcome()
+        self._needed: set[str] | None = None
+        self._job_keys: dict[str, set[str]] = {}
 
     def requests(self, candidate: Candidate) -> list[tuple[str, str, CompletionRequest]]:
         """(cache key, example id, request) for every example: exactly what an online call would send."""
@@ -96,9 +98,7 @@ class BatchExecutor:
     def submit(self) -> None:
         """Adopt journalled jobs, then one job per candidate for requests neither cached nor in flight."""
         self._settle_intents()
-        self.outcome.resumed = [
-            job for job in self.journal.jobs(uncollected=True) if job.state != SUBMITTING and self._ours(job)
-        ]
+        self.outcome.resumed = self.open_jobs()
         in_flight = self.journal.in_flight()
         plans: list[tuple[Candidate, list[tuple[str, str, CompletionRequest]]]] = []
         for candidate in self.candidates:
@@ -191,7 +191,19 @@ class BatchExecutor:
 
     # -- waiting ------------------------------------------------------------------------------
     def open_jobs(self) -> list[JobRecord]:
-        return [job for job in self.journal.jobs(uncollected=True) if job.name and self._ours(job)]
+        """Uncollected jobs holding a request this sweep needs (another experiment's identical requests
+        included: they are not submitted twice, so they are waited for); other jobs are left alone."""
+        if self._needed is None:
+            self._needed = {key for c in self.candidates for key, _, _ in self.requests(c)}
+        out = []
+        for job in self.journal.jobs(uncollected=True):
+            if not job.name or not self._ours(job):
+                continue
+            if job.local_id not in self._job_keys:
+                self._job_keys[job.local_id] = set(self.journal.requests(job.local_id))
+            if self._job_keys[job.local_id] & self._needed:
+                out.append(job)
+        return out
 
     def wait(self, listener: BatchListener | None = None) -> None:
         """Poll every open job until it ends, collecting each as it does."""
