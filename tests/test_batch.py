@@ -124,6 +124,7 @@ def test_batch_sweep_scores_like_an_online_sweep_at_half_the_price(
     result = sweep(path, tracking, "--batch")
     assert result.exit_code == 0, result.output
     assert "batch: submitted 2 job(s), 12 requests" in result.output
+    assert "gemini-2.5-flash (batch)" in result.output  # the summary says which mode ran
     assert seen.jobs() == 2 and len(seen.batch()) == 2 * N and not seen.online()
     # each (prompt, image) sent exactly once
     assert len({(r.prompt, r.image_sha256) for r in seen.batch()}) == 2 * N

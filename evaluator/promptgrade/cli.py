@@ -191,7 +191,8 @@ def _summary_blocks(report: Any) -> Any:
     for result in report.results:
         m, candidate = result.metrics, result.candidate
         name = candidate.prompt.ref if candidate.prompt is not None else candidate.provider
-        head = Text(("★ " if result is best else "  ") + f"{name} · {candidate.model}", style="bold")
+        mode = " · batch" if getattr(candidate, "batch", False) else ""
+        head = Text(("★ " if result is best else "  ") + f"{name} · {candidate.model}{mode}", style="bold")
         if settings.get(candidate.key):
             head.append(f" · {settings[candidate.key]}", style="")
         lines.append(head)
@@ -244,7 +245,8 @@ def _summary_table(report: Any) -> Table:
             if candidate.prompt is not None
             else f"[dim]{esc(candidate.provider)}[/]"
         )
-        head = ["★" if result is best else "", prompt, esc(candidate.model)]
+        model = f"{candidate.model} (batch)" if getattr(candidate, "batch", False) else candidate.model
+        head = ["★" if result is best else "", prompt, esc(model)]
         if any(settings.values()):
             head.append(esc(settings[candidate.key]))
         if result.skipped_reason:
