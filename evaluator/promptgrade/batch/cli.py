@@ -3,9 +3,11 @@ plus what ``sweep --batch`` shows while it waits and after."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,9 +17,22 @@ from rich.table import Table
 from promptgrade.errors import PromptgradeError
 
 batches_app = typer.Typer(help="Gemini batch jobs submitted by `sweep --batch`.", no_args_is_help=True)
+F = TypeVar("F", bound=Callable[..., Any])
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Answer cache file (its journal sits beside it).")
 ]
+
+
+def _user_errors(fn: F) -> F:
+    """The CLI's one-line errors; imported when called, since ``promptgrade.cli`` imports this module."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from promptgrade.cli import user_errors
+
+        return user_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _esc(value: object) -> str:
@@ -47,60 +62,54 @@ def _counts(stats: dict[str, int], requests: int) -> str:
 
 
 @batches_app.command("list")
+@_user_errors
 def batches_list(cache_path: CacheOpt = None) -> None:
     """Every job in this store's journal: name, experiment, candidate, state (as last seen), counts, age."""
-    from promptgrade.cli import console, user_errors
+    from promptgrade.cli import console
 
-    @user_errors
-    def run() -> None:
-        jobs = _journal(cache_path).jobs()
-        if not jobs:
-            console.print("no batch jobs in this store")
-            return
-        table = Table()
-        for column in ("job", "experiment", "candidate", "state", "requests", "age", "collected"):
-            table.add_column(column)
-        for job in jobs:
-            table.add_row(
-                _esc(job.name or f"({job.display_name})"),
-                _esc(job.experiment),
-                _esc(job.candidate_label),
-                _esc(job.state.removeprefix("JOB_STATE_")),
-                _esc(_counts(job.stats, job.requests)),
-                _age(job.created),
-                "yes" if job.collected else "no",
-            )
-        console.print(table)
-
-    run()
+    jobs = _journal(cache_path).jobs()
+    if not jobs:
+        console.print("no batch jobs in this store")
+        return
+    table = Table()
+    for column in ("job", "experiment", "candidate", "state", "requests", "age", "collected"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            _esc(job.name or f"({job.display_name})"),
+            _esc(job.experiment),
+            _esc(job.candidate_label),
+            _esc(job.state.removeprefix("JOB_STATE_")),
+            _esc(_counts(job.stats, job.requests)),
+            _age(job.created),
+            "yes" if job.collected else "no",
+        )
+    console.print(table)
 
 
 @batches_app.command("cancel")
+@_user_errors
 def batches_cancel(
     name: Annotated[str, typer.Argument(help="The job's name (batches/…), as `batches list` shows it.")],
     cache_path: CacheOpt = None,
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""
-    from promptgrade.cli import console, user_errors
+    from promptgrade.cli import console
     from promptgrade.providers.gemini_batch import GeminiBatches
 
-    @user_errors
-    def run() -> None:
-        job = _journal(cache_path).job(name)
-        if job is None or job.name is None:
-            raise PromptgradeError(
-                f"no batch job {name!r} in this store's journal (see `promptgrade batches list`)"
-            )
-        client = GeminiBatches(job.model, job.base_url)
-        try:
-            client.cancel(job.name)
-        finally:
-            client.close()
-        console.print(
-            _esc(f"cancelled {job.name} ({job.candidate_label}, {job.requests} requests)"), highlight=False
+    job = _journal(cache_path).job(name)
+    if job is None or job.name is None:
+        raise PromptgradeError(
+            f"no batch job {name!r} in this store's journal (see `promptgrade batches list`)"
         )
-
-    run()
+    client = GeminiBatches(job.model, job.base_url)
+    try:
+        client.cancel(job.name)
+    finally:
+        client.close()
+    console.print(
+        _esc(f"cancelled {job.name} ({job.candidate_label}, {job.requests} requests)"), highlight=False
+    )
 
 
 class BatchProgress:
