@@ -129,6 +129,8 @@ class _StartingListener:
 
     def candidate_started(self, candidate: Any, total: int) -> None:
         if not self.progress.live.is_started:
+            for task in self.progress.tasks:  # the overall bar's clock starts now, not before the jobs
+                self.progress.reset(task.id)
             self.progress.start()
 
     def example_done(self, candidate: Any, outcome: Any) -> None:
