@@ -445,3 +445,14 @@ def test_a_sweep_waits_only_for_jobs_holding_its_own_requests(
     result = sweep(mine, tracking)
     assert result.exit_code == 0, result.output
     assert "picked up" not in result.output and time.monotonic() - started < 30
+
+
+def test_a_bad_inline_limit_is_one_line_before_anything_is_submitted(
+    tmp_path: Path, server: FakeGemini, tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTGRADE_BATCH_INLINE_BYTES", "20MB")
+    path = write_experiment(tmp_path, server, name="batch-limit", batch=True)
+    seen = Counter(server)
+    result = sweep(path, tracking)
+    assert result.exit_code == 2 and "PROMPTGRADE_BATCH_INLINE_BYTES='20MB'" in result.output
+    assert seen.jobs() == 0

@@ -27,7 +27,7 @@ from google.genai import batches as sdk_batches
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from promptgrade.errors import ProviderError
+from promptgrade.errors import ConfigError, ProviderError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, redacted
 from promptgrade.providers.gemini import (
     _CONNECTION_ERRORS,
@@ -61,7 +61,11 @@ VERTEX_UNSUPPORTED = (
 def inline_limit_bytes() -> int:
     """``$PROMPTGRADE_BATCH_INLINE_BYTES`` (a test forces the file route with a small one), else 20 MB."""
     value = os.environ.get("PROMPTGRADE_BATCH_INLINE_BYTES")
-    return int(value) if value else INLINE_LIMIT_BYTES
+    if not value:
+        return INLINE_LIMIT_BYTES
+    if not value.strip().isdigit():
+        raise ConfigError(f"PROMPTGRADE_BATCH_INLINE_BYTES={value!r}: expected a number of bytes")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class GeminiBatches:
             raise ProviderError(VERTEX_UNSUPPORTED)
         self.model = model
         self.base_url = base_url
+        self.inline_limit = inline_limit_bytes()  # read before any job is journalled
         self._secret = credentials.api_key.get_secret_value() if credentials.api_key else None
         options = types.HttpOptions(
             base_url=base_url,
@@ -119,7 +124,8 @@ class GeminiBatches:
     # -- submitting ---------------------------------------------------------------------------
     def create(self, requests: list[tuple[str, CompletionRequest]], display_name: str) -> tuple[str, str]:
         """Submit one job; returns (job name, route). Not idempotent: journal the intent first."""
-        route = "inline" if _inline_size(requests) <= inline_limit_bytes() else "file"
+        # a tenth kept free: the size is estimated, and an inline request over the limit is refused whole
+        route = "inline" if _inline_size(requests) <= 0.9 * self.inline_limit else "file"
         try:
             if route == "inline":
                 src: Any = [
@@ -253,8 +259,22 @@ def _contents(request: CompletionRequest) -> list[types.Part]:
 
 
 def _inline_size(requests: list[tuple[str, CompletionRequest]]) -> int:
-    """The inline request's size, near enough: base64 images, prompts, and a margin for the config."""
-    return sum(len(r.image.data) * 4 // 3 + len(r.prompt.encode()) + len(key) + 1024 for key, r in requests)
+    """The inline request's size, near enough: base64 images, prompts, each request's response schema
+    (repeated in every request's config) and a margin for the rest of the config."""
+    schemas: dict[int, int] = {}
+
+    def schema_size(request: CompletionRequest) -> int:
+        schema = request.response_schema
+        if schema is None:
+            return 0
+        if id(schema) not in schemas:
+            schemas[id(schema)] = len(json.dumps(schema))
+        return schemas[id(schema)]
+
+    return sum(
+        len(r.image.data) * 4 // 3 + len(r.prompt.encode()) + schema_size(r) + len(key) + 1024
+        for key, r in requests
+    )
 
 
 def _job_error(error: Any) -> ErrorInfo | None:
