@@ -139,7 +139,9 @@ def test_batch_sweep_scores_like_an_online_sweep_at_half_the_price(
     assert len(seen.online()) == 2 * N
 
     runs = candidate_runs(tracking, "batch-e2e")
-    batch, online = by_prompt(runs, "batch"), by_prompt(runs, "online")
+    batch, online = by_prompt(runs, "batch"), by_prompt(runs, "online")  # online: the uncached sweep's
+    from_cache = [r for r in runs if r.data.params["mode"] == "online" and r not in online.values()]
+    assert len(from_cache) == 2 and all("latency_p50_ms" not in r.data.metrics for r in from_cache)
     assert set(batch) == set(online) == {"meal_tray_freetext", "meal_tray_json"}
     for prompt, run in batch.items():
         metrics, reference = run.data.metrics, online[prompt].data.metrics

@@ -294,9 +294,6 @@ async def run_sweep(
         result.metrics = summarise(
             result.outcomes, price_for(candidate.model, plan.prices, batch=candidate.batch)
         )
-        if candidate.batch:  # a batch answer has no latency of its own: no figure beats a false one
-            for name in ("latency_p50_ms", "latency_p95_ms"):
-                result.metrics.pop(name, None)
         result.partial = partial
         for listener in listeners:
             listener.candidate_done(result)
@@ -340,6 +337,9 @@ async def run_sweep(
                 plan.task,
                 estimated_input_tokens=tokens,
             )
+            if calls == 0 and not completion.latency_ms:
+                # a batch job's answer has no latency of its own: no figure beats a false zero
+                outcome = outcome.model_copy(update={"latency_ms": None})
             result.outcomes.append(outcome)
             for listener in listeners:
                 listener.example_done(candidate, outcome)
