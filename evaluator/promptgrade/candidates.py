@@ -33,17 +33,28 @@ class Candidate:
     def model(self) -> str:
         return self.spec.model
 
+    @property
+    def batch(self) -> bool:
+        """Answered by Gemini batch jobs: the same requests and cache keys, its own price and run."""
+        return self.spec.batch
+
     @cached_property
     def key(self) -> str:
-        payload = {"prompt": self.prompt.sha256, "provider": self.provider, "model": self.model}
+        payload: dict[str, Any] = {
+            "prompt": self.prompt.sha256,
+            "provider": self.provider,
+            "model": self.model,
+        }
         payload["settings"] = self.settings.as_params()
+        if self.batch:  # its own MLflow run (its cost is the batch price); online keys are unchanged
+            payload["mode"] = "batch"
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
         varied = [f"{k}={v}" for k, v in self.settings.as_params().items() if k != "structured_output"]
         mode = "json" if self.settings.structured_output else "text"
-        return " · ".join([self.prompt.ref, self.model, mode, *varied])
+        return " · ".join([self.prompt.ref, self.model, mode, *varied, *(["batch"] if self.batch else [])])
 
     def params(self) -> dict[str, Any]:
         """What MLflow records about the candidate (names are part of the user-facing contract)."""
@@ -53,6 +64,7 @@ class Candidate:
             "prompt_sha256": self.prompt.sha256,
             "provider": self.provider,
             "model": self.model,
+            "mode": "batch" if self.batch else "online",
             **self.settings.as_params(),
             **({"optimized_on": ",".join(self.prompt.optimized_on)} if self.prompt.optimized_on else {}),
         }

@@ -29,6 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from promptgrade.batch.cli import batches_app
 from promptgrade.errors import PromptgradeError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 prompts_app = typer.Typer(help="List, check and release versioned prompt templates.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(batches_app, name="batches")
 
 console = Console()
 err = Console(stderr=True)
@@ -119,6 +121,28 @@ class _ProgressListener:
         )
 
 
+class _StartingListener:
+    """Shows the candidates' bars once answers are ready (after any batch jobs' own bars)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def candidate_started(self, candidate: Any, total: int) -> None:
+        if not self.progress.live.is_started:
+            for task in self.progress.tasks:  # the overall bar's clock starts now, not before the jobs
+                self.progress.reset(task.id)
+            self.progress.start()
+
+    def example_done(self, candidate: Any, outcome: Any) -> None:
+        pass
+
+    def candidate_done(self, result: Any) -> None:
+        pass
+
+    def training(self, candidate: Any, stage: str, fraction: float) -> None:
+        self.candidate_started(candidate, 0)
+
+
 def _fmt(value: Any, *, pct: bool = True, ci: bool = False) -> str:
     if value is None:
         return "–"
@@ -158,8 +182,9 @@ def _summary(report: Any, width: int) -> Any:
 def _short_name(candidate: Any, settings: dict[str, str]) -> str:
     """prompt@version · model, plus only the settings that differ between candidates (the label has all)."""
     name = candidate.prompt.ref if candidate.prompt is not None else candidate.provider
+    mode = " · batch" if getattr(candidate, "batch", False) else ""
     varying = settings.get(candidate.key)
-    return f"{name} · {candidate.model}" + (f" · {varying}" if varying else "")
+    return f"{name} · {candidate.model}{mode}" + (f" · {varying}" if varying else "")
 
 
 def _summary_blocks(report: Any) -> Any:
@@ -227,7 +252,8 @@ def _summary_table(report: Any) -> Table:
             if candidate.prompt is not None
             else f"[dim]{esc(candidate.provider)}[/]"
         )
-        head = ["★" if result is best else "", prompt, esc(candidate.model)]
+        model = f"{candidate.model} (batch)" if getattr(candidate, "batch", False) else candidate.model
+        head = ["★" if result is best else "", prompt, esc(model)]
         if any(settings.values()):
             head.append(esc(settings[candidate.key]))
         if result.skipped_reason:
@@ -262,16 +288,23 @@ def sweep(
     ] = False,
     cache_path: Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")] = None,
     tracking_uri: TrackingOpt = None,
+    batch: Annotated[
+        bool, typer.Option("--batch", help="Gemini Batch API jobs instead of calls (half price, up to 24 h).")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="With --batch: submit, then exit 3; the same command collects.")
+    ] = False,
 ) -> None:
     """Run every prompt × model × setting on the dataset split and log each candidate to MLflow.
 
     Interrupted (Ctrl-C, crash, quota, budget)? Run the same command again: it resumes.
     """
+    from promptgrade.batch.cli import BatchProgress, print_batch_outcome
     from promptgrade.cache import AnswerCache
     from promptgrade.runner import CacheMode, SweepStopped
     from promptgrade.sweep import Sweep
 
-    prepared = Sweep(experiment, limit=limit)
+    prepared = Sweep(experiment, limit=limit, batch=batch)
     if dry_run:
         _print_dry_run(prepared.estimate())
         return
@@ -289,10 +322,27 @@ def sweep(
     resume_hint = f"run `promptgrade sweep {experiment}` again to resume" + (
         "" if mode.cache else " (with --no-cache, answers already paid for will be paid again)"
     )
+    waiting = BatchProgress(console)
     try:
-        with progress:
-            report = prepared.run(tracking_uri=tracking_uri, listeners=[listener], cache=mode)
+        try:
+            report = prepared.run(
+                tracking_uri=tracking_uri,
+                cache=mode,
+                batch_wait=not no_wait,
+                batch_listener=waiting,
+                listeners=[_StartingListener(progress), listener],
+            )
+        finally:
+            waiting.stop()
+            progress.stop()
+            print_batch_outcome(console, prepared.batch_outcome)
     except SweepStopped as stop:
+        if stop.kind == "batch":  # --no-wait: nothing is scored or logged until the jobs are collected
+            err.print(
+                f"[bold yellow]waiting is up to you:[/] {esc(stop.message)}", highlight=False, soft_wrap=True
+            )
+            err.print(esc(f"run `promptgrade sweep {experiment} --batch` again to collect and score them"))
+            raise typer.Exit(stop.exit_code) from None
         err.print(f"[bold yellow]sweep stopped:[/] {esc(stop.message)}", highlight=False, soft_wrap=True)
         err.print(
             f"finished candidates and partial results are in MLflow; {esc(resume_hint)}", highlight=False
@@ -353,23 +403,38 @@ def _print_dry_run(report: Any) -> None:
     table = Table(
         title=esc(f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples")
     )
-    for column in ("candidate", "calls", "input tokens (est.)", "output tokens (est.)", "cost $ (est.)"):
+    batch = any(est.candidate.batch for est in report.estimates)
+    columns = ["candidate", "calls", "input tokens (est.)", "output tokens (est.)", "cost $ (est.)"]
+    for column in columns + (["online $ (est.)"] if batch else []):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     total_cost, unknown = 0.0, False
     for est in report.estimates:
         unknown |= est.cost_usd is None
         total_cost += est.cost_usd or 0.0
         cost = "no price" if est.cost_usd is None else f"{est.cost_usd:.4f}"
+        online = (
+            ["no price" if est.online_cost_usd is None else f"{est.online_cost_usd:.4f}"] if batch else []
+        )
         table.add_row(
-            esc(est.candidate.label), str(est.calls), f"{est.input_tokens:,}", f"{est.output_tokens:,}", cost
+            esc(est.candidate.label),
+            str(est.calls),
+            f"{est.input_tokens:,}",
+            f"{est.output_tokens:,}",
+            cost,
+            *online,
         )
     for candidate in report.candidates:
         if candidate.prompt is None:
-            table.add_row(esc(candidate.label), "0", "–", "–", "0 (trained locally)")
+            table.add_row(
+                esc(candidate.label), "0", "–", "–", "0 (trained locally)", *(["–"] if batch else [])
+            )
     console.print(table)
     calls = sum(e.calls for e in report.estimates)
     tokens = sum(e.input_tokens for e in report.estimates)
     note = " (some models have no price in the price table)" if unknown else ""
+    if batch:
+        online = sum(e.online_cost_usd or 0.0 for e in report.estimates)
+        note += f" at the batch price (online: ~${online:.4f})"
     console.print(
         f"{len(report.estimates)} prompt candidates × {len(report.dataset.examples)} examples = [bold]{calls} calls[/], "
         f"~{tokens:,} input tokens, ~${total_cost:.4f}{note}"

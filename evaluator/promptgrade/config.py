@@ -82,9 +82,18 @@ class ModelSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     timeout_s: float = Field(60.0, gt=0)
     limits: Limits = Limits()
+    batch: bool = Field(
+        False,
+        description="gemini: send this model's uncached requests as Batch API jobs (half price, "
+        "up to 24 h) instead of one call each; `sweep --batch` sets it for every model.",
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelSpec:
+        if self.batch and self.provider != "gemini":
+            raise ValueError(
+                f"batch: only Gemini models run as batch jobs; {self.provider} models are swept online"
+            )
         if self.api_key_env is not None and self.provider != "openai":
             raise ValueError(f"api_key_env is for provider: openai, not {self.provider}")
         if self.region is not None and self.provider != "bedrock":
@@ -284,9 +293,11 @@ def price_table_path(experiment: Experiment) -> Path | None:
     return beside if beside.is_file() else shipped_price_table()
 
 
-def price_for(model: str, prices: dict[str, Price]) -> Price | None:
-    """Exact id first, then the longest listed id that prefixes it (``gemini-2.5-flash-001``)."""
-    return longest_prefix(model, prices)
+def price_for(model: str, prices: dict[str, Price], *, batch: bool = False) -> Price | None:
+    """Exact id first, then the longest listed id that prefixes it (``gemini-2.5-flash-001``);
+    with ``batch``, that entry's batch price (None if it has none: the cost is then unknown)."""
+    price = longest_prefix(model, prices)
+    return price.batch() if batch and price is not None else price
 
 
 __all__ = [

@@ -21,8 +21,9 @@ class CandidateEstimate:
     calls: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float | None  # None: the model has no price in the table
+    cost_usd: float | None  # None: the model has no price in the table (in the candidate's mode)
     rule_known: bool = True  # False: no image-token rule for this model; the tile rule was assumed
+    online_cost_usd: float | None = None  # a batch candidate's cost had it been swept online
 
 
 SMALL_DEFAULT = 384  # an unreadable image is billed (if at all) as a small one
@@ -56,7 +57,8 @@ def estimate(
             for size in sizes
         )
         output_tokens = EXPECTED_OUTPUT_TOKENS * len(sizes)
-        price = price_for(candidate.model, plan.prices)
+        price = price_for(candidate.model, plan.prices, batch=candidate.batch)
+        online = price_for(candidate.model, plan.prices)
         out.append(
             CandidateEstimate(
                 candidate=candidate,
@@ -65,6 +67,7 @@ def estimate(
                 output_tokens=output_tokens,
                 cost_usd=None if price is None else price.cost(input_tokens, output_tokens),
                 rule_known=plan.image_rule(candidate.model) is not None,
+                online_cost_usd=None if online is None else online.cost(input_tokens, output_tokens),
             )
         )
     return out

@@ -185,7 +185,7 @@ class Caller:
         self, provider: Provider, request: CompletionRequest, candidate: Candidate, tokens: int
     ) -> Completion:
         gate = self.gates[(candidate.provider, candidate.model)]
-        price = price_for(candidate.model, self.plan.prices)
+        price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
         # the worst case for output: a call may use every token it is allowed
         output = request.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
         estimated = 0.0 if price is None else price.cost(tokens, output)
@@ -212,6 +212,9 @@ class Caller:
         key = cache_key(candidate.provider, candidate.model, request) if cache is not None else ""
         if cache is not None and self.cache.read and (hit := cache.get(key)) is not None:
             return hit, 0
+        if getattr(provider, "answers_without_calling", False):
+            # a batch candidate's request its jobs did not answer: the recorded reason, never a call
+            return await provider.complete(request), 0
         attempts = 0
 
         async def attempt() -> Completion:
@@ -288,7 +291,9 @@ async def run_sweep(
         result.outcomes.sort(key=lambda o: order.get(o.example_id, len(order)))
         for skip in dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
-        result.metrics = summarise(result.outcomes, price_for(candidate.model, plan.prices))
+        result.metrics = summarise(
+            result.outcomes, price_for(candidate.model, plan.prices, batch=candidate.batch)
+        )
         result.partial = partial
         for listener in listeners:
             listener.candidate_done(result)
@@ -332,6 +337,9 @@ async def run_sweep(
                 plan.task,
                 estimated_input_tokens=tokens,
             )
+            if calls == 0 and not completion.latency_ms:
+                # a batch job's answer has no latency of its own: no figure beats a false zero
+                outcome = outcome.model_copy(update={"latency_ms": None})
             result.outcomes.append(outcome)
             for listener in listeners:
                 listener.example_done(candidate, outcome)

@@ -158,9 +158,18 @@ class Price(BaseModel):
 
     input: float
     output: float
+    # Gemini's Batch API bills its own (usually half) price; unset: a batch of this model has no price
+    batch_input: float | None = None
+    batch_output: float | None = None
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+    def batch(self) -> Price | None:
+        """The price of the same tokens sent as a batch job, if the table gives one."""
+        if self.batch_input is None or self.batch_output is None:
+            return None
+        return Price(input=self.batch_input, output=self.batch_output)
 
 
 def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[str, Estimate | float]:

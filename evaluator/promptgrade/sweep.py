@@ -21,7 +21,7 @@ from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, c
 from promptgrade.config import Experiment, ModelSpec, Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
-from promptgrade.errors import CredentialsError
+from promptgrade.errors import ConfigError, CredentialsError
 from promptgrade.estimate import CandidateEstimate, estimate, size_of
 from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
@@ -29,6 +29,7 @@ from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepS
 from promptgrade.scoring import Estimate
 
 if TYPE_CHECKING:
+    from promptgrade.batch.executor import BatchListener, BatchOutcome
     from promptgrade.tracking import Tracker
 
 T = TypeVar("T")
@@ -86,8 +87,11 @@ class Sweep:
     """A sweep in three steps, so every free check happens before anything is shown or paid for:
     construct (experiment, templates, dataset), ``connect`` (credentials), then ``run``."""
 
-    def __init__(self, experiment_path: str | Path, *, limit: int | None = None) -> None:
+    def __init__(self, experiment_path: str | Path, *, limit: int | None = None, batch: bool = False) -> None:
         self.plan = plan_experiment(load_experiment(experiment_path))
+        if batch:
+            self.plan.experiment.models = batch_models(self.plan.experiment.models)
+        check_batch_models(self.plan.experiment.models)
         config = self.plan.experiment.dataset
         if limit is not None:
             config = config.model_copy(update={"limit": limit})
@@ -99,6 +103,7 @@ class Sweep:
         self.providers: dict[tuple[str, str], Provider] | None = None
         self.stop_reason: str | None = None
         self.limit = limit
+        self.batch_outcome: BatchOutcome | None = None
 
     @property
     def total_calls(self) -> int:
@@ -169,12 +174,20 @@ class Sweep:
         tracking_uri: str | None = None,
         listeners: list[SweepListener] | None = None,
         cache: CacheMode | None = None,
+        batch_wait: bool = True,
+        batch_listener: BatchListener | None = None,
     ) -> SweepReport:
-        """Run (or resume) the sweep. Raises SweepStopped after logging partial results, if stopped."""
+        """Run (or resume) the sweep. Raises SweepStopped after logging partial results, if stopped.
+
+        Batch candidates' requests go to Gemini batch jobs first (``BatchesPending`` if not waiting);
+        once their answers are in the cache, the same sweep scores and logs them without a call.
+        """
         from promptgrade.tracking import Tracker  # mlflow is imported only when a sweep really runs
 
         if self.providers is None:
             self.connect()
+        if batch := [c for c in self.runnable if c.batch]:
+            self._run_batches(batch, cache, wait=batch_wait, listener=batch_listener)
         plan, dataset = self.plan, self.dataset
         report = SweepReport(plan, dataset, self.candidates)
         tracker = Tracker(plan.experiment.name, tracking_uri, trace_examples=plan.experiment.trace_examples)
@@ -238,6 +251,51 @@ class Sweep:
         tracker.finish_sweep(report.results, plan.experiment.primary_metric)
         return report
 
+    def _run_batches(
+        self,
+        candidates: list[Candidate],
+        cache: CacheMode | None,
+        *,
+        wait: bool,
+        listener: BatchListener | None,
+    ) -> None:
+        """Submit what no job holds, wait (or stop, resumable), collect into the cache; then the runner
+        sees these models through ``JournalAnswers``, which never calls."""
+        from promptgrade.batch.executor import BatchesPending, BatchExecutor, JournalAnswers
+        from promptgrade.batch.journal import BatchJournal, journal_path
+        from promptgrade.providers.gemini_batch import GeminiBatches
+
+        if cache is None or cache.cache is None or not cache.read:
+            raise ConfigError(
+                "batch mode fills the answer cache and scores from it: drop --no-cache / --refresh"
+            )
+        experiment = self.plan.experiment
+        specs = {(c.provider, c.model): c.spec for c in candidates}
+        clients = {
+            key: GeminiBatches(spec.model, spec.base_url or experiment.base_url, max(spec.timeout_s, 120))
+            for key, spec in specs.items()
+        }
+        journal = BatchJournal(journal_path(cache.cache.path))
+        executor = BatchExecutor(self.plan, self.dataset, candidates, clients, cache.cache, journal)
+        self.batch_outcome = executor.outcome
+        try:
+            executor.submit()
+            if open_jobs := executor.open_jobs():
+                if not wait:
+                    requests = sum(job.requests for job in open_jobs)
+                    raise BatchesPending(
+                        f"{len(open_jobs)} batch job(s) holding {requests} requests are pending or running "
+                        f"({', '.join(job.name or '?' for job in open_jobs)})"
+                    )
+                executor.wait(listener)
+        finally:
+            for client in clients.values():
+                client.close()
+        providers = dict(self.providers or {})
+        for provider, model in specs:
+            providers[(provider, model)] = JournalAnswers(provider, model, journal)
+        self.providers = providers
+
     async def _run_and_close(self, work: Coroutine[Any, Any, T]) -> T:
         """Providers' HTTP sessions belong to this event loop: close them before it ends."""
         try:
@@ -286,6 +344,25 @@ def provider_for(spec: ModelSpec, experiment: Experiment) -> Provider:
         api_key_env=spec.api_key_env,
         region=spec.region,
     )
+
+
+def batch_models(models: list[ModelSpec]) -> list[ModelSpec]:
+    """``--batch``: every model as batch jobs; a model without a batch API is one clear line."""
+    others = sorted({f"{m.provider}/{m.model}" for m in models if m.provider != "gemini"})
+    if others:
+        raise ConfigError(
+            f"--batch: only Gemini models run as batch jobs, not {', '.join(others)}; set `batch: true` "
+            "on the Gemini models in the experiment instead"
+        )
+    return [m.model_copy(update={"batch": True}) for m in models]
+
+
+def check_batch_models(models: list[ModelSpec]) -> None:
+    """A model is swept one way: its batch and online candidates would share one provider and price."""
+    batch = {(m.provider, m.model) for m in models if m.batch}
+    online = {(m.provider, m.model) for m in models if not m.batch}
+    if both := sorted(batch & online):
+        raise ConfigError(f"{both[0][1]} is listed both with and without `batch: true`: choose one")
 
 
 def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:

@@ -72,6 +72,9 @@ class ErrorKind(StrEnum):
     EMPTY = "empty"  # no candidates / no text
     TRUNCATED = "truncated"  # stopped at max tokens
     MALFORMED = "malformed"  # the API's own response could not be read
+    # a batch job returned no answer for this request (failed, expired, cancelled, missing from the
+    # results): never cached, never retried online; the next batch run resubmits it
+    BATCH_FAILED = "batch_failed"
 
     @property
     def transient(self) -> bool:

@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
+from promptgrade.testing.gemini_batches import BatchAPI
 from promptgrade.testing.scripted import LoopbackServer, ScriptedAPI
 
 TOKENS_PER_IMAGE = 258  # what Gemini bills for one image at default media resolution
@@ -189,6 +190,7 @@ class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
         # Answers by model id (the model in the request path), before any per-image answer: one
         # server can then play a task model and, say, a reflection model proposing templates.
         self.model_answers: dict[str, Answer] = {}
+        self.batches = BatchAPI(self)  # the Batch API and the Files API (gemini_batches)
 
     @property
     def base_url(self) -> str:
@@ -252,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, token)
             return
         if match is None:
-            self._send_error(404, f"Method not found: {path}")
+            if not fake.batches.post(self, path, body):
+                self._send_error(404, f"Method not found: {path}")
             return
         try:
             info = _parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
@@ -269,6 +272,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, _answer_body(info, fake._answer(info)))
         else:
             self._play(fault, info)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if not self.server.fake.batches.get(self, path):
+            self._send_error(404, f"Method not found: {path}")
 
     def _play(self, fault: Fault, info: RequestInfo) -> None:
         fake = self.server.fake
@@ -323,11 +331,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake._bill(usage)
         self._send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8")
 
-    def _send_raw(self, status: int, payload: bytes, content_type: str) -> None:
+    def _send_raw(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
