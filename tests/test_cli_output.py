@@ -100,6 +100,11 @@ def test_the_sweep_summary_is_readable_in_an_80_column_terminal(
         assert label in text
     assert text.count("category ") == 2 and text.count(" · top-1 ") == 2 and text.count("parse fail") == 2
     assert "…" not in text  # nothing cut
+    dry = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"}).invoke(app, ["sweep", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert max(len(line) for line in dry.output.splitlines()) <= 80
+    assert "meal_tray_json@v1 ·" in dry.output and "meal_tray_freetext@v1 ·" in dry.output
+    assert "…" not in dry.output  # names wrap in their cell instead of being cut
     wide = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(
         app, ["sweep", str(path), "--tracking-uri", tracking]
     )

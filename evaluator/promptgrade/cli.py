@@ -401,13 +401,17 @@ def _print_token_drift(report: Any) -> None:
 
 def _print_dry_run(report: Any) -> None:
     table = Table(
-        title=esc(f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples")
+        title=esc(
+            f"dry run — {report.plan.experiment.name}: {len(report.dataset.examples)} examples, estimates"
+        )
     )
     batch = any(est.candidate.batch for est in report.estimates)
-    columns = ["candidate", "calls", "input tokens (est.)", "output tokens (est.)", "cost $ (est.)"]
-    for column in columns + (["online $ (est.)"] if batch else []):
+    # every figure is an estimate (the title says so): short headers leave the width to the names
+    columns = ["candidate", "calls", "input tokens", "output tokens", "$"]
+    for column in columns + (["online $"] if batch else []):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     total_cost, unknown = 0.0, False
+    settings = _varying_settings(report.estimates)  # the full labels are in MLflow; here, what differs
     for est in report.estimates:
         unknown |= est.cost_usd is None
         total_cost += est.cost_usd or 0.0
@@ -416,7 +420,7 @@ def _print_dry_run(report: Any) -> None:
             ["no price" if est.online_cost_usd is None else f"{est.online_cost_usd:.4f}"] if batch else []
         )
         table.add_row(
-            esc(est.candidate.label),
+            esc(_short_name(est.candidate, settings)),
             str(est.calls),
             f"{est.input_tokens:,}",
             f"{est.output_tokens:,}",
@@ -426,7 +430,12 @@ def _print_dry_run(report: Any) -> None:
     for candidate in report.candidates:
         if candidate.prompt is None:
             table.add_row(
-                esc(candidate.label), "0", "–", "–", "0 (trained locally)", *(["–"] if batch else [])
+                esc(_short_name(candidate, settings)),
+                "0",
+                "–",
+                "–",
+                "0 (local)",
+                *(["–"] if batch else []),
             )
     console.print(table)
     calls = sum(e.calls for e in report.estimates)
