@@ -28,7 +28,7 @@ def _user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from promptgrade.cli import user_errors
+        from promptgrade.cli.common import user_errors
 
         return user_errors(fn)(*args, **kwargs)
 
@@ -36,7 +36,7 @@ def _user_errors(fn: F) -> F:
 
 
 def _esc(value: object) -> str:
-    from promptgrade.cli import esc
+    from promptgrade.cli.common import esc
 
     return esc(value)
 
@@ -65,7 +65,7 @@ def _counts(stats: dict[str, int], requests: int) -> str:
 @_user_errors
 def batches_list(cache_path: CacheOpt = None) -> None:
     """Every job in this store's journal: name, experiment, candidate, state (as last seen), counts, age."""
-    from promptgrade.cli import console
+    from promptgrade.cli.common import console
 
     jobs = _journal(cache_path).jobs()
     if not jobs:
@@ -94,7 +94,7 @@ def batches_cancel(
     cache_path: CacheOpt = None,
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""
-    from promptgrade.cli import console
+    from promptgrade.cli.common import console
     from promptgrade.providers.gemini_batch import GeminiBatches
 
     job = _journal(cache_path).job(name)

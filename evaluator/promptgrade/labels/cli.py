@@ -18,7 +18,7 @@ label_app = typer.Typer(
     no_args_is_help=True,
 )
 
-from promptgrade import cli as base  # noqa: E402 - the shared error handling and consoles
+from promptgrade.cli import common as base  # noqa: E402 - the shared error handling and consoles
 
 ExperimentArg = Annotated[Path, typer.Argument(help="Experiment file (experiments/<name>.yaml).")]
 RunOpt = Annotated[

@@ -51,7 +51,7 @@ def optimize(
     lineage; sweep them on the evaluation split and promote as usual. Nothing is released or promoted.
     """
     from promptgrade.cache import AnswerCache
-    from promptgrade.cli import console, err, esc
+    from promptgrade.cli.common import console, err, esc
     from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
     from promptgrade.runner import CacheMode
 

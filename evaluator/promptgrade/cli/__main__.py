@@ -1,0 +1,5 @@
+"""``python -m promptgrade.cli``: the same command as the ``promptgrade`` script."""
+
+from promptgrade.cli import main
+
+main()

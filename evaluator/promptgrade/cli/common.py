@@ -1,0 +1,82 @@
+"""What every verb of the ``promptgrade`` command shares: the typer app, the consoles, escaping, errors.
+
+Every PromptgradeError becomes one red line and a non-zero exit; a traceback means a bug in
+promptgrade, never a mistake of the user's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from promptgrade.errors import PromptgradeError
+
+app = typer.Typer(
+    help="Prompt-engineering experiments for multimodal LLMs that classify and grade images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def esc(value: object) -> str:
+    """Text from outside (messages, names, paths, answers) shown through rich: brackets stay brackets.
+
+    rich reads ``[cnn]`` as a markup tag and silently drops it; every interpolated value goes through
+    here so that only our own styling is markup.
+    """
+    return escape(str(value))
+
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@app.callback()
+def _setup() -> None:
+    # Consoles are made per invocation so they see the terminal (and COLUMNS) of this run; MLflow's
+    # own INFO lines (database migrations) are noise to a user reading a summary table.
+    global console, err
+    console, err = Console(), Console(stderr=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def user_errors(fn: F) -> F:
+    """Turn a PromptgradeError into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PromptgradeError as exc:
+            err.print(f"[bold red]error:[/] {esc(exc)}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
+]
+
+
+def experiment_name(experiment: str) -> str:
+    if experiment.endswith((".yaml", ".yml")):
+        from promptgrade.config import load_experiment
+
+        return load_experiment(experiment).name
+    return experiment
