@@ -3,11 +3,9 @@ plus what ``sweep --batch`` shows while it waits and after."""
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,29 +14,16 @@ from rich.table import Table
 
 from promptgrade.errors import PromptgradeError
 
+# Defined before the CLI's common module is imported: promptgrade.cli registers this app when imported.
 batches_app = typer.Typer(help="Gemini batch jobs submitted by `sweep --batch`.", no_args_is_help=True)
-F = TypeVar("F", bound=Callable[..., Any])
+
+from promptgrade.cli import common  # noqa: E402 - the shared consoles and one-line errors
+from promptgrade.cli.common import esc as _esc  # noqa: E402
+from promptgrade.cli.common import user_errors as _user_errors  # noqa: E402
+
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Answer cache file (its journal sits beside it).")
 ]
-
-
-def _user_errors(fn: F) -> F:
-    """The CLI's one-line errors; imported when called, since ``promptgrade.cli`` imports this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from promptgrade.cli.common import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _esc(value: object) -> str:
-    from promptgrade.cli.common import esc
-
-    return esc(value)
 
 
 def _journal(cache_path: Path | None) -> Any:
@@ -65,7 +50,7 @@ def _counts(stats: dict[str, int], requests: int) -> str:
 @_user_errors
 def batches_list(cache_path: CacheOpt = None) -> None:
     """Every job in this store's journal: name, experiment, candidate, state (as last seen), counts, age."""
-    from promptgrade.cli.common import console
+    console = common.console  # made per invocation
 
     jobs = _journal(cache_path).jobs()
     if not jobs:
@@ -94,7 +79,7 @@ def batches_cancel(
     cache_path: CacheOpt = None,
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""
-    from promptgrade.cli.common import console
+    console = common.console  # made per invocation
     from promptgrade.providers.gemini_batch import GeminiBatches
 
     job = _journal(cache_path).job(name)
