@@ -10,11 +10,11 @@ refused unless the caller says ``unpaired`` (then only the shared example ids ar
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from promptgrade.errors import TrackingError
+from promptgrade.figures import number_text
 from promptgrade.stats import mcnemar
 from promptgrade.tracking.read import RunRow, RunStore
 
@@ -164,12 +164,9 @@ def _flip(example_id: str, name: str, row_a: dict[str, Any], row_b: dict[str, An
         truth = row_a.get("true_categories") or ""
         shown_a, shown_b = row_a.get("predicted_categories") or "–", row_b.get("predicted_categories") or "–"
     else:
-        truth = _number(row_a.get("true_grade"))
-        shown_a, shown_b = _number(row_a.get("predicted_grade")), _number(row_b.get("predicted_grade"))
+        truth = number_text(row_a.get("true_grade"))
+        shown_a, shown_b = (
+            number_text(row_a.get("predicted_grade")),
+            number_text(row_b.get("predicted_grade")),
+        )
     return Flip(example_id, str(truth), row_a.get("answer"), row_b.get("answer"), str(shown_a), str(shown_b))
-
-
-def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):g}"

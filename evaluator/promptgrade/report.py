@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import jinja2
 
 from promptgrade.errors import TrackingError
+from promptgrade.figures import metric_text, number_text
 from promptgrade.tracking.read import RunRow, RunStore, ranked
 
 METRICS = {
@@ -50,14 +50,7 @@ class CandidateView:
     plots: dict[str, str] = field(default_factory=dict)  # artifact path -> data URL
 
     def cell(self, metric: str) -> str:
-        value = self.run.metric(metric)
-        if math.isnan(value):
-            return "–"
-        low, high = self.run.metric(f"{metric}_ci_low"), self.run.metric(f"{metric}_ci_high")
-        shown = _format(metric, value)
-        if not (math.isnan(low) or math.isnan(high)):
-            shown += f" [{_format(metric, low)}, {_format(metric, high)}]"
-        return shown
+        return metric_text(metric, *(self.run.metric(metric + end) for end in ("", "_ci_low", "_ci_high")))
 
 
 @dataclass
@@ -69,20 +62,6 @@ class ExampleRow:
     thumbnail: str | None
     disagree: bool
     failed: bool
-
-
-def _format(metric: str, value: float) -> str:
-    if metric.endswith(("accuracy", "_rate")):
-        return f"{value:.0%}"
-    if metric == "cost_usd":
-        return f"{value:,.4f}"
-    return f"{value:,.1f}"
-
-
-def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):g}"
 
 
 def _data_url(path: Path, mime: str = "image/png") -> str:
@@ -135,7 +114,7 @@ def _answer(row: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "status": row["status"],
         "categories": row.get("predicted_categories") or "–",
-        "grade": _number(row.get("predicted_grade")),
+        "grade": number_text(row.get("predicted_grade")),
         "category_ok": bool(row.get("category_correct")),
         "grade_ok": row.get("grade_correct"),
         "error": None if ok else (row.get("error_kind") or row["status"]),
@@ -156,7 +135,7 @@ def example_rows(candidates: list[CandidateView], images: dict[str, str]) -> lis
             ExampleRow(
                 example_id=example_id,
                 truth_categories=first.get("true_categories") or "–",
-                truth_grade=_number(first.get("true_grade")),
+                truth_grade=number_text(first.get("true_grade")),
                 answers=[_answer(c.rows.get(example_id)) for c in candidates],
                 thumbnail=images.get(example_id),
                 disagree=len(categories_right) > 1 or len(grades_right) > 1,

@@ -14,6 +14,7 @@ from rich.table import Table
 from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, experiment_name, user_errors
 from promptgrade.errors import PromptgradeError
+from promptgrade.figures import metric_text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,14 +93,7 @@ def compare(
         params, metrics = row["params"], row["metrics"]
         prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
         cells = ["★" if index == 0 else "", row["run_id"][:8], esc(prompt), esc(params.get("model", "–"))]
-        for metric in _COMPARE_METRICS:
-            value = metrics.get(metric)
-            if value is None:
-                cells.append("–")
-            elif metric.endswith(("accuracy", "_rate")):
-                cells.append(f"{value:.0%}")
-            else:
-                cells.append(f"{value:,.4f}" if metric == "cost_usd" else f"{value:,.1f}")
+        cells += [metric_text(metric, metrics.get(metric)) for metric in _COMPARE_METRICS]
         table.add_row(*cells)
     common.console.print(table)
 

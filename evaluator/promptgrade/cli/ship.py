@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, experiment_name, user_errors
+from promptgrade.figures import metric_text
 
 # --------------------------------------------------------------------------------------------------
 # promote
@@ -79,13 +79,9 @@ def _print_decision(decision: Any) -> None:
             continue
         cells = [role, row.run_id[:8], esc(row.name)]
         for metric in SHOWN_METRICS:
-            value, low, high = (row.metric(metric + suffix) for suffix in ("", "_ci_low", "_ci_high"))
-            if math.isnan(value):
-                cells.append("–")
-            elif metric == "grade_mae":
-                cells.append(f"{value:.1f}" + ("" if math.isnan(low) else f" ({low:.1f}–{high:.1f})"))
-            else:
-                cells.append(f"{value:.0%}" + ("" if math.isnan(low) else f" ({low:.0%}–{high:.0%})"))
+            cells.append(
+                metric_text(metric, *(row.metric(metric + end) for end in ("", "_ci_low", "_ci_high")))
+            )
         table.add_row(*cells)
     common.console.print(table)
     against = "production" if decision.incumbent is not None else "runner-up"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
+from promptgrade.figures import metric_text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,17 +73,13 @@ class _StartingListener:
         self.candidate_started(candidate, 0)
 
 
-def _fmt(value: Any, *, pct: bool = True, ci: bool = False) -> str:
-    if value is None:
-        return "–"
-    number = getattr(value, "value", value)
-    if isinstance(number, float) and math.isnan(number):
-        return "–"
-    if not pct:
-        return f"{number:,.1f}"
-    if ci and hasattr(value, "ci_low"):
-        return f"{number:.0%} ({value.ci_low:.0%}–{value.ci_high:.0%})"
-    return f"{number:.0%}"
+def _figure(metrics: dict[str, Any], name: str, *, ci: bool = False) -> str:
+    """One metric of a result as ``figures`` writes it; ``ci`` adds an Estimate's interval."""
+    value = metrics.get(name)
+    if hasattr(value, "ci_low"):
+        low, high = (value.ci_low, value.ci_high) if ci else (None, None)
+        return metric_text(name, value.value, low, high)
+    return metric_text(name, value)
 
 
 def _varying_settings(results: list[Any]) -> dict[str, str]:
@@ -139,14 +135,14 @@ def _summary_blocks(report: Any) -> Any:
         cost = m.get("cost_usd")
         lines.append(
             Text(
-                f"    category {_fmt(m.get('category_accuracy'), ci=True)} · top-1 "
-                f"{_fmt(m.get('category_top1_accuracy'))} · grade {_fmt(m.get('grade_accuracy'), ci=True)}"
+                f"    category {_figure(m, 'category_accuracy', ci=True)} · top-1 "
+                f"{_figure(m, 'category_top1_accuracy')} · grade {_figure(m, 'grade_accuracy', ci=True)}"
             )
         )
         lines.append(
             Text(
-                f"    MAE {_fmt(m.get('grade_mae'), pct=False)} · parse fail {_fmt(m.get('parse_failure_rate'))}"
-                f" · errors {_fmt(m.get('error_rate'))} · p50 {_fmt(m.get('latency_p50_ms'), pct=False)} ms"
+                f"    MAE {_figure(m, 'grade_mae')} · parse fail {_figure(m, 'parse_failure_rate')}"
+                f" · errors {_figure(m, 'error_rate')} · p50 {_figure(m, 'latency_p50_ms')} ms"
                 f" · {'$?' if cost is None else f'${cost:.4f}'}"
             )
         )
@@ -192,13 +188,13 @@ def _summary_table(report: Any) -> Table:
         cost = m.get("cost_usd")
         table.add_row(
             *head,
-            _fmt(m.get("category_accuracy"), ci=True),
-            _fmt(m.get("category_top1_accuracy")),
-            _fmt(m.get("grade_accuracy"), ci=True),
-            _fmt(m.get("grade_mae"), pct=False),
-            _fmt(m.get("parse_failure_rate")),
-            _fmt(m.get("error_rate")),
-            _fmt(m.get("latency_p50_ms"), pct=False),
+            _figure(m, "category_accuracy", ci=True),
+            _figure(m, "category_top1_accuracy"),
+            _figure(m, "grade_accuracy", ci=True),
+            _figure(m, "grade_mae"),
+            _figure(m, "parse_failure_rate"),
+            _figure(m, "error_rate"),
+            _figure(m, "latency_p50_ms"),
             "?" if cost is None else f"{cost:.4f}",
         )
     return table
