@@ -72,7 +72,6 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        self.name = experiment_name
         self.task: Task | None = None  # the sweep's task, known from the first candidate run (for plots)
         try:
             experiment = self.client.get_experiment_by_name(experiment_name)
@@ -153,7 +152,7 @@ class Tracker:
         if any(value is not None for _, value in ran):
             from promptgrade.tracking import plots
 
-            figure = plots.comparison(ran, primary_metric, self.name)
+            figure = plots.comparison(ran, primary_metric, self.experiment_name)
             self._log_figures(self.parent_run_id, {"plots/candidates.png": figure})
         self.client.set_tag(self.parent_run_id, "promptgrade.partial", str(status != "FINISHED").lower())
         if stop_reason:
@@ -276,7 +275,7 @@ class Tracker:
         from promptgrade.tracking.traces import log_example_traces
 
         assert result.run_id is not None
-        candidate, dataset = result.candidate, self.dataset
+        candidate = result.candidate
         log_example_traces(
             self.client,
             self.experiment_id,
@@ -285,8 +284,7 @@ class Tracker:
             name=candidate.label,
             prompt=getattr(candidate, "rendered_prompt", None),
             model=getattr(candidate, "model", None),
-            image_refs=dataset.image_refs if dataset else {},
-            image_sha256={e.id: e.image.sha256 for e in dataset.examples} if dataset else {},
+            dataset=self.dataset,
         )
 
     def _candidate_figures(self, result: CandidateResult) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
 from mlflow.tracing.trace_manager import InMemoryTraceManager
 
+from promptgrade.data.examples import LoadedDataset
 from promptgrade.errors import TrackingError
 from promptgrade.scoring import Outcome
 
@@ -71,10 +72,14 @@ def log_example_traces(
     name: str,
     prompt: str | None,
     model: str | None,
-    image_refs: dict[str, str],
-    image_sha256: dict[str, str],
+    dataset: LoadedDataset | None,
 ) -> list[str]:
-    """One trace per answered example, linked to ``run_id``; returns the trace ids in outcome order."""
+    """One trace per answered example, linked to ``run_id``; returns the trace ids in outcome order.
+
+    ``dataset`` (the evaluated split) says where each image came from; without it the trace has none.
+    """
+    image_refs = dataset.image_refs if dataset is not None else {}
+    image_sha256 = {e.id: e.image.sha256 for e in dataset.examples} if dataset is not None else {}
     manager = InMemoryTraceManager.get_instance()
     trace_ids: list[str] = []
     now_ns = time.time_ns()
