@@ -68,7 +68,8 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_report_is_written_and_self_contained(swept: dict[str, Any]) -> None:
     html = swept["out"].read_text(encoding="utf-8")
     assert "report written to" in swept["output"]
-    assert not swept["out"].with_name("report.html.partial").exists()
+    # written atomically: nothing but the report is left beside it (no temporary or partial file)
+    assert sorted(p.name for p in swept["out"].parent.iterdir()) == ["report.html"]
     for example_id in swept["ids"]:
         assert f'id="example-{example_id}"' in html
     # nothing to fetch: every image is inline, there is no external script, style or font

@@ -22,6 +22,7 @@ import jinja2
 
 from promptgrade.errors import TrackingError
 from promptgrade.figures import metric_text, number_text
+from promptgrade.files import atomic_write
 from promptgrade.tracking.read import RunRow, RunStore, ranked
 
 METRICS = {
@@ -204,9 +205,7 @@ def write_report(
 ) -> Path:
     html = build_report(store, sweep_run_id=sweep_run_id, experiment_file=experiment_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.name + ".partial")
-    temporary.write_text(html, encoding="utf-8")
-    temporary.replace(out)  # a reader never sees half a report
+    atomic_write(out, html.encode("utf-8"))  # a reader never sees half a report
     return out
 
 

@@ -14,14 +14,13 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from promptgrade.errors import DatasetError
+from promptgrade.files import atomic_write
 
 
 def file_sha256(path: Path) -> str:
@@ -117,26 +116,10 @@ class LabelsFile:
         history = self.path.with_name(self.path.name + ".history")
         history.mkdir(exist_ok=True)
         previous = self.path.read_bytes()
-        _atomic_write(history / f"{stamp}-{self.sha256[:12]}.csv", previous)
+        atomic_write(history / f"{stamp}-{self.sha256[:12]}.csv", previous)
         backup = self.path.with_name(self.path.name + ".bak")
-        _atomic_write(backup, previous)
-        _atomic_write(self.path, self.render().encode("utf-8"))
+        atomic_write(backup, previous)
+        atomic_write(self.path, self.render().encode("utf-8"))
         with (history / "imports.jsonl").open("a", encoding="utf-8") as log:
             log.write(json.dumps({"at": stamp, "previous_sha256": self.sha256, **record}) + "\n")
         return backup
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside the target and rename over it: a crash leaves the old file or the new, never half."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
