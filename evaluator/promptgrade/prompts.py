@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,11 @@ class PromptVersion:
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to the tracking writer's process) as its fields only: the compiled template is a
+        cache of functions that cannot travel, and is rebuilt on first use."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @cached_property
     def _front_matter(self) -> tuple[dict[str, Any], str]:

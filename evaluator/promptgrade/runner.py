@@ -68,6 +68,14 @@ class SweepStopped(SweepAborted):
         super().__init__(reason)
 
 
+class TrackingStopped(SweepStopped):
+    """The MLflow store cannot be written (a tracking server lost mid-sweep): answers bought so far are
+    in the cache, and the same command resumes once the store is back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; run the same command again once the store is back to resume", "tracking")
+
+
 class ModelStopped(SweepStopped):
     """One model keeps failing (a mistyped model id, a server that refuses connections): its
     candidates stop, the other models' go on, and the sweep ends stopped, so the same command resumes."""
@@ -341,11 +349,15 @@ async def run_sweep(
                 # a batch job's answer has no latency of its own: no figure beats a false zero
                 outcome = outcome.model_copy(update={"latency_ms": None})
             result.outcomes.append(outcome)
-            for listener in listeners:
-                listener.example_done(candidate, outcome)
             remaining[candidate.key] -= 1
-            if remaining[candidate.key] == 0:
-                finish(candidate)
+            try:  # a listener may stop the sweep (its MLflow store is gone): the answer is kept
+                for listener in listeners:
+                    listener.example_done(candidate, outcome)
+                if remaining[candidate.key] == 0:
+                    finish(candidate)
+            except SweepStopped as stop:
+                stopped.append(stop)
+                return
 
     await asyncio.gather(*(worker() for _ in range(experiment.concurrency)))
     if failed_models and not stopped:

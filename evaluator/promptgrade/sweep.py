@@ -8,10 +8,12 @@ done so an interrupted sweep keeps what it finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
 import math
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +21,26 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
 from promptgrade.config import Experiment, ModelSpec, Plan, load_experiment, plan_experiment
-from promptgrade.data.examples import LoadedDataset
+from promptgrade.data.examples import DatasetSummary, LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
-from promptgrade.errors import ConfigError, CredentialsError
+from promptgrade.errors import ConfigError, CredentialsError, TrackingError
 from promptgrade.estimate import CandidateEstimate, estimate, size_of
 from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
-from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepStopped, run_sweep
-from promptgrade.scoring import Estimate
+from promptgrade.runner import (
+    CacheMode,
+    CandidateResult,
+    SweepListener,
+    SweepStopped,
+    TrackingStopped,
+    run_sweep,
+)
+from promptgrade.scoring import Estimate, Outcome
+from promptgrade.tracking.payloads import ExampleTrace
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
-    from promptgrade.tracking import Tracker
+    from promptgrade.tracking.writer import TrackingWriter
 
 T = TypeVar("T")
 
@@ -182,40 +192,56 @@ class Sweep:
         Batch candidates' requests go to Gemini batch jobs first (``BatchesPending`` if not waiting);
         once their answers are in the cache, the same sweep scores and logs them without a call.
         """
-        from promptgrade.tracking import Tracker  # mlflow is imported only when a sweep really runs
+        from promptgrade.tracking.writer import TrackingWriter
 
+        # The writer's process starts first: MLflow's import and the store's connection overlap with
+        # connecting to the providers and any batch jobs.
+        experiment = self.plan.experiment
+        tracker = TrackingWriter(experiment.name, tracking_uri, trace_examples=experiment.trace_examples)
+        try:
+            return self._run_tracked(tracker, cache, batch_wait, batch_listener, listeners or [])
+        finally:
+            tracker.close()
+
+    def _run_tracked(
+        self,
+        tracker: TrackingWriter,
+        cache: CacheMode | None,
+        batch_wait: bool,
+        batch_listener: BatchListener | None,
+        listeners: list[SweepListener],
+    ) -> SweepReport:
         if self.providers is None:
             self.connect()
         if batch := [c for c in self.runnable if c.batch]:
             self._run_batches(batch, cache, wait=batch_wait, listener=batch_listener)
         plan, dataset = self.plan, self.dataset
+        summary = dataset.summary()
         report = SweepReport(plan, dataset, self.candidates)
-        tracker = Tracker(plan.experiment.name, tracking_uri, trace_examples=plan.experiment.trace_examples)
         report.tracking_uri = tracker.uri
-        report.resumed = tracker.start_sweep(
-            plan.experiment.path, dataset, len(self.candidates), self.sweep_key()
+        report.resumed, report.sweep_run_id = tracker.call(
+            "start_sweep", plan.experiment.path, summary, len(self.candidates), self.sweep_key()
         )
-        report.sweep_run_id = tracker.parent_run_id
-        all_listeners = [_TrackingListener(tracker), *(listeners or [])]
+        all_listeners = [_TrackingListener(tracker, dataset, self.results), *listeners]
+        primary = plan.experiment.primary_metric
         try:
-            self._run_baselines(tracker, all_listeners)
+            self._run_baselines(tracker, summary, all_listeners)
         except BaseException:
-            tracker.kill_unfinished([r.run_id for r in self.results.values() if r.run_id])
-            tracker.finish_sweep(list(self.results.values()), plan.experiment.primary_metric, status="KILLED")
+            self._stop_tracking(tracker, primary)
             raise
         todo: list[Candidate] = []
         for candidate in self.runnable:
             result = self.results[candidate.key]
-            result.run_id, finished = tracker.candidate_run(
-                candidate, dataset, plan.task, plan.experiment.dataset.image_max_side
+            result.run_id, finished = tracker.call(
+                "candidate_run", candidate, summary, plan.task, plan.experiment.dataset.image_max_side
             )
             if finished:
-                result.metrics = unflatten(tracker.finished_metrics(result.run_id))
+                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
             else:
                 todo.append(candidate)
         self.stop_reason = None
-        # Everything alive now (modules, the dataset, MLflow) lives through the request phase: frozen,
-        # the cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at
+        # Everything alive now (modules, the dataset) lives through the request phase: frozen, the
+        # cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at
         # concurrency 32 in benchmarks/throughput.py's conditions).
         gc.collect()
         gc.freeze()
@@ -233,23 +259,41 @@ class Sweep:
                     )
                 )
             )
+            tracker.drain()
         except SweepStopped as stop:
             self.stop_reason = stop.message
             report.results = [self.results[c.key] for c in self.candidates]
-            tracker.kill_unfinished([r.run_id for r in report.results if r.run_id])
-            tracker.finish_sweep(report.results, plan.experiment.primary_metric, "KILLED", stop.message)
+            if tracker.error is not None:
+                raise TrackingStopped(tracker.error.message) from None
+            self._stop_tracking(tracker, primary, stop.message)
             raise
+        except TrackingError as exc:
+            self.stop_reason = exc.message
+            raise TrackingStopped(exc.message) from None
         except BaseException:
-            tracker.kill_unfinished([r.run_id for r in self.results.values() if r.run_id])
-            tracker.finish_sweep(list(self.results.values()), plan.experiment.primary_metric, status="KILLED")
+            self._stop_tracking(tracker, primary)
             raise
         finally:
             gc.unfreeze()  # a library caller's later garbage is collected as usual
         for result in finished_results:
             self.results[result.candidate.key] = result
         report.results = [self.results[c.key] for c in self.candidates]
-        tracker.finish_sweep(report.results, plan.experiment.primary_metric)
+        try:
+            tracker.call("finish_sweep", report.results, primary)
+        except TrackingError as exc:
+            raise TrackingStopped(exc.message) from None
         return report
+
+    def _stop_tracking(self, tracker: TrackingWriter, primary: str, reason: str | None = None) -> None:
+        """Mark what did not finish as killed — unless the store itself is what failed (then nothing
+        more can be written, and its error is the one the user must see)."""
+        if tracker.error is not None:
+            return
+        results = list(self.results.values())
+        tracker.post("kill_unfinished", [r.run_id for r in results if r.run_id])
+        tracker.post("finish_sweep", results, primary, "KILLED", reason)
+        with contextlib.suppress(TrackingError):
+            tracker.drain()
 
     def _run_batches(
         self,
@@ -305,7 +349,9 @@ class Sweep:
                 if (close := getattr(provider, "aclose", None)) is not None:
                     await close()
 
-    def _run_baselines(self, tracker: Tracker, listeners: list[SweepListener]) -> None:
+    def _run_baselines(
+        self, tracker: TrackingWriter, summary: DatasetSummary, listeners: list[SweepListener]
+    ) -> None:
         """Train each baseline on the training split and score it on the evaluation split (never seen)."""
         if not self.runnable_baselines:
             return
@@ -321,14 +367,16 @@ class Sweep:
         )
         for candidate in self.runnable_baselines:
             result = self.results[candidate.key]
-            result.run_id, finished = tracker.baseline_run(candidate, self.dataset, train, plan.task)
+            result.run_id, finished = tracker.call(
+                "baseline_run", candidate, summary, train.summary(), plan.task
+            )
             if finished:
-                result.metrics = unflatten(tracker.finished_metrics(result.run_id))
+                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
                 continue
             model = evaluate_baseline(candidate, plan.task, train, self.dataset, result, listeners)
             samples = [e.image.data for e in self.dataset.examples[:2]]
             if samples:
-                tracker.log_model(result.run_id, model, plan.task, samples)
+                tracker.post("log_model", result.run_id, model, plan.task, samples)
             for listener in listeners:
                 listener.candidate_done(result)
 
@@ -382,19 +430,47 @@ def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:
 
 
 class _TrackingListener:
-    """Logs each candidate the moment it finishes, so an interrupted sweep keeps what it finished."""
+    """Hands each answer's trace and each finished candidate to the writer — never waits for it — and
+    stops the sweep as soon as the writer reports that the store is gone."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(
+        self, tracker: TrackingWriter, dataset: LoadedDataset, results: dict[str, CandidateResult]
+    ) -> None:
         self.tracker = tracker
+        self.examples = {e.id: e for e in dataset.examples}
+        self.results = results
 
     def candidate_started(self, candidate: Candidate, total: int) -> None:
         pass
 
-    def example_done(self, candidate: Candidate, outcome: object) -> None:
-        pass
+    def example_done(self, candidate: Candidate, outcome: Outcome) -> None:
+        tracker = self.tracker
+        if tracker.error is not None:
+            raise TrackingStopped(tracker.error.message)
+        run_id = self._run_id(candidate)
+        if run_id is None or not tracker.trace_examples or outcome.status == "skipped":
+            return
+        example = self.examples.get(outcome.example_id)
+        image = example.image if example is not None else None
+        tracker.trace(
+            run_id,
+            ExampleTrace(
+                outcome,
+                time.time_ns(),
+                image.data if image is not None else None,
+                image.mime_type if image is not None else None,
+            ),
+        )
+
+    def _run_id(self, candidate: Candidate | BaselineCandidate) -> str | None:
+        result = self.results.get(candidate.key)
+        return result.run_id if result is not None else None
 
     def candidate_done(self, result: CandidateResult) -> None:
-        self.tracker.log_candidate(result)
+        if result.run_id is None:
+            return
+        self.tracker.flush_traces(result.run_id)
+        self.tracker.post("log_candidate", result)
 
     def training(self, candidate: object, stage: str, fraction: float) -> None:
         pass

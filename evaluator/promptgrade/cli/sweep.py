@@ -230,6 +230,10 @@ def sweep(
     from promptgrade.runner import CacheMode, SweepStopped
     from promptgrade.sweep import Sweep
 
+    if not dry_run:
+        from promptgrade.tracking.writer import prestart
+
+        prestart()  # MLflow's import, in the writer's process, overlaps with loading the dataset
     prepared = Sweep(experiment, limit=limit, batch=batch)
     if dry_run:
         _print_dry_run(prepared.estimate())

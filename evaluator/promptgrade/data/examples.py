@@ -187,8 +187,34 @@ class LoadedDataset:
     def __iter__(self) -> Iterator[Example]:
         return iter(self.examples)
 
+    def summary(self) -> DatasetSummary:
+        return DatasetSummary(
+            name=self.name,
+            split=self.split,
+            sha256=self.sha256,
+            source=self.source,
+            n_examples=len(self.examples),
+            image_refs=dict(self.image_refs),
+            image_sha256={e.id: e.image.sha256 for e in self.examples},
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What MLflow records of a split — names, hash, where each image came from — without the images,
+    so it can be handed to the tracking writer's process for the price of a few strings per example."""
+
+    name: str
+    split: str
+    sha256: str
+    source: str = ""
+    n_examples: int = 0
+    image_refs: dict[str, str] = field(default_factory=dict, repr=False)
+    image_sha256: dict[str, str] = field(default_factory=dict, repr=False)
+
 
 __all__ = [
+    "DatasetSummary",
     "Example",
     "Labels",
     "LoadedDataset",

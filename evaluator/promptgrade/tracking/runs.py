@@ -1,17 +1,22 @@
-"""MLflow: the only module that imports it.
+"""A sweep's MLflow runs: one run per candidate, nested under one run per sweep.
 
-One run per candidate, nested under one run per sweep, in the MLflow experiment the experiment file
-names. Each candidate run holds what a person needs to compare prompts side by side (params, metrics
-with confidence intervals) and what they need to re-score later without re-calling the model (the
-predictions table with the raw answers, the rendered prompt). Prompt versions go to the MLflow Prompt
-Registry, tagged with their sha256, and are linked to the runs that measured them.
+Each candidate run holds what a person needs to compare prompts side by side (params, metrics with
+confidence intervals) and what they need to re-score later without re-calling the model (the
+predictions table with the raw answers, the rendered prompt, one trace per example). Prompt versions
+go to the MLflow Prompt Registry, tagged with their sha256, and are linked to the runs that measured
+them.
+
+Every write is idempotent, because a sweep is resumed by running the same command again: the sweep
+run and each candidate run are found by their keys rather than created twice, the predictions table
+is written whole (never appended to, as ``log_table`` would), and example traces have ids derived
+from (run, example). A sweep runs this class in its writer process (``tracking.writer``); the
+optimiser uses it directly.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -21,56 +26,32 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from promptgrade.candidates import BaselineCandidate, Candidate
-from promptgrade.data.examples import LoadedDataset
+from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import TrackingError
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
 from promptgrade.task import Task
 from promptgrade.tracking.registry import PromptRegistry
+from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trace_examples, tracking_uri
 
-DEFAULT_DB = "mlflow.db"
+__all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
-
-def tracking_uri(explicit: str | None = None) -> str:
-    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
-
-
-def default_trace_examples() -> bool:
-    """``trace_examples`` when the experiment file does not say: on, unless PROMPTGRADE_TRACE_EXAMPLES=0.
-
-    The variable lets a whole CI (or this project's own test suite) turn the per-example traces off
-    without editing every experiment; an explicit setting in the file always wins.
-    """
-    return os.environ.get("PROMPTGRADE_TRACE_EXAMPLES", "1").strip().lower() not in {
-        "0",
-        "false",
-        "no",
-        "off",
-    }
-
-
-def artifact_location(uri: str, experiment_name: str) -> str | None:
-    """Artifacts beside a local sqlite store (not in whatever directory the command ran from)."""
-    if not uri.startswith("sqlite:///"):
-        return None  # a tracking server decides where its artifacts live
-    folder = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment_name).strip("-") or "experiment"
-    return (folder / safe).resolve().as_uri()
+PREDICTIONS = "predictions.json"
 
 
 class Tracker:
+    """The MLflow store of one experiment, written synchronously: call it from one thread."""
+
     def __init__(
         self, experiment_name: str, uri: str | None = None, *, trace_examples: bool | None = None
     ) -> None:
         self.uri = tracking_uri(uri)
         self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
-        self.dataset: LoadedDataset | None = None  # the evaluated split: image references for traces
-        # Some MLflow calls (linking a prompt to a run) read the global store, not the client's.
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        self.dataset: DatasetSummary | None = None  # the evaluated split: image references for traces
+        self.activate()
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self.task: Task | None = None  # the sweep's task, known from the first candidate run (for plots)
         try:
@@ -89,16 +70,26 @@ class Tracker:
             raise TrackingError(f"cannot use MLflow store {self.uri}: {exc.message}") from None
         self.experiment_name = experiment_name
         self.registry = PromptRegistry(self.client)
+        self.parent_run_id = ""
+        self._traces: Any = None  # a TraceWriter, made with the first trace
+        self._contexts: dict[str, Any] = {}  # run id -> its TraceContext
+        self._traced: dict[str, set[str]] = {}  # run id -> trace ids written in this process
+
+    def activate(self) -> None:
+        """Some MLflow calls (linking a prompt to a run) read the global store, not the client's."""
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
 
     # -- sweep ---------------------------------------------------------------------------------
     def start_sweep(
-        self, experiment_file: Path, dataset: LoadedDataset, n_candidates: int, sweep_key: str
-    ) -> bool:
-        """Start a sweep run, or resume the unfinished one with the same key; True if resumed.
+        self, experiment_file: Path, dataset: DatasetSummary, n_candidates: int, sweep_key: str
+    ) -> tuple[bool, str]:
+        """Start a sweep run, or resume the unfinished one with the same key: (resumed, run id).
 
         The key hashes the candidates and the dataset, so "the same command again" finds its sweep
         and an edited experiment starts a new one.
         """
+        self.dataset = dataset
         unfinished = self.client.search_runs(
             [self.experiment_id],
             f"tags.`promptgrade.kind` = 'sweep' and tags.`sweep_key` = '{sweep_key}' and attributes.status != 'FINISHED'",
@@ -108,7 +99,7 @@ class Tracker:
         if unfinished:
             self.parent_run_id = unfinished[0].info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
-            return True
+            return True, self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -125,7 +116,7 @@ class Tracker:
             + [Param("n_candidates", str(n_candidates)), Param("trace_examples", str(self.trace_examples))],
         )
         self._log_dataset(self.parent_run_id, dataset)
-        return False
+        return False, self.parent_run_id
 
     def finish_sweep(
         self,
@@ -161,40 +152,58 @@ class Tracker:
 
     # -- candidates ----------------------------------------------------------------------------
     def candidate_run(
-        self, candidate: Candidate, dataset: LoadedDataset, task: Task, image_max_side: int
+        self, candidate: Candidate, dataset: DatasetSummary, task: Task, image_max_side: int
     ) -> tuple[str, bool]:
         """The candidate's run in this sweep (created, or found when resuming); True if it is finished."""
         self.task, self.dataset = task, dataset
         found = self._child(candidate.key)
-        if found is not None:
-            return found
-        run_id = self._new_child(
-            candidate, task, {**self._dataset_params(dataset), "image_max_side": image_max_side}
-        )
-        self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
-        self.client.log_text(
-            run_id, candidate.prompt.text, f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja"
-        )
-        self.client.log_dict(run_id, candidate_record(candidate, task, image_max_side), "candidate.json")
-        uri = self.registry.link(run_id, candidate.prompt)
-        self.client.set_tag(run_id, "registry_prompt_uri", uri)
-        return run_id, False
+        if found is None:
+            run_id = self._new_child(
+                candidate, task, {**self._dataset_params(dataset), "image_max_side": image_max_side}
+            )
+            self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
+            self.client.log_text(
+                run_id,
+                candidate.prompt.text,
+                f"prompt/{candidate.prompt.name}-v{candidate.prompt.version}.jinja",
+            )
+            self.client.log_dict(run_id, candidate_record(candidate, task, image_max_side), "candidate.json")
+            uri = self.registry.link(run_id, candidate.prompt)
+            self.client.set_tag(run_id, "registry_prompt_uri", uri)
+            found = (run_id, False)
+        self._trace_context(found[0], candidate.label, candidate.rendered_prompt, candidate.model)
+        return found
 
     def baseline_run(
-        self, candidate: BaselineCandidate, dataset: LoadedDataset, train: LoadedDataset, task: Task
+        self, candidate: BaselineCandidate, dataset: DatasetSummary, train: DatasetSummary, task: Task
     ) -> tuple[str, bool]:
         """Like candidate_run, for a trained baseline; records which splits it trained and was scored on."""
         self.task, self.dataset = task, dataset
         found = self._child(candidate.key)
-        if found is not None:
-            return found
-        extra = {
-            **self._dataset_params(dataset),
-            "train_split": train.split,
-            "train_dataset_sha256": train.sha256,
-            "n_train": len(train.examples),
-        }
-        return self._new_child(candidate, task, extra), False
+        if found is None:
+            extra = {
+                **self._dataset_params(dataset),
+                "train_split": train.split,
+                "train_dataset_sha256": train.sha256,
+                "n_train": train.n_examples,
+            }
+            found = (self._new_child(candidate, task, extra), False)
+        self._trace_context(found[0], candidate.label, None, None)
+        return found
+
+    def _trace_context(self, run_id: str, name: str, prompt: str | None, model: str | None) -> None:
+        from promptgrade.tracking.traces import TraceContext
+
+        dataset = self.dataset
+        self._contexts[run_id] = TraceContext(
+            experiment_id=self.experiment_id,
+            run_id=run_id,
+            name=name,
+            prompt=prompt,
+            model=model,
+            image_refs=dataset.image_refs if dataset is not None else {},
+            image_sha256=dataset.image_sha256 if dataset is not None else {},
+        )
 
     def _new_child(self, candidate: Candidate | BaselineCandidate, task: Task, params: dict[str, Any]) -> str:
         """A candidate run under the sweep: the candidate's params also as tags, to filter on in the UI."""
@@ -215,7 +224,7 @@ class Tracker:
             self._log_dataset(run.info.run_id, self.dataset)
         return run.info.run_id
 
-    def _log_dataset(self, run_id: str, dataset: LoadedDataset) -> None:
+    def _log_dataset(self, run_id: str, dataset: DatasetSummary) -> None:
         """The evaluated split as an MLflow dataset input: fills the runs table's Dataset column."""
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -248,6 +257,21 @@ class Tracker:
     def finished_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
+    def log_traces(self, run_id: str, items: list[Any]) -> int:
+        """Write a batch of the run's example traces (``traces.ExampleTrace``); returns how many."""
+        if not self.trace_examples or not items:
+            return 0
+        from promptgrade.tracking.traces import TraceWriter
+
+        if self._traces is None:
+            self._traces = TraceWriter(self.uri)
+        context = self._contexts.get(run_id)
+        if context is None:
+            raise TrackingError(f"run {run_id} is not a candidate run of this sweep")
+        written = self._traces.write(context, items)
+        self._traced.setdefault(run_id, set()).update(written)
+        return len(written)
+
     def log_candidate(self, result: CandidateResult) -> None:
         """Metrics and the predictions table; a partial result is logged too, and marked as such."""
         run_id = result.run_id
@@ -261,31 +285,40 @@ class Tracker:
         )
         self.client.log_dict(run_id, metrics_with_ci(result.metrics), "metrics.json")
         if result.partial:
-            # log_table appends to an existing table; the full table is written once, when complete.
             self.client.log_dict(run_id, predictions_table(result), "predictions_partial.json")
             self.client.set_terminated(run_id, status="KILLED")
-        else:
-            self.client.log_table(run_id, predictions_table(result), "predictions.json")
-            self._log_figures(run_id, self._candidate_figures(result))
-            if self.trace_examples:
-                self._log_traces(result)
-            self.client.set_terminated(run_id)
+            return
+        self.log_predictions(run_id, predictions_table(result))
+        self._log_figures(run_id, self._candidate_figures(result))
+        if self.trace_examples:
+            self._check_traces(result)
+        self.client.set_terminated(run_id)
 
-    def _log_traces(self, result: CandidateResult) -> None:
-        from promptgrade.tracking.traces import log_example_traces
-
-        assert result.run_id is not None
-        candidate = result.candidate
-        log_example_traces(
-            self.client,
-            self.experiment_id,
-            result.run_id,
-            result.outcomes,
-            name=candidate.label,
-            prompt=getattr(candidate, "rendered_prompt", None),
-            model=getattr(candidate, "model", None),
-            dataset=self.dataset,
+    def log_predictions(self, run_id: str, columns: dict[str, list[Any]]) -> None:
+        """The predictions table in the form ``log_table`` writes (pandas' split orient, the runs page's
+        table view), written whole: a resumed candidate replaces its table instead of appending to it."""
+        rows = [list(values) for values in zip(*columns.values(), strict=True)]
+        self.client.log_dict(run_id, {"columns": list(columns), "data": rows}, PREDICTIONS)
+        self.client.set_tag(
+            run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": PREDICTIONS, "type": "table"}])
         )
+
+    def _check_traces(self, result: CandidateResult) -> None:
+        """Every answered example has its trace (counted in the store, not only by us)."""
+        assert result.run_id is not None
+        expected = sum(o.status != "skipped" for o in result.outcomes)
+        if expected == 0:
+            return
+        from promptgrade.tracking.traces import TraceWriter
+
+        if self._traces is None:
+            self._traces = TraceWriter(self.uri)
+        found = self._traces.count(self.experiment_id, result.run_id)
+        if found < expected:
+            raise TrackingError(
+                f"{expected - found} of {expected} example traces of run {result.run_id} are not in the "
+                f"MLflow store {self.uri} (set trace_examples: false to sweep without them)"
+            )
 
     def _candidate_figures(self, result: CandidateResult) -> dict[str, Any]:
         if self.task is None or not result.outcomes:
@@ -304,11 +337,11 @@ class Tracker:
                 self.client.set_terminated(run_id, status="KILLED")
 
     @staticmethod
-    def _dataset_params(dataset: LoadedDataset) -> dict[str, Any]:
+    def _dataset_params(dataset: DatasetSummary) -> dict[str, Any]:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
 
 
-def mlflow_dataset(dataset: LoadedDataset) -> Any:
+def mlflow_dataset(dataset: DatasetSummary) -> Any:
     """Name, digest (our content hash, cut to MLflow's 36 characters) and where the data lives."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
@@ -365,7 +398,9 @@ def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
         "latency_ms": [],
     }
     for outcome in result.outcomes:
-        row = outcome.model_dump()
+        row = {
+            k: None if isinstance(v, float) and math.isnan(v) else v for k, v in outcome.model_dump().items()
+        }
         row["true_categories"] = "; ".join(outcome.true_categories)
         row["predicted_categories"] = "; ".join(outcome.predicted_categories)
         for name, values in columns.items():
