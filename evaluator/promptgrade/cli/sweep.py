@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from promptgrade.cli import common
+from promptgrade.cli.batch_phase import BatchProgress, print_batch_outcome
 from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
 from promptgrade.figures import metric_text
 
@@ -225,7 +226,6 @@ def sweep(
 
     Interrupted (Ctrl-C, crash, quota, budget)? Run the same command again: it resumes.
     """
-    from promptgrade.batch.cli import BatchProgress, print_batch_outcome
     from promptgrade.cache import AnswerCache
     from promptgrade.runner import CacheMode, SweepStopped
     from promptgrade.sweep import Sweep
