@@ -11,7 +11,7 @@ from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
 
 if TYPE_CHECKING:
-    from promptgrade.optimize.search import Report
+    from promptgrade.optimize.search import Bound, Optimization, Report
 
 
 @app.command("optimize")
@@ -67,19 +67,7 @@ def optimize(
     )
     search = Optimization(experiment, options)
     bound = search.bound()
-    evaluated = search.evaluated_on
-    shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
-    cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
-    models = ", ".join(sorted({s.model for s in search.task_specs}))
-    for line in (
-        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}",
-        f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
-        f"{len(search.train.examples)} training examples); never the evaluation split "
-        f"{search.plan.experiment.dataset.split!r}",
-        f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
-        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls",
-    ):
-        common.console.print(esc(line), highlight=False)
+    _print_plan(search, bound)
     if dry_run:
         search.check_budget(bound)
         common.console.print("[green]dry run: nothing was called[/]")
@@ -95,6 +83,26 @@ def optimize(
     if report.resumable:
         common.err.print("run the same command again later: answers already paid for come from the cache")
         raise typer.Exit(3)
+
+
+def _print_plan(search: Optimization, bound: Bound) -> None:
+    """What will be optimised on which split, and the most it can cost — before anything is called."""
+    evaluated = search.evaluated_on
+    shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
+    cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
+    models = ", ".join(sorted({s.model for s in search.task_specs}))
+    _say(
+        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}"
+    )
+    _say(
+        f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
+        f"{len(search.train.examples)} training examples); never the evaluation split "
+        f"{search.plan.experiment.dataset.split!r}"
+    )
+    _say(
+        f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
+        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls"
+    )
 
 
 def _say(text: str) -> None:
