@@ -14,10 +14,9 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
-from promptgrade.testing.scripted import LoopbackServer
+from promptgrade.testing.scripted import JSONHandler
 
 TOKENS_PER_IMAGE = 258  # what Gemini bills for one image at default media resolution
 STATUS_NAMES = {
@@ -124,15 +123,10 @@ class RequestInfo:
     image_tokens: int = TOKENS_PER_IMAGE  # what this request's image is billed (see FakeGemini.image_tokens)
 
 
-class GeminiReplies(BaseHTTPRequestHandler):
-    """A silent handler that replies as the API does: JSON (billed when it carries usage), raw bytes,
-    and errors in google.rpc's shape."""
+class GeminiReplies(JSONHandler):
+    """Replies as the API gives them: JSON (billed when it carries usage) and errors in google.rpc's shape."""
 
-    server: LoopbackServer
     protocol_version = "HTTP/1.0"  # one request per connection: no stale keep-alive sockets after a fault
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: test output should show assertions, not access logs."""
 
     def send_api_error(
         self, status: int, message: str, *, retry_delay: str | None = None, quota_id: str | None = None
@@ -156,24 +150,10 @@ class GeminiReplies(BaseHTTPRequestHandler):
             error["details"] = details
         self.send_json(status, {"error": error})
 
-    def send_json(self, status: int, body: dict[str, Any]) -> None:
+    def send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         if (usage := body.get("usageMetadata")) is not None:
             self.server.fake._bill(usage)
-        self.send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8")
-
-    def send_raw(
-        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (its timeout); nothing to tell it
+        self.send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8", headers)
 
 
 def _get(obj: dict[str, Any], camel: str) -> Any:
