@@ -11,7 +11,7 @@ import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote_plus
 
 from lambda_handler import fetch
@@ -19,18 +19,28 @@ from lambda_handler.errors import REQUEST_ERRORS, HandlerError
 from lambda_handler.outcomes import Outcome, failure
 from promptgrade.images import sniff_mime
 
-if TYPE_CHECKING:
-    from lambda_handler.app import Runtime
-
 EventKind = Literal["http", "s3", "batch"]
 SOURCES = ("image_base64", "s3_uri", "url")
+
+
+class Sources(Protocol):
+    """What loading an image needs from the container: its S3 client and its URL fetcher.
+
+    ``app.Runtime`` is one; naming only these keeps this module below ``app``, which imports it.
+    """
+
+    @property
+    def s3(self) -> Any: ...
+
+    @property
+    def fetch_url(self) -> Callable[[str], fetch.Fetched]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
     id: str
     source: str  # "base64", "body", "s3" or "url": for logs
-    load: Callable[[Runtime], bytes]
+    load: Callable[[Sources], bytes]
 
 
 def event_kind(event: Any) -> EventKind | None:
@@ -135,7 +145,7 @@ def s3_requests(
             skipped += 1
             continue
 
-        def load(rt: Runtime, bucket: str = bucket, key: str = key) -> bytes:
+        def load(rt: Sources, bucket: str = bucket, key: str = key) -> bytes:
             return fetch.fetch_s3(rt.s3, bucket, key, max_bytes=max_bytes).data
 
         entries.append(ImageRequest(key, "s3", load))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 from cnn_extra import import_torch
 
-torch = import_torch()  # skipped without the cnn extra, unless PROMPTGRADE_REQUIRE_CNN=1
+from promptgrade.baseline import load_baseline, train_and_predict
+from promptgrade.data.examples import Example
 
-from promptgrade.baseline import load_baseline, train_and_predict  # noqa: E402
-from promptgrade.baseline.cnn import CnnBaseline  # noqa: E402
-from promptgrade.data.examples import Example  # noqa: E402
+torch = import_torch()  # skipped without the cnn extra, unless PROMPTGRADE_REQUIRE_CNN=1
+# imported once torch is known to be there: the module imports it at the top
+CnnBaseline = importlib.import_module("promptgrade.baseline.cnn").CnnBaseline
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from promptgrade.baseline import (
     create_baseline,
     log_baseline_model,
 )
-from promptgrade.baseline.model import decide
+from promptgrade.baseline.base import decide
 from promptgrade.errors import DatasetError, ProviderError
 from promptgrade.task import GradeScale, Task
 

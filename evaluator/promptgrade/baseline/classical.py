@@ -24,8 +24,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from threadpoolctl import threadpool_limits
 
 from promptgrade.answers import Prediction
-from promptgrade.baseline.features import FEATURE_VERSION, image_features
-from promptgrade.baseline.model import (
+from promptgrade.baseline.base import (
     DEFAULT_SECOND_CATEGORY_THRESHOLD,
     Progress,
     decide,
@@ -35,6 +34,7 @@ from promptgrade.baseline.model import (
     training_targets,
     write_manifest,
 )
+from promptgrade.baseline.features import FEATURE_VERSION, image_features
 from promptgrade.errors import DatasetError, ProviderError
 from promptgrade.task import Task
 

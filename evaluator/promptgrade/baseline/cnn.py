@@ -26,8 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from promptgrade.answers import Prediction
-from promptgrade.baseline.features import decode
-from promptgrade.baseline.model import (
+from promptgrade.baseline.base import (
     DEFAULT_SECOND_CATEGORY_THRESHOLD,
     Progress,
     decide,
@@ -36,6 +35,7 @@ from promptgrade.baseline.model import (
     training_targets,
     write_manifest,
 )
+from promptgrade.baseline.features import decode
 from promptgrade.errors import ProviderError
 from promptgrade.task import Task
 

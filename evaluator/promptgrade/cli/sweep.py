@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -17,8 +17,13 @@ from rich.progress import (
 from rich.table import Table
 
 from promptgrade.cli import common
+from promptgrade.cli.batch_phase import BatchProgress, print_batch_outcome
 from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
 from promptgrade.figures import metric_text
+
+if TYPE_CHECKING:  # the sweep's modules load mlflow & co.: imported when a verb runs, not for --help
+    from promptgrade.runner import CacheMode, SweepStopped
+    from promptgrade.sweep import Sweep, SweepReport
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,9 +230,8 @@ def sweep(
 
     Interrupted (Ctrl-C, crash, quota, budget)? Run the same command again: it resumes.
     """
-    from promptgrade.batch.cli import BatchProgress, print_batch_outcome
     from promptgrade.cache import AnswerCache
-    from promptgrade.runner import CacheMode, SweepStopped
+    from promptgrade.runner import CacheMode
     from promptgrade.sweep import Sweep
 
     if not dry_run:
@@ -240,6 +244,17 @@ def sweep(
         return
     prepared.connect()
     mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path), read=not refresh)
+    report = _run_with_progress(prepared, experiment, mode, tracking_uri, batch_wait=not no_wait)
+    _print_outcome(report)
+
+
+def _run_with_progress(
+    prepared: Sweep, experiment: Path, mode: CacheMode, tracking_uri: str | None, *, batch_wait: bool
+) -> SweepReport:
+    """The sweep with its bars (the batch jobs' first, if any); a stop or Ctrl-C is told as how to
+    resume, then the exit code — never a traceback."""
+    from promptgrade.runner import SweepStopped
+
     progress = Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -255,10 +270,10 @@ def sweep(
     waiting = BatchProgress(common.console)
     try:
         try:
-            report = prepared.run(
+            return prepared.run(
                 tracking_uri=tracking_uri,
                 cache=mode,
-                batch_wait=not no_wait,
+                batch_wait=batch_wait,
                 batch_listener=waiting,
                 listeners=[_StartingListener(progress), listener],
             )
@@ -267,25 +282,29 @@ def sweep(
             progress.stop()
             print_batch_outcome(common.console, prepared.batch_outcome)
     except SweepStopped as stop:
-        if stop.kind == "batch":  # --no-wait: nothing is scored or logged until the jobs are collected
-            common.err.print(
-                f"[bold yellow]waiting is up to you:[/] {esc(stop.message)}", highlight=False, soft_wrap=True
-            )
-            common.err.print(
-                esc(f"run `promptgrade sweep {experiment} --batch` again to collect and score them")
-            )
-            raise typer.Exit(stop.exit_code) from None
-        common.err.print(
-            f"[bold yellow]sweep stopped:[/] {esc(stop.message)}", highlight=False, soft_wrap=True
-        )
-        common.err.print(
-            f"finished candidates and partial results are in MLflow; {esc(resume_hint)}", highlight=False
-        )
+        _print_stop(stop, experiment, resume_hint)
         raise typer.Exit(stop.exit_code) from None
     except KeyboardInterrupt:
         saved = f"{mode.cache.count()} answers in the cache; " if mode.cache else ""
         common.err.print(f"[yellow]interrupted[/] — {saved}{esc(resume_hint)}", highlight=False)
         raise typer.Exit(130) from None
+
+
+def _print_stop(stop: SweepStopped, experiment: Path, resume_hint: str) -> None:
+    if stop.kind == "batch":  # --no-wait: nothing is scored or logged until the jobs are collected
+        common.err.print(
+            f"[bold yellow]waiting is up to you:[/] {esc(stop.message)}", highlight=False, soft_wrap=True
+        )
+        common.err.print(esc(f"run `promptgrade sweep {experiment} --batch` again to collect and score them"))
+        return
+    common.err.print(f"[bold yellow]sweep stopped:[/] {esc(stop.message)}", highlight=False, soft_wrap=True)
+    common.err.print(
+        f"finished candidates and partial results are in MLflow; {esc(resume_hint)}", highlight=False
+    )
+
+
+def _print_outcome(report: SweepReport) -> None:
+    """The summary, then what a reader must not miss: skips, token drift, unknown prices, the best."""
     common.console.print(_summary(report, common.console.width))
     reasons = {r.skipped_reason: r.candidate.model for r in report.results if r.skipped_reason}
     for reason, model in reasons.items():

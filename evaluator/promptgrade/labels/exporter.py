@@ -8,6 +8,7 @@ pre-annotation — most labels are then one click.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from promptgrade.data.loaders import (
     read_dataset_split,
 )
 from promptgrade.errors import ConfigError, DatasetError
+from promptgrade.files import write_text
 from promptgrade.images import ImageError, prepare_image
 from promptgrade.labels import studio
 from promptgrade.labels.labelfile import file_sha256
@@ -41,6 +43,11 @@ class ExportReport:
     split: str
     tiers: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+
+    def write(self, tasks_path: Path, config_path: Path) -> None:
+        """The Label Studio import file (a JSON list of tasks) and the labelling config (XML)."""
+        write_text(tasks_path, json.dumps(self.tasks, indent=1, ensure_ascii=False) + "\n")
+        write_text(config_path, self.config)
 
 
 def load(experiment_path: Path) -> tuple[Experiment, Task]:

@@ -10,19 +10,23 @@ never written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from promptgrade.config import Experiment
 from promptgrade.data.loaders import _category_values
-from promptgrade.errors import PromptgradeError
+from promptgrade.errors import ConfigError, PromptgradeError
+from promptgrade.labels import exporter
 from promptgrade.labels.labelfile import LabelsFile, format_grade
 from promptgrade.labels.studio import Annotation, ExportedTask, Issue, format_labels, read_export
 from promptgrade.task import Task
 
 Prefer = Literal["none", "latest"]
+Origin = Literal["same", "elsewhere", "changed"]  # where an exported row came from (see _since_export)
 
 
 class ImportRefused(PromptgradeError):
@@ -62,7 +66,7 @@ class Change:
 class ImportPlan:
     export: Path
     labels: LabelsFile
-    grade_column: str
+    task: Task
     changes: list[Change] = field(default_factory=list)
     unchanged: int = 0
     issues: list[Issue] = field(default_factory=list)
@@ -91,7 +95,7 @@ class ImportPlan:
             if self.labels.column("categories") is not None and change.new_categories:
                 self.labels.set(position, "categories", ";".join(change.new_categories))
             if change.new_grade is not None:
-                self.labels.set(position, self.grade_column, format_grade(change.new_grade))
+                self.labels.set(position, self.task.grade.name, format_grade(change.new_grade))
         return self.labels.write({"export": str(self.export), "changes": [c.as_dict() for c in self.changes]})
 
 
@@ -99,6 +103,39 @@ def refusal(fatal: list[Issue]) -> ImportRefused:
     if len(fatal) == 1:
         return ImportRefused(f"{fatal[0]}; nothing written")
     return ImportRefused(f"{len(fatal)} problems in the export (listed above); nothing written")
+
+
+def plan_experiment_import(
+    experiment_path: Path, export: Path, *, labels: Path | None = None, prefer: Prefer = "none"
+) -> ImportPlan:
+    """``plan_import`` into an experiment's labels file (or ``labels``), knowing its dataset's examples."""
+    experiment, task = exporter.load(experiment_path)
+    target = exporter.labels_path(experiment, labels)
+    if target is None:
+        raise ConfigError(
+            f"dataset kind {experiment.dataset.kind!r} has no labels file to write: set dataset.grades "
+            "(a CSV id,<grade>) or pass --labels PATH"
+        )
+    # A folder's labels.csv is the dataset; any other labels file may not have a row for each example yet.
+    folder = experiment.dataset.kind == "folder" and labels is None
+    return plan_import(
+        export,
+        target,
+        task,
+        prefer=prefer,
+        dataset_ids=None if folder else functools.partial(_dataset_ids, experiment, task),
+    )
+
+
+def _dataset_ids(experiment: Experiment, task: Task) -> set[str]:
+    """The examples of the evaluation and training splits; a split that cannot be read adds none."""
+    found: set[str] = set()
+    for name in {experiment.dataset.split, experiment.dataset.train_split}:
+        try:
+            found |= set(exporter.current_labels(experiment, task, name))
+        except PromptgradeError:
+            continue
+    return found
 
 
 def plan_import(
@@ -117,7 +154,7 @@ def plan_import(
     """
     tasks, issues = read_export(export, task)
     labels = LabelsFile.read(labels_path)
-    plan = ImportPlan(export, labels, task.grade.name, issues=issues)
+    plan = ImportPlan(export, labels, task, issues=issues)
     positions = labels.index()
     known = set(positions)
     if dataset_ids is not None:
@@ -130,53 +167,82 @@ def plan_import(
     grouped: dict[str, list[ExportedTask]] = {}
     for exported in tasks:
         grouped.setdefault(exported.example_id, []).append(exported)
-    changed_on_disk = elsewhere = False
+    origins: set[Origin] = set()
     for example_id, group in grouped.items():
-        ids = tuple(t.task_id for t in group)
-        annotations = [a for t in group for a in t.annotations]
         if example_id not in known:
-            issues.append(Issue(ids[0], example_id, f"unknown example id: not in {where}, not added", False))
+            issues.append(
+                Issue(group[0].task_id, example_id, f"unknown example id: not in {where}, not added", False)
+            )
             continue
-        if not annotations:
+        change = _example_change(plan, example_id, group, prefer, positions.get(example_id))
+        if change is None:
             continue
-        chosen = _resolve(annotations, prefer, task, issues)
-        if chosen is None:
+        origin, conflict = _since_export(group[0], plan, labels_path, change)
+        origins.add(origin)
+        if conflict is not None:
+            issues.append(conflict)
             continue
-        position = positions.get(example_id)
-        old_categories = _old_categories(labels, position, task)
-        old_grade = _old_grade(labels, position, task)
-        new_categories = chosen.categories if chosen.categories is not None else old_categories
-        if labels.column("categories") is None:
-            new_categories = old_categories
-        new_grade = chosen.grade if chosen.grade is not None else old_grade
-        if (new_categories, new_grade) == (old_categories, old_grade):
-            plan.unchanged += 1  # also when this export was imported before: nothing to merge
-            continue
-        exported_hash = group[0].data.get("labels_sha256")
-        same_file = group[0].data.get("labels_file") in (None, str(labels_path))
-        if not same_file:
-            elsewhere = True
-        elif exported_hash and exported_hash != labels.sha256:
-            changed_on_disk = True
-            then = _exported_labels(group[0])
-            if then != (old_categories, old_grade):
-                issues.append(
-                    Issue(
-                        ids[0],
-                        example_id,
-                        f"{labels_path.name} changed on disk since the export (sha256 {str(exported_hash)[:12]}… "
-                        f"then, {labels.sha256[:12]}… now) and so did this row: "
-                        f"{format_labels(*then, task)} then, {format_labels(old_categories, old_grade, task)} now; "
-                        "re-export, or import into the file as it was",
-                        True,
-                    )
-                )
-                continue
-        plan.changes.append(
-            Change(example_id, ids, old_categories, new_categories, old_grade, new_grade, chosen.annotator)
-        )
-    if elsewhere:
-        issues.append(
+        plan.changes.append(change)
+    issues.extend(_origin_notes(origins, labels_path))
+    return plan
+
+
+def _example_change(
+    plan: ImportPlan, example_id: str, group: list[ExportedTask], prefer: Prefer, position: int | None
+) -> Change | None:
+    """What one example's annotations change in its row; None when there is nothing to merge: no
+    annotation, annotators who disagree (an issue says so), or the labels it already has."""
+    annotations = [a for t in group for a in t.annotations]
+    if not annotations:
+        return None
+    labels, task = plan.labels, plan.task
+    chosen = _resolve(annotations, prefer, task, plan.issues)
+    if chosen is None:
+        return None
+    old_categories = _old_categories(labels, position, task)
+    old_grade = _old_grade(labels, position, task)
+    new_categories = chosen.categories if chosen.categories is not None else old_categories
+    if labels.column("categories") is None:
+        new_categories = old_categories
+    new_grade = chosen.grade if chosen.grade is not None else old_grade
+    if (new_categories, new_grade) == (old_categories, old_grade):
+        plan.unchanged += 1  # also when this export was imported before: nothing to merge
+        return None
+    ids = tuple(t.task_id for t in group)
+    return Change(example_id, ids, old_categories, new_categories, old_grade, new_grade, chosen.annotator)
+
+
+def _since_export(
+    exported: ExportedTask, plan: ImportPlan, labels_path: Path, change: Change
+) -> tuple[Origin, Issue | None]:
+    """Whether the row was exported from this file as it is now: ``elsewhere`` (another labels file,
+    nothing to compare), ``changed`` (this file changed on disk since), or ``same``. A row that itself
+    changed since is a fatal issue: merging would overwrite an edit nobody saw in Label Studio."""
+    exported_hash = exported.data.get("labels_sha256")
+    if exported.data.get("labels_file") not in (None, str(labels_path)):
+        return "elsewhere", None
+    if not exported_hash or exported_hash == plan.labels.sha256:
+        return "same", None
+    then = _exported_labels(exported)
+    if then == (change.old_categories, change.old_grade):
+        return "changed", None
+    now = format_labels(change.old_categories, change.old_grade, plan.task)
+    conflict = Issue(
+        change.task_ids[0],
+        change.example_id,
+        f"{labels_path.name} changed on disk since the export (sha256 {str(exported_hash)[:12]}… "
+        f"then, {plan.labels.sha256[:12]}… now) and so did this row: "
+        f"{format_labels(*then, plan.task)} then, {now} now; "
+        "re-export, or import into the file as it was",
+        True,
+    )
+    return "changed", conflict
+
+
+def _origin_notes(origins: set[Origin], labels_path: Path) -> list[Issue]:
+    notes = []
+    if "elsewhere" in origins:
+        notes.append(
             Issue(
                 None,
                 None,
@@ -185,8 +251,8 @@ def plan_import(
                 False,
             )
         )
-    if changed_on_disk:
-        issues.append(
+    if "changed" in origins:
+        notes.append(
             Issue(
                 None,
                 None,
@@ -194,7 +260,7 @@ def plan_import(
                 False,
             )
         )
-    return plan
+    return notes
 
 
 def _resolve(

@@ -13,11 +13,13 @@ suspect when every good candidate puts it beyond the task's tolerance on the sam
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from promptgrade.files import write_text
 from promptgrade.labels.exporter import current_labels, load
 from promptgrade.labels.votes import read_sweep
 from promptgrade.tracking.read import RunStore
@@ -49,6 +51,9 @@ class SuspectReport:
     category_voters: list[str]
     grade_voters: list[str]
     examples: int
+
+    def write_json(self, path: Path) -> None:
+        write_text(path, json.dumps([s.as_dict() for s in self.suspects], indent=2) + "\n")
 
 
 def find_suspects(

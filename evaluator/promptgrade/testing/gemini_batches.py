@@ -22,14 +22,35 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:
-    from promptgrade.testing.gemini_server import FakeGemini, Fault, _Handler
+from promptgrade.testing.gemini_wire import (
+    STATUS_NAMES,
+    Fault,
+    GeminiReplies,
+    RequestInfo,
+    answer_body,
+    envelope,
+    parse_request,
+)
 
 INLINE_LIMIT_BYTES = 20 * 1024 * 1024  # the API's limit on an inline batch request
 FinalState = Literal["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
+
+
+class Scripting(Protocol):
+    """What the Batch API uses of the server it belongs to (a ``FakeGemini``): each inner request is
+    recorded, answered and billed as an online one would be, and uploads are served at its address."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    def _record(self, request: RequestInfo) -> Fault | None: ...
+
+    def _answer(self, request: RequestInfo) -> str: ...
+
+    def _bill(self, usage: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -70,7 +91,7 @@ class BatchJob:
 class BatchAPI:
     """The batch half of a ``FakeGemini``: ``fake.batches``. Attributes may change while it runs."""
 
-    fake: FakeGemini
+    fake: Scripting
     inline_limit_bytes: int = INLINE_LIMIT_BYTES
     default_script: JobScript = field(default_factory=JobScript)
     jobs: dict[str, BatchJob] = field(default_factory=dict)
@@ -97,7 +118,7 @@ class BatchAPI:
                 job.script = dataclasses.replace(job.script, pending_s=0.0, running_s=0.0)
 
     # -- routing (called by the server's handler) ----------------------------------------------
-    def post(self, handler: _Handler, path: str, body: bytes) -> bool:
+    def post(self, handler: GeminiReplies, path: str, body: bytes) -> bool:
         if path.startswith("/upload/"):
             self._upload(handler, body)
             return True
@@ -108,58 +129,56 @@ class BatchAPI:
         if len(parts) == 3 and parts[1] == "batches" and parts[2].endswith(":cancel"):
             job = self.jobs.get(f"batches/{parts[2].removesuffix(':cancel')}")
             if job is None:
-                handler._send_error(404, "batch not found")
+                handler.send_api_error(404, "batch not found")
             else:
                 if job.state(time.monotonic()) in ("PENDING", "RUNNING"):
                     job.cancelled_at = time.monotonic()
-                handler._send_json(200, {})
+                handler.send_json(200, {})
             return True
         return False
 
-    def get(self, handler: _Handler, path: str) -> bool:
+    def get(self, handler: GeminiReplies, path: str) -> bool:
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[1] == "batches":
             with self._lock:
                 jobs = list(self.jobs.values())
-            handler._send_json(200, {"operations": [self._operation(job) for job in jobs]})
+            handler.send_json(200, {"operations": [self._operation(job) for job in jobs]})
             return True
         if len(parts) == 3 and parts[1] == "batches":
             job = self.jobs.get(f"batches/{parts[2]}")
             if job is None:
-                handler._send_error(404, "batch not found")
+                handler.send_api_error(404, "batch not found")
                 return True
             with self._lock:
                 job.polled_at.append(time.monotonic())
                 fault = self.poll_faults.popleft() if self.poll_faults else None
             if fault is not None:
-                handler._send_error(
+                handler.send_api_error(
                     fault.status, fault.message, retry_delay=fault.retry_delay, quota_id=fault.quota_id
                 )
             else:
-                handler._send_json(200, self._operation(job))
+                handler.send_json(200, self._operation(job))
             return True
         if len(parts) == 3 and parts[1] == "files" and parts[2].endswith(":download"):
             data = self.files.get(f"files/{parts[2].removesuffix(':download')}")
             if data is None:
-                handler._send_error(404, "file not found")
+                handler.send_api_error(404, "file not found")
             else:
-                handler._send_raw(200, data, "application/octet-stream")
+                handler.send_raw(200, data, "application/octet-stream")
             return True
         return False
 
     # -- the API ------------------------------------------------------------------------------
-    def _create(self, handler: _Handler, model: str, body: bytes) -> None:
-        from promptgrade.testing.gemini_server import _parse_request
-
+    def _create(self, handler: GeminiReplies, model: str, body: bytes) -> None:
         try:
             batch = json.loads(body)["batch"]
             source = batch["inputConfig"]
         except (ValueError, KeyError, TypeError) as exc:
-            handler._send_error(400, f"Invalid batch request: {exc}")
+            handler.send_api_error(400, f"Invalid batch request: {exc}")
             return
         if "requests" in source:
             if len(body) > self.inline_limit_bytes:
-                handler._send_error(
+                handler.send_api_error(
                     400, f"Request payload size exceeds the limit: {self.inline_limit_bytes} bytes."
                 )
                 return
@@ -168,7 +187,7 @@ class BatchAPI:
         else:
             data = self.files.get(source.get("fileName", ""))
             if data is None:
-                handler._send_error(400, f"file {source.get('fileName')!r} not found")
+                handler.send_api_error(400, f"file {source.get('fileName')!r} not found")
                 return
             lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
             items = [(None, line["key"], line["request"]) for line in lines]
@@ -177,7 +196,7 @@ class BatchAPI:
         results: list[dict[str, Any]] = []
         for metadata, key, request in items:
             path = f"/v1beta/models/{model}:batchGenerateContent"  # how a test tells batch from online
-            info = _parse_request(model, path, request, {}, now)
+            info = parse_request(model, path, request, {}, now)
             info = dataclasses.replace(info, body=json.dumps(request).encode())
             answer = self._respond(info, self.fake._record(info))
             results.append({**answer, **({"key": key} if key is not None else {"metadata": metadata})})
@@ -187,22 +206,20 @@ class BatchAPI:
             name = f"batches/{uuid.uuid4().hex[:12]}"
             job = BatchJob(name, model, batch.get("displayName", ""), now, script, route, results)
             self.jobs[name] = job
-        handler._send_json(200, self._operation(job))
+        handler.send_json(200, self._operation(job))
 
-    def _respond(self, info: Any, fault: Fault | None) -> dict[str, Any]:
+    def _respond(self, info: RequestInfo, fault: Fault | None) -> dict[str, Any]:
         """One inner request's result: an answer as generateContent gives it, or its error."""
-        from promptgrade.testing.gemini_server import _STATUS_NAMES, _answer_body, _envelope
-
         if fault is None:
-            body = _answer_body(info, self.fake._answer(info))
+            body = answer_body(info, self.fake._answer(info))
         elif fault.kind == "http_error":
-            status = _STATUS_NAMES.get(fault.status, "UNKNOWN")
+            status = STATUS_NAMES.get(fault.status, "UNKNOWN")
             return {"error": {"code": fault.status, "message": fault.message, "status": status}}
         elif fault.kind == "safety":
             candidate = {"finishReason": "SAFETY", "index": 0}
-            body = _envelope(info, [candidate], output_tokens=0)
+            body = envelope(info, [candidate], output_tokens=0)
         else:
-            body = _answer_body(info, self.fake._answer(info))
+            body = answer_body(info, self.fake._answer(info))
         self.fake._bill(body["usageMetadata"])
         return {"response": body}
 
@@ -242,7 +259,7 @@ class BatchAPI:
                 metadata["output"] = {"responsesFile": file}
         return {"name": job.name, "metadata": metadata, "done": done}
 
-    def _upload(self, handler: _Handler, body: bytes) -> None:
+    def _upload(self, handler: GeminiReplies, body: bytes) -> None:
         """The resumable upload: ``start`` returns a session URL, then one chunk ``upload, finalize``."""
         command = handler.headers.get("X-Goog-Upload-Command", "")
         if "start" in command:
@@ -251,18 +268,18 @@ class BatchAPI:
             with self._lock:
                 self._uploads[session] = {"data": b"", "meta": meta}
             url = f"{self.fake.base_url}/upload/v1beta/files?upload_id={session}"
-            handler._send_raw(
+            handler.send_raw(
                 200, b"{}", "application/json", {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
             )
             return
         session = parse_qs(urlsplit(handler.path).query).get("upload_id", [""])[0]
         upload = self._uploads.get(session)
         if upload is None:
-            handler._send_error(404, "upload session not found")
+            handler.send_api_error(404, "upload session not found")
             return
         upload["data"] += body
         if "finalize" not in command:
-            handler._send_raw(200, b"", "text/plain", {"x-goog-upload-status": "active"})
+            handler.send_raw(200, b"", "text/plain", {"x-goog-upload-status": "active"})
             return
         name = f"files/{uuid.uuid4().hex[:12]}"
         self.files[name] = upload["data"]
@@ -274,7 +291,7 @@ class BatchAPI:
             "uri": f"{self.fake.base_url}/v1beta/{name}",
         }
         payload = json.dumps({"file": file}).encode()
-        handler._send_raw(200, payload, "application/json", {"x-goog-upload-status": "final"})
+        handler.send_raw(200, payload, "application/json", {"x-goog-upload-status": "final"})
 
 
 def _timestamp(monotonic: float) -> str:

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Sequence
 
-from promptgrade.testing.gemini_server import RequestInfo
+from promptgrade.testing.gemini_wire import RequestInfo
 
 Truth = dict[str, tuple[tuple[str, ...], float]]  # image sha256 → (categories, grade)
 

@@ -43,17 +43,21 @@ class JSONHandler(BaseHTTPRequestHandler):
         """Silent: test output should show assertions, not access logs."""
 
     def send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
+        self.send_raw(status, json.dumps(body).encode(), "application/json", headers)
+
+    def send_raw(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            pass  # the client gave up (its timeout); nothing to tell it
 
 
 class ScriptedAPI(Generic[R, F]):

@@ -1,8 +1,7 @@
-"""``promptgrade label export|import|suspects``: the labelling loop's verbs, thin over ``labels``."""
+"""``label export|import|suspects``: the labelling loop's verbs, thin over ``labels``."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -10,15 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from promptgrade.errors import ConfigError, PromptgradeError
+from promptgrade.cli import common
+from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
+from promptgrade.errors import ConfigError
 
-# Defined before the main CLI is imported: promptgrade.cli registers this app when it is imported.
 label_app = typer.Typer(
     help="Grow the ground truth with Label Studio: export tasks, import labels, find suspect labels.",
     no_args_is_help=True,
 )
-
-from promptgrade.cli import common as base  # noqa: E402 - the shared error handling and consoles
+app.add_typer(label_app, name="label")
 
 ExperimentArg = Annotated[Path, typer.Argument(help="Experiment file (experiments/<name>.yaml).")]
 RunOpt = Annotated[
@@ -28,7 +27,7 @@ RunOpt = Annotated[
 
 
 @label_app.command("export")
-@base.user_errors
+@user_errors
 def export(
     experiment: ExperimentArg,
     out: Annotated[Path, typer.Option("--out", help="Label Studio import file to write.")] = Path(
@@ -48,7 +47,7 @@ def export(
         Path | None,
         typer.Option(help="LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the dataset folder)."),
     ] = None,
-    tracking_uri: base.TrackingOpt = None,
+    tracking_uri: TrackingOpt = None,
 ) -> None:
     """Write Label Studio tasks, most useful first, pre-annotated with the chosen candidate's answers."""
     from promptgrade.labels.exporter import build_export
@@ -64,27 +63,26 @@ def export(
         embed=embed,
         document_root=document_root,
     )
-    _write(out, json.dumps(report.tasks, indent=1, ensure_ascii=False) + "\n")
-    _write(config, report.config)
+    report.write(out, config)
     pre = sum(1 for t in report.tasks if t.get("predictions"))
     tiers = ", ".join(f"{n} {tier}" for tier, n in report.tiers.items())
-    base.console.print(
-        base.esc(f"{len(report.tasks)} tasks of split {report.split!r} → {out} ({tiers})"), highlight=False
+    common.console.print(
+        esc(f"{len(report.tasks)} tasks of split {report.split!r} → {out} ({tiers})"), highlight=False
     )
-    base.console.print(
-        base.esc(
+    common.console.print(
+        esc(
             f"pre-annotations: {pre} from {report.sweep.chosen.name} (run {report.sweep.chosen.run_id[:8]}, "
             f"sweep {report.sweep.sweep_run_id[:8]}); labelling config → {config}"
         ),
         highlight=False,
     )
     if report.labels_path is not None:
-        base.console.print(base.esc(f"labels file: {report.labels_path} (its sha256 is in every task)"))
+        common.console.print(esc(f"labels file: {report.labels_path} (its sha256 is in every task)"))
     for note in report.notes:
-        base.console.print(f"[yellow]note:[/] {base.esc(note)}", highlight=False)
+        common.console.print(f"[yellow]note:[/] {esc(note)}", highlight=False)
     for task in report.tasks[:5]:
-        base.console.print(
-            base.esc(f"  {task['data']['example_id']}: {task['data']['reason']}"), highlight=False
+        common.console.print(
+            esc(f"  {task['data']['example_id']}: {task['data']['reason']}"), highlight=False
         )
 
 
@@ -94,7 +92,7 @@ class Prefer(StrEnum):
 
 
 @label_app.command("import")
-@base.user_errors
+@user_errors
 def import_(
     experiment: ExperimentArg,
     export_file: Annotated[Path, typer.Argument(help="Label Studio JSON export.")],
@@ -109,74 +107,51 @@ def import_(
     ] = Prefer.none,
 ) -> None:
     """Merge a Label Studio export into the labels: atomic, previous file kept, nothing lost."""
-    from promptgrade.labels.exporter import current_labels, labels_path, load
-    from promptgrade.labels.importer import plan_import, refusal
+    from promptgrade.labels.importer import plan_experiment_import, refusal
     from promptgrade.labels.studio import format_labels
 
-    loaded, task = load(experiment)
-    target = labels_path(loaded, labels)
-    if target is None:
-        raise ConfigError(
-            f"dataset kind {loaded.dataset.kind!r} has no labels file to write: set dataset.grades "
-            "(a CSV id,<grade>) or pass --labels PATH"
-        )
-
-    def dataset_ids() -> set[str]:
-        splits = {loaded.dataset.split, loaded.dataset.train_split}
-        found: set[str] = set()
-        for name in splits:
-            try:
-                found |= set(current_labels(loaded, task, name))
-            except PromptgradeError:
-                continue
-        return found
-
-    folder = loaded.dataset.kind == "folder" and labels is None
-    plan = plan_import(
-        export_file,
-        target,
-        task,
-        prefer="latest" if prefer is Prefer.latest else "none",
-        dataset_ids=None if folder else dataset_ids,
+    plan = plan_experiment_import(
+        experiment, export_file, labels=labels, prefer="latest" if prefer is Prefer.latest else "none"
     )
+    target, task = plan.labels.path, plan.task
     for issue in plan.notes:
-        base.console.print(f"[yellow]note:[/] {base.esc(issue)}", highlight=False)
+        common.console.print(f"[yellow]note:[/] {esc(issue)}", highlight=False)
     if len(plan.fatal) > 1:
         for issue in plan.fatal:
-            base.err.print(f"[bold red]error:[/] {base.esc(issue)}", highlight=False, soft_wrap=True)
-    table = Table(title=base.esc(f"{target}: {len(plan.changes)} change(s)"))
+            common.err.print(f"[bold red]error:[/] {esc(issue)}", highlight=False, soft_wrap=True)
+    table = Table(title=esc(f"{target}: {len(plan.changes)} change(s)"))
     for column in ("example", "", "old", "new", "by", "task"):
         table.add_column(column)
     for change in plan.changes:
         table.add_row(
-            base.esc(change.example_id),
+            esc(change.example_id),
             change.kind,
-            base.esc(format_labels(change.old_categories, change.old_grade, task)),
-            base.esc(format_labels(change.new_categories, change.new_grade, task)),
-            base.esc(change.annotator),
-            base.esc(", ".join(str(t) for t in change.task_ids)),
+            esc(format_labels(change.old_categories, change.old_grade, task)),
+            esc(format_labels(change.new_categories, change.new_grade, task)),
+            esc(change.annotator),
+            esc(", ".join(str(t) for t in change.task_ids)),
         )
     if plan.changes:
-        base.console.print(table)
+        common.console.print(table)
     added = sum(c.kind == "added" for c in plan.changes)
     summary = f"{added} added, {len(plan.changes) - added} changed, {plan.unchanged} unchanged"
     if plan.fatal:
         raise refusal(plan.fatal)
     if dry_run:
-        base.console.print(base.esc(f"dry run: {summary}; nothing written"), highlight=False)
+        common.console.print(esc(f"dry run: {summary}; nothing written"), highlight=False)
         return
     backup = plan.write()
     if backup is None:
-        base.console.print(base.esc(f"{summary}: nothing to write"), highlight=False)
+        common.console.print(esc(f"{summary}: nothing to write"), highlight=False)
         return
-    base.console.print(
-        base.esc(f"{summary} → {target} (previous file kept as {backup} and in {target.name}.history/)"),
+    common.console.print(
+        esc(f"{summary} → {target} (previous file kept as {backup} and in {target.name}.history/)"),
         highlight=False,
     )
 
 
 @label_app.command("suspects")
-@base.user_errors
+@user_errors
 def suspects(
     experiment: ExperimentArg,
     run: RunOpt = None,
@@ -186,14 +161,14 @@ def suspects(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the suspects to this JSON file.")
     ] = None,
-    tracking_uri: base.TrackingOpt = None,
+    tracking_uri: TrackingOpt = None,
 ) -> None:
     """Examples whose label the sweep's good candidates (and baseline) contradict: probably wrong."""
     from promptgrade.labels.suspects import find_suspects
 
     report = find_suspects(experiment, tracking_uri=tracking_uri, run=run, min_accuracy=min_accuracy)
-    base.console.print(
-        base.esc(
+    common.console.print(
+        esc(
             f"{len(report.suspects)} suspect label(s) among {report.examples} examples; voting (accuracy ≥ "
             f"{min_accuracy:g}): {len(report.category_voters)} candidate(s) on categories, "
             f"{len(report.grade_voters)} on grades"
@@ -201,28 +176,21 @@ def suspects(
         highlight=False,
     )
     for name in dict.fromkeys([*report.category_voters, *report.grade_voters]):
-        base.console.print(base.esc(f"  voter: {name}"), highlight=False)
+        common.console.print(esc(f"  voter: {name}"), highlight=False)
     if report.suspects:
         table = Table()
         for column in ("example", "field", "label", "good candidates say", "quality", "flagged by"):
             table.add_column(column)
         for suspect in report.suspects:
             table.add_row(
-                base.esc(suspect.example_id),
-                base.esc(suspect.field),
-                base.esc(suspect.label),
-                base.esc(suspect.candidates_say),
+                esc(suspect.example_id),
+                esc(suspect.field),
+                esc(suspect.label),
+                esc(suspect.candidates_say),
                 "–" if suspect.quality is None else f"{suspect.quality:.3f}",
                 ", ".join(suspect.flagged_by),
             )
-        base.console.print(table)
+        common.console.print(table)
     if json_path is not None:
-        _write(json_path, json.dumps([s.as_dict() for s in report.suspects], indent=2) + "\n")
-        base.console.print(base.esc(f"written to {json_path}"))
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise PromptgradeError(f"cannot write: {exc.strerror}", path=path) from None
+        report.write_json(json_path)
+        common.console.print(esc(f"written to {json_path}"))

@@ -1,19 +1,21 @@
-"""``promptgrade optimize``: the verb, thin over ``optimize.search`` (registered in ``cli.py``)."""
+"""``optimize``: a reflection model rewrites a prompt from its failures; thin over ``optimize.search``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from promptgrade.cli import common
+from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
+
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from promptgrade.optimize.search import Report
+    from promptgrade.optimize.search import Bound, Optimization, Report
 
 
+@app.command("optimize")
+@user_errors
 def optimize(
     experiment: Annotated[Path, typer.Argument(help="Experiment file (its task models, dataset, prices).")],
     prompt: Annotated[str, typer.Option("--prompt", help="Start from this version, e.g. meal_tray_json@1.")],
@@ -40,10 +42,7 @@ def optimize(
         bool, typer.Option("--no-cache", help="Neither read nor write the answer cache.")
     ] = False,
     cache_path: Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)."),
-    ] = None,
+    tracking_uri: TrackingOpt = None,
 ) -> None:
     """Let a reflection model rewrite a prompt from its failures on the training split.
 
@@ -51,7 +50,6 @@ def optimize(
     lineage; sweep them on the evaluation split and promote as usual. Nothing is released or promoted.
     """
     from promptgrade.cache import AnswerCache
-    from promptgrade.cli.common import console, err, esc
     from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
     from promptgrade.runner import CacheMode
 
@@ -69,60 +67,64 @@ def optimize(
     )
     search = Optimization(experiment, options)
     bound = search.bound()
+    _print_plan(search, bound)
+    if dry_run:
+        search.check_budget(bound)
+        common.console.print("[green]dry run: nothing was called[/]")
+        return
+    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path))
+    try:
+        report = search.run(tracking_uri=tracking_uri, cache=mode, on_event=_say)
+    except OptimizationInterrupted as stopped:
+        _print_report(stopped.report)
+        common.err.print("[yellow]interrupted[/] — what was found is written and logged", highlight=False)
+        raise typer.Exit(130) from None
+    _print_report(report)
+    if report.resumable:
+        common.err.print("run the same command again later: answers already paid for come from the cache")
+        raise typer.Exit(3)
+
+
+def _print_plan(search: Optimization, bound: Bound) -> None:
+    """What will be optimised on which split, and the most it can cost — before anything is called."""
     evaluated = search.evaluated_on
     shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
     cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
     models = ", ".join(sorted({s.model for s in search.task_specs}))
-    for line in (
-        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}",
+    _say(
+        f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}"
+    )
+    _say(
         f"optimisation split {evaluated.split!r} ({len(evaluated.examples)} examples{shown}; "
         f"{len(search.train.examples)} training examples); never the evaluation split "
-        f"{search.plan.experiment.dataset.split!r}",
+        f"{search.plan.experiment.dataset.split!r}"
+    )
+    _say(
         f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
-        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls",
-    ):
-        console.print(esc(line), highlight=False)
-    if dry_run:
-        search.check_budget(bound)
-        console.print("[green]dry run: nothing was called[/]")
-        return
-    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path))
-
-    def say(message: str) -> None:
-        console.print(esc(message), highlight=False)
-
-    try:
-        report = search.run(tracking_uri=tracking_uri, cache=mode, on_event=say)
-    except OptimizationInterrupted as stopped:
-        report = stopped.report
-        _print_report(report, console, esc)
-        err.print("[yellow]interrupted[/] — what was found is written and logged", highlight=False)
-        raise typer.Exit(130) from None
-    _print_report(report, console, esc)
-    if report.resumable:
-        err.print("run the same command again later: answers already paid for come from the cache")
-        raise typer.Exit(3)
+        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls"
+    )
 
 
-def _print_report(report: Report, console: Console, esc: Callable[[object], str]) -> None:
-    def say(text: str) -> None:
-        console.print(esc(text), highlight=False)
+def _say(text: str) -> None:
+    common.console.print(esc(text), highlight=False)
 
+
+def _print_report(report: Report) -> None:
     start = report.start
-    say(f"stopped: {report.stop_reason}; {report.calls} API calls, ${report.spent_usd:.4f}")
+    _say(f"stopped: {report.stop_reason}; {report.calls} API calls, ${report.spent_usd:.4f}")
     for node in report.nodes:
         if node.status == "rejected":
-            say(f"  rejected {node.id}: {node.reason}")
+            _say(f"  rejected {node.id}: {node.reason}")
     fresh = {node.id for node, _ in report.written}
     earlier = [n for n in report.nodes if n.written_as and n.id not in fresh]
     for node in earlier:
-        say(f"{node.id} is {node.written_as}, written by an earlier run of this search")
+        _say(f"{node.id} is {node.written_as}, written by an earlier run of this search")
     if not start.scores:
-        say("the start prompt was not evaluated: nothing to compare")
+        _say("the start prompt was not evaluated: nothing to compare")
     elif not report.written and not earlier:
-        say(f"no proposal beat {start.score:.1%}; nothing written")
+        _say(f"no proposal beat {start.score:.1%}; nothing written")
     for node, path in report.written:
-        say(f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)")
+        _say(f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)")
     if report.written:
-        say("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
-    say(f"MLflow run {report.run_id} in {report.tracking_uri}")
+        _say("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
+    _say(f"MLflow run {report.run_id} in {report.tracking_uri}")
