@@ -115,9 +115,10 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 
 
 def sdks(provider: str) -> tuple[set[str], set[str]]:
-    """The bundle's SDK, and the others' that its Lambda must never import (boto3 is the runtime's)."""
+    """The bundle's SDK, and the others' that its Lambda must never import (boto3 is the runtime's;
+    two providers may share an SDK, as OpenAI-compatible ones do)."""
     [own] = [r.sdk for r in RECORDS if r.name == provider]
-    others = {r.sdk for r in RECORDS if r.name != provider} - RUNTIME_PROVIDED
+    others = {r.sdk for r in RECORDS} - {own} - RUNTIME_PROVIDED
     return {own}, others
 
 
