@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from provider_servers import serve
+from provider_servers import dummy_aws_credentials, serve, write_experiment
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
@@ -49,36 +49,13 @@ BEDROCK = """\
 """
 
 
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials for boto3 (the local Converse server does not check the signature)."""
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ):
-        monkeypatch.setenv(name, value)
-
-
-ALL_PROVIDERS = """\
-name: two-providers
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
-prompts: [meal_tray_json@1]
-models:
-{models}concurrency: 4
-"""
-
-
 def test_one_sweep_scores_every_provider_alike(
     tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with serve(*NAMES, monkeypatch=monkeypatch) as served:
-        path = tmp_path / "exp.yaml"
-        models = "".join(s.experiment_entry() for s in served)
-        path.write_text(ALL_PROVIDERS.format(root=ROOT, n=N, models=models), encoding="utf-8")
+        path = write_experiment(
+            tmp_path / "exp.yaml", served, name="two-providers", n=N, side=256, extra="concurrency: 4\n"
+        )
         experiment = load_experiment(path)
         task = load_task(experiment.resolve(experiment.task))
         truth = {
@@ -173,7 +150,7 @@ def test_a_mistyped_bedrock_model_stops_its_own_candidates_and_the_others_finish
 ) -> None:
     from promptgrade.testing.bedrock_server import ConverseFault
 
-    aws_credentials(monkeypatch)
+    dummy_aws_credentials(monkeypatch)
     gemini_server.default_answer = '{"categories": ["soup"], "food_remaining_pct": 10}'
     with FakeBedrock() as bedrock_server:
         bedrock_server.enqueue_fault(

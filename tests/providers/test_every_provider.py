@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provider_servers import ServedProvider
+from provider_servers import ServedProvider, write_experiment
 
 from promptgrade.providers import Completion, CompletionRequest, ErrorKind, ImageInput, Provider
 from promptgrade.runner import run_sweep
 from promptgrade.sweep import Sweep
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "Which dishes, and how much is left?"
 N = 4
 
@@ -98,26 +97,11 @@ def test_the_labs_endpoint_variable_reaches_the_server(
     assert completion.error is None and served.server.calls == 1
 
 
-EXPERIMENT = """\
-name: every-provider
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 128}}
-prompts: [meal_tray_json@1]
-models:
-{model}concurrency: 2
-max_retries: 2
-retry_initial_s: 0.01
-retry_max_s: 0.05
-"""
-
-
 def test_the_runner_retries_a_5xx_until_every_example_is_scored(
     served: ServedProvider, tmp_path: Path
 ) -> None:
-    path = tmp_path / "experiment.yaml"
-    path.write_text(EXPERIMENT.format(root=ROOT, n=N, model=served.experiment_entry()), encoding="utf-8")
+    retries = "concurrency: 2\nmax_retries: 2\nretry_initial_s: 0.01\nretry_max_s: 0.05\n"
+    path = write_experiment(tmp_path / "experiment.yaml", [served], name="every-provider", n=N, extra=retries)
     sweep = Sweep(path)
     truth = {e.image.sha256: e.labels for e in sweep.dataset.examples}
     served.answer(right_answer(truth))
