@@ -60,6 +60,9 @@ class TimedProvider:
             self.cpu += time.thread_time() - started
             self.calls += 1
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 class Marks(Timeline):
     """A Timeline that also notes the CPU time at every ``per_candidate``-th example: at concurrency 1,

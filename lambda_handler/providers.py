@@ -5,8 +5,10 @@ from the bundle), so each provider is imported only here, and only when it is th
 zip never imports google-genai. A bundle whose provider is not in the zip is a configuration error,
 reported at the first request rather than as an import failure at cold start.
 
-Credentials: Gemini and OpenAI-compatible servers take the API key from Secrets Manager or SSM
-(``lambda_handler.secrets``); Bedrock takes nothing but the function's IAM role.
+What differs between providers is read from their records (``promptgrade.providers.records``): the
+variables that override an endpoint, which of the measured settings production keeps, and the
+credential — an API key from Secrets Manager or SSM (``lambda_handler.secrets``; required, or only if
+one is configured), or nothing but the function's IAM role.
 """
 
 from __future__ import annotations
@@ -15,31 +17,17 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any
 
 from lambda_handler import secrets
 from lambda_handler.errors import HandlerError
 from promptgrade.bundle import MANIFEST
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.base import Provider
+from promptgrade.providers.records import DEFAULT_PROVIDER, Credential, ProviderRecord, find
 
 if TYPE_CHECKING:
     from promptgrade.bundle import Manifest
-
-# Endpoint overrides for the deployed function (an API gateway, a VPC endpoint, a test server).
-GEMINI_BASE_URL_ENV = "PROMPTGRADE_GEMINI_BASE_URL"
-BEDROCK_ENDPOINT_ENV = "PROMPTGRADE_BEDROCK_ENDPOINT_URL"
-BEDROCK_REGION_ENV = "PROMPTGRADE_BEDROCK_REGION"
-OPENAI_BASE_URL_ENV = "PROMPTGRADE_OPENAI_BASE_URL"
-
-
-MODULES = {
-    "gemini": "promptgrade.providers.gemini",
-    "bedrock": "promptgrade.providers.bedrock",
-    "openai": "promptgrade.providers.openai",
-}
 
 
 def preload(bundle_dir: Path) -> None:
@@ -49,12 +37,16 @@ def preload(bundle_dir: Path) -> None:
     status code, when the first request builds the runtime.
     """
     try:
-        provider = json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8")).get("provider", "gemini")
-        module = MODULES[provider]
-    except (OSError, ValueError, KeyError, AttributeError):
+        provider = json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8")).get(
+            "provider", DEFAULT_PROVIDER
+        )
+        record = find(provider)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    if record is None:
         return
     try:
-        importlib.import_module(module)
+        importlib.import_module(record.module)
     except ImportError:
         return  # the first request says which provider is missing from the zip
 
@@ -71,37 +63,31 @@ def build(manifest: Manifest, timeout_s: float) -> Provider:
 
 
 def _build(manifest: Manifest, timeout_s: float) -> Provider:
-    env = os.environ
-    # Each import is guarded: the packager ships only the bundle's provider, and a guarded import is
+    record = find(manifest.provider)
+    if record is None:
+        raise HandlerError(500, "config_error", f"the bundle's provider {manifest.provider!r} is unknown")
+    # The import is guarded: the packager ships only the bundle's provider, and a guarded import is
     # one it does not require (a bundle and zip that disagree are reported here, as config_error).
-    if manifest.provider == "gemini":
-        try:
-            from promptgrade.providers.gemini import GeminiCredentials, GeminiProvider
-        except ImportError as exc:
-            raise _not_in_zip(manifest, exc) from None
+    try:
+        provider_class = record.provider_class()
+    except ImportError as exc:
+        raise _not_in_zip(manifest, exc) from None
+    built: Provider = provider_class(manifest.model, timeout_s=timeout_s, **_settings(record, manifest))
+    return built
 
-        credentials = GeminiCredentials(api_key=SecretStr(secrets.api_key()), use_vertexai=False)
-        base_url = env.get(GEMINI_BASE_URL_ENV) or None
-        return GeminiProvider(manifest.model, base_url=base_url, timeout_s=timeout_s, credentials=credentials)
-    if manifest.provider == "bedrock":
-        try:
-            from promptgrade.providers.bedrock import BedrockProvider
-        except ImportError as exc:
-            raise _not_in_zip(manifest, exc) from None
 
-        region = env.get(BEDROCK_REGION_ENV) or manifest.region or None  # else the function's AWS_REGION
-        endpoint = env.get(BEDROCK_ENDPOINT_ENV) or None
-        return BedrockProvider(manifest.model, region=region, base_url=endpoint, timeout_s=timeout_s)
-    if manifest.provider == "openai":
-        try:
-            from promptgrade.providers.openai import OpenAIProvider
-        except ImportError as exc:
-            raise _not_in_zip(manifest, exc) from None
-
-        base_url = env.get(OPENAI_BASE_URL_ENV) or manifest.base_url
-        key = secrets.api_key() if secrets.configured() else None
-        return OpenAIProvider(manifest.model, base_url=base_url, timeout_s=timeout_s, api_key=key)
-    raise HandlerError(500, "config_error", f"the bundle's provider {manifest.provider!r} is unknown")
+def _settings(record: ProviderRecord, manifest: Manifest) -> dict[str, Any]:
+    """The constructor's arguments: each endpoint setting from the function's variable, else (where the
+    record says production keeps it) as measured; and the API key its credential kind asks for."""
+    arguments: dict[str, Any] = {}
+    for argument, variable in record.lambda_settings.items():
+        measured = getattr(manifest, argument, None) if argument in record.measured_settings else None
+        arguments[argument] = os.environ.get(variable) or measured or None
+    if record.credential is Credential.API_KEY:
+        arguments["api_key"] = secrets.api_key()
+    elif record.credential is Credential.OPTIONAL_API_KEY:
+        arguments["api_key"] = secrets.api_key() if secrets.configured() else None
+    return arguments
 
 
 def _not_in_zip(manifest: Manifest, exc: ImportError) -> HandlerError:

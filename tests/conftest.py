@@ -1,4 +1,5 @@
-"""Fixtures shared across the suite: a local Gemini endpoint and a hermetic, fake API key."""
+"""Fixtures shared across the suite: a local Gemini endpoint, each provider's local server in turn
+(``served``), and a hermetic, fake API key."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from provider_servers import FAKE_API_KEY, ServedProvider, serve
 
+from promptgrade.providers.records import NAMES
 from promptgrade.testing.gemini_server import FakeGemini
 
-FAKE_API_KEY = "test-key-not-real"
 NEEDS_INDEX = "needs_index"
 
 
@@ -108,3 +110,11 @@ def tracking(tmp_path: Path, _migrated_mlflow_db: Path) -> str:
     path = tmp_path / "mlflow.db"
     shutil.copy(_migrated_mlflow_db, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=NAMES)
+def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedProvider]:
+    """Each provider in turn (one per record): its local server started, the environment its real
+    client needs set, and a model spec that reaches it (see tests/provider_servers.py)."""
+    with serve(request.param, monkeypatch=monkeypatch) as (provider,):
+        yield provider

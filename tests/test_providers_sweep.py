@@ -1,5 +1,5 @@
-"""Given a Gemini model, a Bedrock model and an OpenAI-compatible one in one experiment, when I sweep,
-then MLflow has a run per candidate per provider, scored alike, and the summary lists them all.
+"""Given a model of every provider (Gemini, Bedrock, OpenAI-compatible…) in one experiment, when I
+sweep, then MLflow has a run per candidate per provider, scored alike, and the summary lists them all.
 
 Each provider's real client talks HTTP to its own local server (Gemini REST, Bedrock Converse, Chat
 Completions)."""
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from provider_servers import dummy_aws_credentials, serve, write_experiment
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
+from promptgrade.providers.records import NAMES
 from promptgrade.task import load_task
 from promptgrade.testing.bedrock_server import ConverseRequest, FakeBedrock
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
@@ -47,31 +49,13 @@ BEDROCK = """\
 """
 
 
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials for boto3 (the local Converse server does not check the signature)."""
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ):
-        monkeypatch.setenv(name, value)
-
-
-def test_one_sweep_scores_three_providers_alike(
-    tmp_path: Path,
-    tracking: str,
-    gemini_server: FakeGemini,
-    fake_api_key: str,
-    monkeypatch: pytest.MonkeyPatch,
+def test_one_sweep_scores_every_provider_alike(
+    tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
-    aws_credentials(monkeypatch)
-    with FakeOpenAI() as openai_server, FakeBedrock() as bedrock_server:
-        path = tmp_path / "exp.yaml"
-        text = EXPERIMENT.format(root=ROOT, gemini=gemini_server.base_url, openai=openai_server.base_url, n=N)
-        bedrock = BEDROCK.format(bedrock=bedrock_server.endpoint_url)
-        path.write_text(text.replace("concurrency: 4\n", bedrock + "concurrency: 4\n"), encoding="utf-8")
+    with serve(*NAMES, monkeypatch=monkeypatch) as served:
+        path = write_experiment(
+            tmp_path / "exp.yaml", served, name="two-providers", n=N, side=256, extra="concurrency: 4\n"
+        )
         experiment = load_experiment(path)
         task = load_task(experiment.resolve(experiment.task))
         truth = {
@@ -86,29 +70,28 @@ def test_one_sweep_scores_three_providers_alike(
         def wrong(request: ChatRequest) -> str:
             return json.dumps({"categories": ["snack"], "food_remaining_pct": 100})
 
-        gemini_server.default_answer = right
-        bedrock_server.default_answer = right
-        openai_server.default_answer = wrong
+        for provider in served:
+            provider.answer(wrong if provider.name == "openai" else right)
         result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
         assert result.exit_code == 0, result.output
-        assert openai_server.calls == bedrock_server.calls == gemini_server.calls == N
+        assert [provider.server.calls for provider in served] == [N] * len(served)
+        servers = {provider.name: provider.server for provider in served}
         # structured output, as the template asks, through each API's own mechanism
-        assert all(r.response_format is not None for r in openai_server.requests)
-        assert all(r.tool_config is not None for r in bedrock_server.requests)
+        assert all(r.response_format is not None for r in servers["openai"].requests)
+        assert all(r.tool_config is not None for r in servers["bedrock"].requests)
 
     client = MlflowClient(tracking_uri=tracking)
     experiment_id = client.get_experiment_by_name("two-providers").experiment_id
     runs = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'candidate'")
     by_provider = {r.data.params["provider"]: r for r in runs}
-    assert set(by_provider) == {"gemini", "bedrock", "openai"}
+    assert set(by_provider) == set(NAMES)
     assert by_provider["openai"].data.params["model"] == "qwen2.5-vl-7b"
     assert by_provider["bedrock"].data.params["model"] == "amazon.nova-lite-v1:0"
-    assert by_provider["gemini"].data.metrics["category_accuracy"] == 1.0
-    assert by_provider["bedrock"].data.metrics["category_accuracy"] == 1.0
-    assert by_provider["openai"].data.metrics["category_accuracy"] == 0.0
+    for name, run in by_provider.items():
+        assert run.data.metrics["category_accuracy"] == (0.0 if name == "openai" else 1.0), name
     assert by_provider["openai"].data.metrics["n_examples"] == N
     assert "cost_usd" not in by_provider["openai"].data.metrics  # no price for the local model: unknown
-    for model in ("qwen2.5-vl-7b", "gemini-2.5-flash", "amazon.nova-lite-v1:0"):
+    for model in ("qwen2.5-vl-7b", "gemini-2.5-flash", "amazon.nova-lite-v1:0", *(s.model for s in served)):
         assert model in result.output
 
 
@@ -167,7 +150,7 @@ def test_a_mistyped_bedrock_model_stops_its_own_candidates_and_the_others_finish
 ) -> None:
     from promptgrade.testing.bedrock_server import ConverseFault
 
-    aws_credentials(monkeypatch)
+    dummy_aws_credentials(monkeypatch)
     gemini_server.default_answer = '{"categories": ["soup"], "food_remaining_pct": 10}'
     with FakeBedrock() as bedrock_server:
         bedrock_server.enqueue_fault(

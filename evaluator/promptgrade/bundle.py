@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptgrade.errors import ConfigError
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import GenerationSettings
+from promptgrade.providers.records import DEFAULT_PROVIDER
 from promptgrade.task import Task
 
 MANIFEST = "manifest.json"
@@ -50,11 +51,13 @@ class Manifest(BaseModel):
 
     format_version: int = FORMAT_VERSION
     prompt: PromptInfo
-    provider: str = "gemini"
+    provider: str = DEFAULT_PROVIDER
     model: str
-    # where the measured model was reached (provenance; the function's own settings may override):
-    region: str | None = None  # bedrock
-    base_url: str | None = None  # openai (a local URL of the lab is no use in production)
+    # where the measured model was reached (provenance; the function's own settings may override, and
+    # its provider's record says which of these production keeps: Bedrock's region, an OpenAI server;
+    # a local URL of the lab is no use in production)
+    region: str | None = None
+    base_url: str | None = None
     settings: GenerationSettings = GenerationSettings()
     task: Task
     image_max_side: int = Field(

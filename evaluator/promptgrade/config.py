@@ -17,12 +17,16 @@ from promptgrade.data.config import DatasetConfig
 from promptgrade.errors import ConfigError, PromptError
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import GenerationSettings
+from promptgrade.providers.records import DEFAULT_PROVIDER, NAMES, RECORDS, accepting, find
 from promptgrade.scoring import Price
 from promptgrade.task import Task, load_task
 from promptgrade.tokens import ImageTokenRule, longest_prefix
 from promptgrade.yamlfile import line_of, load_model, read_yaml
 
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
+ProviderName = Literal[NAMES]  # type: ignore[valid-type]
+# model fields that only some providers take (their records say which): checked against the provider
+PROVIDER_FIELDS = tuple(sorted(set().union(*(record.fields for record in RECORDS))))
 
 
 class PromptRef(BaseModel):
@@ -65,7 +69,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["gemini", "bedrock", "openai"] = "gemini"
+    provider: ProviderName = DEFAULT_PROVIDER
     model: str = Field(min_length=1)
     base_url: str | None = Field(
         None,
@@ -90,15 +94,23 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelSpec:
-        if self.batch and self.provider != "gemini":
+        record = find(self.provider)
+        assert record is not None  # the Literal above admits only recorded providers
+        if self.batch and record.batch is None:
+            batched = " or ".join(r.title for r in accepting("batch"))
             raise ValueError(
-                f"batch: only Gemini models run as batch jobs; {self.provider} models are swept online"
+                f"batch: only {batched} models run as batch jobs; {self.provider} models are swept online"
             )
-        if self.api_key_env is not None and self.provider != "openai":
-            raise ValueError(f"api_key_env is for provider: openai, not {self.provider}")
-        if self.region is not None and self.provider != "bedrock":
-            raise ValueError(f"region is for provider: bedrock, not {self.provider}")
+        for name in PROVIDER_FIELDS:
+            if getattr(self, name) is not None and name not in record.fields:
+                owners = " or ".join(r.name for r in accepting(name))
+                raise ValueError(f"{name} is for provider: {owners}, not {self.provider}")
         return self
+
+    def provider_fields(self) -> dict[str, Any]:
+        """The fields only this model's provider takes (``region``, ``api_key_env``), as its arguments."""
+        record = find(self.provider)
+        return {name: getattr(self, name) for name in sorted(record.fields)} if record else {}
 
     @field_validator("grid")
     @classmethod

@@ -26,6 +26,7 @@ from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import ConfigError, CredentialsError, TrackingError
 from promptgrade.estimate import CandidateEstimate, estimate, size_of
 from promptgrade.providers.base import Provider
+from promptgrade.providers.records import accepting, find
 from promptgrade.providers.registry import make_provider
 from promptgrade.runner import (
     CacheMode,
@@ -40,6 +41,7 @@ from promptgrade.tracking.payloads import ExampleTrace
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
+    from promptgrade.providers.gemini_batch import GeminiBatches
     from promptgrade.tracking.writer import TrackingWriter
 
 T = TypeVar("T")
@@ -307,7 +309,6 @@ class Sweep:
         sees these models through ``JournalAnswers``, which never calls."""
         from promptgrade.batch.executor import BatchesPending, BatchExecutor, JournalAnswers
         from promptgrade.batch.journal import BatchJournal, journal_path
-        from promptgrade.providers.gemini_batch import GeminiBatches
 
         if cache is None or cache.cache is None or not cache.read:
             raise ConfigError(
@@ -315,10 +316,7 @@ class Sweep:
             )
         experiment = self.plan.experiment
         specs = {(c.provider, c.model): c.spec for c in candidates}
-        clients = {
-            key: GeminiBatches(spec.model, spec.base_url or experiment.base_url, max(spec.timeout_s, 120))
-            for key, spec in specs.items()
-        }
+        clients = {key: batch_client(spec, experiment) for key, spec in specs.items()}
         journal = BatchJournal(journal_path(cache.cache.path))
         executor = BatchExecutor(self.plan, self.dataset, candidates, clients, cache.cache, journal)
         self.batch_outcome = executor.outcome
@@ -346,8 +344,7 @@ class Sweep:
             return await work
         finally:
             for provider in (self.providers or {}).values():
-                if (close := getattr(provider, "aclose", None)) is not None:
-                    await close()
+                await provider.aclose()
 
     def _run_baselines(
         self, tracker: TrackingWriter, summary: DatasetSummary, listeners: list[SweepListener]
@@ -381,26 +378,44 @@ class Sweep:
                 listener.candidate_done(result)
 
 
+def endpoint(spec: ModelSpec, experiment: Experiment) -> str | None:
+    """The model's own endpoint, else the experiment's if its record says the experiment-level
+    ``base_url`` is this provider's too (Gemini's, today)."""
+    record = find(spec.provider)
+    shared = experiment.base_url if record is not None and record.experiment_base_url else None
+    return spec.base_url or shared
+
+
 def provider_for(spec: ModelSpec, experiment: Experiment) -> Provider:
-    """The provider of one experiment model: its own endpoint, else (Gemini) the experiment's."""
-    base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
+    """The provider of one experiment model, at its endpoint."""
     return make_provider(
         spec.provider,
         spec.model,
-        base_url=base_url,
+        base_url=endpoint(spec, experiment),
         timeout_s=spec.timeout_s,
-        api_key_env=spec.api_key_env,
-        region=spec.region,
+        **spec.provider_fields(),
     )
+
+
+def batch_client(spec: ModelSpec, experiment: Experiment) -> GeminiBatches:
+    """The batch back-end the model's record names (config validation admits no other), at its endpoint;
+    a job waits for long polls, so its timeout is never under two minutes."""
+    record = find(spec.provider)
+    if record is None or record.batch is None:
+        raise ConfigError(f"batch: {spec.provider} models have no batch back-end")
+    back_end: type[GeminiBatches] = record.batch_class()
+    return back_end(spec.model, endpoint(spec, experiment), max(spec.timeout_s, 120))
 
 
 def batch_models(models: list[ModelSpec]) -> list[ModelSpec]:
     """``--batch``: every model as batch jobs; a model without a batch API is one clear line."""
-    others = sorted({f"{m.provider}/{m.model}" for m in models if m.provider != "gemini"})
+    batched = {record.name for record in accepting("batch")}
+    others = sorted({f"{m.provider}/{m.model}" for m in models if m.provider not in batched})
     if others:
+        titles = " or ".join(record.title for record in accepting("batch"))
         raise ConfigError(
-            f"--batch: only Gemini models run as batch jobs, not {', '.join(others)}; set `batch: true` "
-            "on the Gemini models in the experiment instead"
+            f"--batch: only {titles} models run as batch jobs, not {', '.join(others)}; set `batch: true` "
+            f"on the {titles} models in the experiment instead"
         )
     return [m.model_copy(update={"batch": True}) for m in models]
 

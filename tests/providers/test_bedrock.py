@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -145,11 +144,3 @@ def test_missing_region_or_credentials_is_one_line(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialsError, match="no AWS credentials"):
         BedrockProvider(MODEL, region="us-east-1")
-
-
-def test_a_refused_connection_is_a_connection_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    [result] = complete(BedrockProvider(MODEL, base_url=f"http://127.0.0.1:{port}", timeout_s=5), request())
-    assert result.error is not None and result.error.kind is ErrorKind.CONNECTION

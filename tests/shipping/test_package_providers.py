@@ -17,28 +17,24 @@ import textwrap
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from provider_servers import MODELS, serve
 
 from promptgrade.bundle import Manifest, PromptInfo, write_bundle
 from promptgrade.prompts import PromptLibrary
 from promptgrade.providers.base import GenerationSettings
-from promptgrade.shipping.package import PackageReport, build_package
+from promptgrade.providers.records import RECORDS, Credential
+from promptgrade.shipping.package import RUNTIME_PROVIDED, PackageReport, build_package
 from promptgrade.task import load_task
-from promptgrade.testing.bedrock_server import FakeBedrock
 from promptgrade.testing.lambda_runtime import runtime_dir as lambda_runtime_dir
-from promptgrade.testing.openai_server import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "RESULT "
 ANSWER = '{"categories": ["soup", "bread"], "food_remaining_pct": 40}'
-MODELS = {"bedrock": "amazon.nova-lite-v1:0", "openai": "qwen2.5-vl-7b"}
-PROVIDER_FILES = {
-    "gemini": {"promptgrade/providers/gemini.py", "promptgrade/providers/gemini_wire.py"},
-    "bedrock": {"promptgrade/providers/bedrock.py"},
-    "openai": {"promptgrade/providers/openai.py"},
-}
+PROVIDER_FILES = {r.name: {f"promptgrade/{module}" for module in r.lambda_modules} for r in RECORDS}
+# The Gemini zip, whose key comes from a secret store, is test_package.py's (against a moto server).
+WITHOUT_SECRET = [r.name for r in RECORDS if r.credential is not Credential.API_KEY]
 
 
 def provider_bundle(directory: Path, provider: str) -> Path:
@@ -78,7 +74,7 @@ def provider_zips(
     return build
 
 
-@pytest.mark.parametrize("provider", ["bedrock", "openai"])
+@pytest.mark.parametrize("provider", WITHOUT_SECRET)
 def test_the_zip_holds_only_the_bundles_provider(
     provider: str, provider_zips: Callable[[str], PackageReport]
 ) -> None:
@@ -96,14 +92,23 @@ def test_the_zip_holds_only_the_bundles_provider(
     assert "google-genai" not in names and "pydantic" in names and "pillow" in names
     assert ("openai" in names) is (provider == "openai")
     assert "boto3" not in names  # the runtime's, even for Bedrock
+    [own] = [r.package for r in RECORDS if r.name == provider]
+    for record in RECORDS:  # its SDK, unless the runtime has it, and no other provider's
+        shipped = record.package in names
+        assert shipped is (record.package == own and own not in RUNTIME_PROVIDED), record.name
 
 
-@pytest.mark.parametrize("provider", ["bedrock", "openai"])
+@pytest.mark.parametrize("provider", WITHOUT_SECRET)
 def test_a_fresh_interpreter_grades_an_api_gateway_event_with_the_bundles_provider(
-    provider: str, provider_zips: Callable[[str], PackageReport], tmp_path: Path
+    provider: str,
+    provider_zips: Callable[[str], PackageReport],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     report = provider_zips(provider)
     task_dir = tmp_path / "var-task"
+    [own] = [r.sdk for r in RECORDS if r.name == provider]
+    other_sdks = {r.sdk for r in RECORDS} - {own} - RUNTIME_PROVIDED
     with zipfile.ZipFile(report.path) as archive:
         archive.extractall(task_dir)
     runtime_dir = lambda_runtime_dir(tmp_path)
@@ -127,7 +132,8 @@ def test_a_fresh_interpreter_grades_an_api_gateway_event_with_the_bundles_provid
         outside = sorted(name for name, module in list(sys.modules.items())
                          if getattr(module, "__file__", None) and not module.__file__.startswith(allowed))
         print({MARK!r} + json.dumps({{"response": response, "outside": outside,
-              "google": sorted(n for n in sys.modules if n.startswith("google"))}}))
+              "google": sorted(n for n in sys.modules if n.startswith("google")),
+              "sdks": sorted({{n.split(".")[0] for n in sys.modules}} & set({sorted(other_sdks)!r}))}}))
         """
     )
     env = {
@@ -141,14 +147,9 @@ def test_a_fresh_interpreter_grades_an_api_gateway_event_with_the_bundles_provid
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_CONFIG_FILE": "/dev/null",
     }
-    server: Any = (
-        FakeBedrock(default_answer=ANSWER) if provider == "bedrock" else FakeOpenAI(default_answer=ANSWER)
-    )
-    with server:
-        if provider == "bedrock":
-            env["PROMPTGRADE_BEDROCK_ENDPOINT_URL"] = server.endpoint_url
-        else:
-            env["PROMPTGRADE_OPENAI_BASE_URL"] = server.base_url
+    with serve(provider, monkeypatch=monkeypatch) as (served,):
+        served.answer(ANSWER)
+        env.update(served.lambda_env)
         done = subprocess.run(
             [sys.executable, "-I", "-S", "-c", script],
             env=env,
@@ -158,7 +159,7 @@ def test_a_fresh_interpreter_grades_an_api_gateway_event_with_the_bundles_provid
             timeout=120,
             check=False,
         )
-        calls = server.calls
+        calls = served.server.calls
     assert done.returncode == 0, done.stderr[-3000:]
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARK)), None)
     assert line is not None, done.stdout[-3000:] + done.stderr[-3000:]
@@ -170,6 +171,7 @@ def test_a_fresh_interpreter_grades_an_api_gateway_event_with_the_bundles_provid
     assert body["model"] == MODELS[provider]
     assert out["outside"] == [], "modules were loaded from outside the zip and the runtime"
     assert out["google"] == []  # no google-genai (nor google-auth) outside a Gemini zip
+    assert out["sdks"] == []  # nor any other provider's SDK
     assert calls == 1
 
 

@@ -1,7 +1,8 @@
 """Given the SAM template, then it deploys what the packager builds, the way deploy() would.
 
 The template is checked against the code it describes — handler, runtime, architecture, zip path,
-alias, environment names the handler reads — so the two cannot drift apart unnoticed.
+alias, environment names the handler reads, the provider records — so the two cannot drift apart
+unnoticed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from lambda_handler import secrets as handler_secrets
+from promptgrade.providers.records import NAMES, RECORDS, Credential
 from promptgrade.shipping.deploy import API_KEY_PARAMETER_ENV, API_KEY_SECRET_ENV, deploy
 from promptgrade.shipping.package import (
     DEFAULT_ARCHITECTURE,
@@ -155,7 +157,32 @@ def test_the_function_may_read_the_secret_and_input_and_write_only_the_output(
     [invoke] = conditional["IsBedrock"][1]["Statement"]
     assert invoke["Action"] == "bedrock:InvokeModel"  # only the promoted model's ARNs, never "*"
     assert "${BedrockModelId}" in str(invoke["Resource"]) and '"*"' not in str(invoke["Resource"])
-    assert template["Parameters"]["ModelProvider"]["AllowedValues"] == ["gemini", "bedrock", "openai"]
+    assert template["Parameters"]["ModelProvider"]["AllowedValues"] == list(NAMES)
+
+
+def test_the_templates_providers_and_their_credentials_are_their_records(template: dict[str, Any]) -> None:
+    """The role grants exactly what an IAM-role provider's record asks for, under a condition on that
+    provider; every other provider reads its key, and only an IAM-role provider never does."""
+    conditions = template["Conditions"]
+    policies = template["Resources"]["GradeFunction"]["Properties"]["Policies"]
+    conditional = {p["Fn::If"][0]: p["Fn::If"][1] for p in policies if "Fn::If" in p}
+    role_conditions = []
+    for record in RECORDS:
+        if record.role_grant is None:
+            continue
+        condition = f"Is{record.title}"
+        role_conditions.append({"Fn::Not": [{"Condition": condition}]})
+        assert conditions[condition] == {"Fn::Equals": [{"Ref": "ModelProvider"}, record.name]}
+        [statement] = conditional[condition]["Statement"]
+        assert (statement["Sid"], statement["Action"]) == (record.role_grant.sid, record.role_grant.action)
+    assert {r.name for r in RECORDS if r.credential is Credential.IAM_ROLE} == {
+        r.name for r in RECORDS if r.role_grant is not None
+    }
+    uses_key = conditions["UsesApiKey"]["Fn::And"]
+    assert uses_key[: len(role_conditions)] == role_conditions
+    assert uses_key[len(role_conditions) :] == [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiKeySecretId"}, ""]}]}
+    ]
 
 
 def test_every_reference_resolves(template: dict[str, Any]) -> None:

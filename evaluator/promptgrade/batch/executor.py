@@ -306,3 +306,6 @@ class JournalAnswers:
             else "no batch job has answered this request yet; the next run submits it"
         )
         return Completion(text=None, error=ErrorInfo(ErrorKind.BATCH_FAILED, message))
+
+    async def aclose(self) -> None:
+        """Nothing to release: the answers were read from the cache and the journal, not a session."""

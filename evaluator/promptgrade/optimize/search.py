@@ -396,8 +396,7 @@ class Optimization:
             await self._search()
         finally:
             for provider in (self.providers or {}).values():
-                if (close := getattr(provider, "aclose", None)) is not None:
-                    await close()
+                await provider.aclose()
 
     async def _evaluate(self, body: str, examples: list[Example], split: str) -> dict[str, Outcome]:
         """Outcomes by instance (candidate label · example id), through the runner, on the shared budget."""

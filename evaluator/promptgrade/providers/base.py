@@ -124,12 +124,19 @@ class Completion:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A model behind one async call. ``name`` is the provider (``gemini``), ``model`` its model id."""
+    """A model behind one async call. ``name`` is the provider (``gemini``), ``model`` its model id.
+
+    ``aclose`` releases what the provider bound to the running event loop (an SDK's HTTP session):
+    whoever owns the loop (a sweep, the optimizer, the Lambda's container) calls it before the loop
+    ends, on every provider, so a provider with nothing to release still says so.
+    """
 
     name: str
     model: str
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    async def aclose(self) -> None: ...
 
 
 MAX_ERROR_MESSAGE = 200  # an error message is a line in a table and a log: long bodies are cut

@@ -145,7 +145,11 @@ class GeminiProvider:
         base_url: str | None = None,
         timeout_s: float = 60,
         credentials: GeminiCredentials | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key`` (the Lambda's, from its secret store) stands for API-key ``credentials``."""
+        if api_key is not None:
+            credentials = GeminiCredentials(api_key=SecretStr(api_key), use_vertexai=False)
         if credentials is None:
             credentials = GeminiCredentials.from_env()
         else:

@@ -1,4 +1,4 @@
-"""Which provider class answers for a model spec. New providers register here, nowhere else.
+"""The provider class a model spec names, built from its record (``records``), never from a name chain.
 
 Each SDK is imported only when its provider is used, so a Lambda zip holding one provider's
 dependencies never imports another's (and a missing SDK is one line naming what to install).
@@ -6,11 +6,13 @@ dependencies never imports another's (and a missing SDK is one line naming what 
 
 from __future__ import annotations
 
+from typing import Any
+
 from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Provider
+from promptgrade.providers.records import NAMES, find
 
-PROVIDERS = ("gemini", "bedrock", "openai")
-_PACKAGES = {"gemini": "google-genai", "bedrock": "boto3", "openai": "openai"}
+PROVIDERS = NAMES
 
 
 def make_provider(
@@ -19,26 +21,22 @@ def make_provider(
     *,
     base_url: str | None = None,
     timeout_s: float = 60.0,
-    api_key_env: str | None = None,
-    region: str | None = None,
+    **fields: Any,
 ) -> Provider:
-    """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate."""
+    """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate.
+
+    ``fields`` are the experiment model's provider-specific fields (``region``, ``api_key_env``): each
+    goes to the providers whose record takes it, so callers can pass a model spec's fields blindly.
+    """
+    record = find(provider)
+    if record is None:
+        raise ProviderError(f"unknown provider {provider!r} (available: {', '.join(PROVIDERS)})")
+    arguments = {name: value for name, value in fields.items() if name in record.fields}
     try:
-        if provider == "gemini":
-            from promptgrade.providers.gemini import GeminiProvider
-
-            return GeminiProvider(model, base_url=base_url, timeout_s=timeout_s)
-        if provider == "bedrock":
-            from promptgrade.providers.bedrock import BedrockProvider
-
-            return BedrockProvider(model, region=region, base_url=base_url, timeout_s=timeout_s)
-        if provider == "openai":
-            from promptgrade.providers.openai import OpenAIProvider
-
-            return OpenAIProvider(model, base_url=base_url, timeout_s=timeout_s, api_key_env=api_key_env)
+        built: Provider = record.provider_class()(model, base_url=base_url, timeout_s=timeout_s, **arguments)
     except ModuleNotFoundError as exc:
-        package = _PACKAGES[provider]
         raise ProviderError(
-            f"provider {provider} needs the {package} package ({exc.name} is missing): pip install {package}"
+            f"provider {provider} needs the {record.package} package ({exc.name} is missing): "
+            f"pip install {record.package}"
         ) from None
-    raise ProviderError(f"unknown provider {provider!r} (available: {', '.join(PROVIDERS)})")
+    return built

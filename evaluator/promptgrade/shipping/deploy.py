@@ -25,6 +25,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from promptgrade.errors import PromptgradeError
+from promptgrade.providers.records import DEFAULT_PROVIDER, Credential, RoleGrant, find
 from promptgrade.shipping.package import (
     BUNDLE_IN_ZIP,
     DEFAULT_ARCHITECTURE,
@@ -108,26 +109,64 @@ def deploy(
     and deployed from S3 (needed above 50 MB, and keeps every shipped artifact).
     """
     zip_path = Path(zip_path)
-    code = zip_path.read_bytes() if zip_path.is_file() else None
-    if code is None:
-        raise DeployError("no such zip: build it first with build_package", path=zip_path)
+    code = _read_zip(zip_path)
     description, provider, model = _check_zip(zip_path, code, runtime, architecture)
     variables = _environment(environment or {}, api_key_secret_id, api_key_parameter, provider)
     _check_settings(runtime, architecture, canary_weight, memory_mb, timeout_s, alias)
-    if s3_bucket is None and len(code) > DIRECT_UPLOAD_LIMIT_BYTES:
-        raise DeployError(
-            f"the zip is {len(code) / 1_000_000:.0f} MB, over Lambda's 50 MB direct-upload limit: "
-            "pass an S3 bucket (s3_bucket / --s3-bucket) to deploy it from there",
-            path=zip_path,
-        )
+    _check_upload_size(zip_path, code, s3_bucket)
 
     def make(service: str) -> Any:
         return boto3.client(service, region_name=region, endpoint_url=endpoint_url)
 
     lam = client if client is not None else make("lambda")
     _check_api_key_source(make, api_key_secret_id, api_key_parameter, region)
-    if provider == "bedrock":
-        _grant_bedrock(make, role_arn, model, region)
+    record = find(provider)
+    if record is not None and record.role_grant is not None:
+        _grant(make, role_arn, record.role_grant, model, region)
+    existing, current_alias = _current(lam, function_name, alias, canary_weight)
+    code_arg, source = _upload(make, s3_bucket, function_name, code)
+    settings: dict[str, Any] = {
+        "Role": role_arn,
+        "Handler": HANDLER,
+        "Runtime": runtime,
+        "MemorySize": memory_mb,
+        "Timeout": timeout_s,
+        "Environment": {"Variables": variables},
+        "Description": description,
+    }
+    code_sha256 = base64.b64encode(hashlib.sha256(code).digest()).decode()
+    with _aws(f"Lambda function {function_name!r}"):
+        function_arn = _put_function(lam, function_name, existing, code_arg, settings, architecture)
+        # CodeSha256 makes Lambda refuse to publish code other than ours (a concurrent deploy)
+        version = lam.publish_version(
+            FunctionName=function_name, CodeSha256=code_sha256, Description=description
+        )["Version"]
+        alias_version, routing = _point_alias(
+            lam, function_name, alias, current_alias, version, canary_weight
+        )
+
+    return DeployReport(
+        function_name=function_name,
+        function_arn=function_arn,
+        created=existing is None,
+        version=version,
+        alias=alias,
+        alias_version=alias_version,
+        previous_version=current_alias["FunctionVersion"] if current_alias else None,
+        routing=routing,
+        code_sha256=code_sha256,
+        code_source=source,
+        description=description,
+    )
+
+
+# -- the steps that change AWS -----------------------------------------------------------------
+
+
+def _current(
+    lam: Any, function_name: str, alias: str, canary_weight: float | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The function and alias as they are now; a canary needs an alias on a published version."""
     existing = _get(lam, "get_function", FunctionName=function_name)
     current_alias = (
         _get(lam, "get_alias", FunctionName=function_name, Name=alias) if existing is not None else None
@@ -140,90 +179,98 @@ def deploy(
             )
         if current_alias["FunctionVersion"] == "$LATEST":
             raise DeployError(f"alias {alias!r} points at $LATEST, which a canary cannot route from")
+    return existing, current_alias
 
-    code_sha256 = base64.b64encode(hashlib.sha256(code).digest()).decode()
-    if s3_bucket is not None:
-        key = f"promptgrade/{function_name}/{hashlib.sha256(code).hexdigest()}.zip"
-        s3 = make("s3")
-        with _aws(f"S3 bucket {s3_bucket!r}"):
-            s3.head_bucket(Bucket=s3_bucket)
-            s3.put_object(Bucket=s3_bucket, Key=key, Body=code)
-        code_arg: dict[str, Any] = {"S3Bucket": s3_bucket, "S3Key": key}
-        source = f"s3://{s3_bucket}/{key}"
+
+def _upload(make: Any, s3_bucket: str | None, function_name: str, code: bytes) -> tuple[dict[str, Any], str]:
+    """The Code argument and where it came from: the zip itself, or its copy in S3 (named by sha256)."""
+    if s3_bucket is None:
+        return {"ZipFile": code}, "direct upload"
+    key = f"promptgrade/{function_name}/{hashlib.sha256(code).hexdigest()}.zip"
+    s3 = make("s3")
+    with _aws(f"S3 bucket {s3_bucket!r}"):
+        s3.head_bucket(Bucket=s3_bucket)
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=code)
+    return {"S3Bucket": s3_bucket, "S3Key": key}, f"s3://{s3_bucket}/{key}"
+
+
+def _put_function(
+    lam: Any,
+    function_name: str,
+    existing: dict[str, Any] | None,
+    code_arg: dict[str, Any],
+    settings: dict[str, Any],
+    architecture: str,
+) -> str:
+    """Create the function, or update its code then its configuration (each after the last settles)."""
+    if existing is None:
+        created = lam.create_function(
+            FunctionName=function_name,
+            Code=code_arg,
+            PackageType="Zip",
+            Architectures=[architecture],
+            Publish=False,
+            **settings,
+        )
+        _wait(lam, function_name, "function_active_v2", "function_active")
+        return str(created["FunctionArn"])
+    _wait(lam, function_name, "function_updated_v2", "function_updated")  # a deploy in flight
+    lam.update_function_code(FunctionName=function_name, Architectures=[architecture], **code_arg)
+    _wait(lam, function_name, "function_updated_v2", "function_updated")
+    lam.update_function_configuration(FunctionName=function_name, **settings)
+    _wait(lam, function_name, "function_updated_v2", "function_updated")
+    return str(existing["Configuration"]["FunctionArn"])
+
+
+def _point_alias(
+    lam: Any,
+    function_name: str,
+    alias: str,
+    current_alias: dict[str, Any] | None,
+    version: str,
+    canary_weight: float | None,
+) -> tuple[str, dict[str, float]]:
+    """Move the alias to ``version`` (or, for a canary, keep it and route a share there); returns the
+    version the alias points at and the routing."""
+    if current_alias is None:
+        lam.create_alias(FunctionName=function_name, Name=alias, FunctionVersion=version)
+        return version, {}
+    previous = current_alias["FunctionVersion"]
+    revision = {"RevisionId": current_alias["RevisionId"]} if current_alias.get("RevisionId") else {}
+    routing: dict[str, float] = {}
+    if canary_weight is not None and previous != version:
+        alias_version = previous or version
+        routing = {version: canary_weight}
     else:
-        code_arg = {"ZipFile": code}
-        source = "direct upload"
-
-    settings: dict[str, Any] = {
-        "Role": role_arn,
-        "Handler": HANDLER,
-        "Runtime": runtime,
-        "MemorySize": memory_mb,
-        "Timeout": timeout_s,
-        "Environment": {"Variables": variables},
-        "Description": description,
-    }
-    with _aws(f"Lambda function {function_name!r}"):
-        if existing is None:
-            created = lam.create_function(
-                FunctionName=function_name,
-                Code=code_arg,
-                PackageType="Zip",
-                Architectures=[architecture],
-                Publish=False,
-                **settings,
-            )
-            function_arn = created["FunctionArn"]
-            _wait(lam, function_name, "function_active_v2", "function_active")
-        else:
-            function_arn = existing["Configuration"]["FunctionArn"]
-            _wait(lam, function_name, "function_updated_v2", "function_updated")  # a deploy in flight
-            lam.update_function_code(FunctionName=function_name, Architectures=[architecture], **code_arg)
-            _wait(lam, function_name, "function_updated_v2", "function_updated")
-            lam.update_function_configuration(FunctionName=function_name, **settings)
-            _wait(lam, function_name, "function_updated_v2", "function_updated")
-        # CodeSha256 makes Lambda refuse to publish code other than ours (a concurrent deploy)
-        version = lam.publish_version(
-            FunctionName=function_name, CodeSha256=code_sha256, Description=description
-        )["Version"]
-
-        previous = current_alias["FunctionVersion"] if current_alias else None
-        routing: dict[str, float] = {}
-        if current_alias is None:
-            lam.create_alias(FunctionName=function_name, Name=alias, FunctionVersion=version)
-            alias_version = version
-        else:
-            revision = {"RevisionId": current_alias["RevisionId"]} if current_alias.get("RevisionId") else {}
-            if canary_weight is not None and previous != version:
-                alias_version = previous or version
-                routing = {version: canary_weight}
-            else:
-                # a plain deploy also ends any canary in progress: all traffic to the new version
-                alias_version = version
-            lam.update_alias(
-                FunctionName=function_name,
-                Name=alias,
-                FunctionVersion=alias_version,
-                RoutingConfig={"AdditionalVersionWeights": routing},
-                **revision,
-            )
-
-    return DeployReport(
-        function_name=function_name,
-        function_arn=function_arn,
-        created=existing is None,
-        version=version,
-        alias=alias,
-        alias_version=alias_version,
-        previous_version=previous,
-        routing=routing,
-        code_sha256=code_sha256,
-        code_source=source,
-        description=description,
+        # a plain deploy also ends any canary in progress: all traffic to the new version
+        alias_version = version
+    lam.update_alias(
+        FunctionName=function_name,
+        Name=alias,
+        FunctionVersion=alias_version,
+        RoutingConfig={"AdditionalVersionWeights": routing},
+        **revision,
     )
+    return alias_version, routing
 
 
 # -- local checks ------------------------------------------------------------------------------
+
+
+def _read_zip(zip_path: Path) -> bytes:
+    code = zip_path.read_bytes() if zip_path.is_file() else None
+    if code is None:
+        raise DeployError("no such zip: build it first with build_package", path=zip_path)
+    return code
+
+
+def _check_upload_size(zip_path: Path, code: bytes, s3_bucket: str | None) -> None:
+    if s3_bucket is None and len(code) > DIRECT_UPLOAD_LIMIT_BYTES:
+        raise DeployError(
+            f"the zip is {len(code) / 1_000_000:.0f} MB, over Lambda's 50 MB direct-upload limit: "
+            "pass an S3 bucket (s3_bucket / --s3-bucket) to deploy it from there",
+            path=zip_path,
+        )
 
 
 def _check_zip(zip_path: Path, code: bytes, runtime: str, architecture: str) -> tuple[str, str, str]:
@@ -258,31 +305,38 @@ def _check_zip(zip_path: Path, code: bytes, runtime: str, architecture: str) -> 
             f"promptgrade {prompt['name']}@v{prompt['version']} (sha256 {prompt['sha256'][:12]}) "
             f"on {manifest.get('model', '?')}; zip sha256 {hashlib.sha256(code).hexdigest()[:12]}"
         )
-        provider, model = str(manifest.get("provider", "gemini")), str(manifest.get("model", ""))
+        provider, model = str(manifest.get("provider", DEFAULT_PROVIDER)), str(manifest.get("model", ""))
     except (ValueError, KeyError, TypeError):
         raise DeployError("the zip's bundle manifest is invalid: package it again", path=zip_path) from None
     return text[:256], provider, model
 
 
 def _environment(
-    environment: dict[str, str], secret_id: str | None, parameter: str | None, provider: str = "gemini"
+    environment: dict[str, str],
+    secret_id: str | None,
+    parameter: str | None,
+    provider: str = DEFAULT_PROVIDER,
 ) -> dict[str, str]:
     """The function's variables, refusing anything that looks like a key: it would be readable by
     anyone with lambda:GetFunctionConfiguration, and stored in every published version forever.
 
-    Gemini needs an API key; Bedrock none (the function's role is its credential); an
-    OpenAI-compatible server one unless it runs without auth."""
+    The provider's record says what its function authenticates with: Gemini needs an API key; Bedrock
+    none (the function's role is its credential); an OpenAI-compatible server one unless it runs
+    without auth."""
     if secret_id is not None and parameter is not None:
         raise DeployError("say where the API key is once: api_key_secret_id or api_key_parameter, not both")
     given = secret_id is not None or parameter is not None
-    if provider == "gemini" and not given:
+    record = find(provider)
+    credential = record.credential if record is not None else Credential.OPTIONAL_API_KEY
+    if record is not None and credential is Credential.API_KEY and not given:
         raise DeployError(
-            "say where the Gemini API key is: exactly one of api_key_secret_id (Secrets Manager) "
+            f"say where the {record.title} API key is: exactly one of api_key_secret_id (Secrets Manager) "
             "or api_key_parameter (SSM SecureString)"
         )
-    if provider == "bedrock" and given:
+    if record is not None and credential is Credential.IAM_ROLE and given:
         raise DeployError(
-            "a Bedrock bundle needs no API key: the function's role calls Bedrock (drop --secret-id)"
+            f"a {record.title} bundle needs no API key: the function's role calls {record.title} "
+            "(drop --secret-id)"
         )
     for name, value in environment.items():
         if name.upper() in {API_KEY_SECRET_ENV, API_KEY_PARAMETER_ENV}:
@@ -306,41 +360,31 @@ def _environment(
     return variables
 
 
-BEDROCK_POLICY = "promptgrade-bedrock-invoke"
-_PROFILE_PREFIX = re.compile(r"^(?:us|eu|apac|us-gov|global)\.")
-
-
-def bedrock_policy(model: str, region: str, account: str) -> dict[str, Any]:
-    """``bedrock:InvokeModel`` on the bundle's model and nothing else. A cross-region inference
-    profile (``us.anthropic…``) routes to its base model in several regions, so both the profile and
-    the base model (in any region) are named."""
-    base = _PROFILE_PREFIX.sub("", model)
-    resources = [f"arn:aws:bedrock:*::foundation-model/{base}"]
-    if base != model:
-        resources.append(f"arn:aws:bedrock:{region}:{account}:inference-profile/{model}")
+def role_policy(grant: RoleGrant, model: str, region: str, account: str) -> dict[str, Any]:
+    """The grant's one action on the bundle's model and nothing else (its record names the ARNs)."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "InvokePromotedModel",
+                "Sid": grant.sid,
                 "Effect": "Allow",
-                "Action": "bedrock:InvokeModel",
-                "Resource": resources,
+                "Action": grant.action,
+                "Resource": grant.resources(model, region, account),
             }
         ],
     }
 
 
-def _grant_bedrock(make: Any, role_arn: str, model: str, region: str) -> None:
-    """Give the execution role the one permission a Bedrock bundle needs (an inline policy, replaced
-    on each deploy so it follows the promoted model)."""
+def _grant(make: Any, role_arn: str, grant: RoleGrant, model: str, region: str) -> None:
+    """Give the execution role the one permission an IAM-role provider's bundle needs (an inline
+    policy, replaced on each deploy so it follows the promoted model)."""
     role_name = role_arn.rsplit("/", 1)[-1]
     account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else "*"
     with _aws(f"the role {role_name!r}"):
         make("iam").put_role_policy(
             RoleName=role_name,
-            PolicyName=BEDROCK_POLICY,
-            PolicyDocument=json.dumps(bedrock_policy(model, region, account)),
+            PolicyName=grant.policy_name,
+            PolicyDocument=json.dumps(role_policy(grant, model, region, account)),
         )
 
 

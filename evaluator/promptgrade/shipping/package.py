@@ -30,9 +30,11 @@ from typing import Literal, get_args
 
 from promptgrade.bundle import MANIFEST, Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
+from promptgrade.providers.records import DEFAULT_PROVIDER, RECORDS, find
 from promptgrade.shipping.bytecode import (
     Bytecode,
     BytecodeError,
+    Interpreter,
     compile_tree,
     find_interpreter,
     missing_note,
@@ -41,7 +43,7 @@ from promptgrade.shipping.bytecode import (
 HANDLER = "lambda_handler.app.handler"
 HANDLER_PACKAGE = "lambda_handler"
 BUNDLE_IN_ZIP = f"{HANDLER_PACKAGE}/bundle"
-REQUIREMENTS_FILE = f"{HANDLER_PACKAGE}/requirements.txt"  # the Gemini bundle's lock
+REQUIREMENTS_FILE = f"{HANDLER_PACKAGE}/requirements.txt"  # the Gemini bundle's lock (its record's)
 DEFAULT_ZIP = f"{HANDLER_PACKAGE}/build/promptgrade-lambda.zip"  # template.yaml's CodeUri points here
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_ARCHITECTURE = "x86_64"
@@ -71,18 +73,19 @@ GRADING_PATH: tuple[str, ...] = (
     "images.py",
     "providers/__init__.py",
     "providers/base.py",
+    "providers/records.py",  # the Lambda builds the bundle's provider from its record
 )
 # Each bundle's provider, and only it: a Bedrock zip carries neither google-genai nor its code.
-PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
-    "gemini": ("providers/gemini.py", "providers/gemini_wire.py"),
-    "bedrock": ("providers/bedrock.py",),
-    "openai": ("providers/openai.py",),
-}
+PROVIDER_MODULES: dict[str, tuple[str, ...]] = {record.name: record.lambda_modules for record in RECORDS}
 
 
 def requirements_file(provider: str) -> str:
     """The lock of the provider's dependencies: one per provider, so each zip holds only its own."""
-    return REQUIREMENTS_FILE if provider == "gemini" else f"{HANDLER_PACKAGE}/requirements-{provider}.txt"
+    record = find(provider)
+    if record is None:
+        known = ", ".join(PROVIDER_MODULES)
+        raise PackagingError(f"the bundle's provider {provider!r} cannot be packaged (known: {known})")
+    return record.lambda_requirements
 
 
 # What every Lambda Python runtime already has; shipping them only adds size and version skew.
@@ -114,7 +117,7 @@ class PackageReport:
     architecture: str
     prompt: str
     bytecode: Bytecode
-    provider: str = "gemini"
+    provider: str = DEFAULT_PROVIDER
     # pinned requirements (the lock) whose shipped version differs from the lab's: {name: (lab, shipped)}
     drift: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -166,56 +169,15 @@ def build_package(
     Python version); without it one is looked for, and the zip ships without bytecode, with a note,
     if there is none.
     """
-    python_version, _ = _runtime(runtime)
-    _architecture(architecture)
-    try:
-        interpreter = find_interpreter(python_version, bytecode_python)
-    except BytecodeError as exc:
-        raise PackagingError(exc.message, path=exc.path) from None
-    project_root = Path(project_root)
-    bundle = _load_bundle(Path(bundle_dir))
-    provider = bundle.manifest.provider
-    if provider not in PROVIDER_MODULES:
-        known = ", ".join(PROVIDER_MODULES)
-        raise PackagingError(f"the bundle's provider {provider!r} cannot be packaged (known: {known})")
-    requirements = project_root / requirements_file(provider)
-    if not requirements.is_file():
-        raise PackagingError(f"the Lambda's requirements file for {provider} is missing", path=requirements)
-    sources = _sources(project_root, provider)
-
+    inputs = _inputs(Path(bundle_dir), runtime, architecture, Path(project_root), bytecode_python)
+    out = Path(out)
     with tempfile.TemporaryDirectory(prefix="promptgrade-package-") as tmp:
         staging = Path(tmp) / "zip"
-        staging.mkdir()
-        for relative, source in sources.items():
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-        bundle_target = staging / BUNDLE_IN_ZIP
-        bundle_target.mkdir(parents=True, exist_ok=True)
-        for name in (MANIFEST, bundle.manifest.prompt.file):
-            shutil.copyfile(Path(bundle_dir) / name, bundle_target / name)
-        _load_bundle(bundle_target)  # what ships must load, not just what was given
-        _check_first_party_imports(staging, project_root)
-
-        _pip_install(staging, requirements, python_version, platform_tags(runtime, architecture), cache_dir)
-        _prune(staging)
-        _check_forbidden(staging)
-        _check_third_party_imports(staging)
-        if interpreter is None:
-            bytecode = Bytecode(python_version, note=missing_note(python_version, runtime))
-        else:
-            try:
-                count = compile_tree(staging, interpreter)
-            except BytecodeError as exc:
-                raise PackagingError(exc.message) from None
-            bytecode = Bytecode(python_version, interpreter.cache_tag, interpreter.path, count)
-        unzipped = sum(p.stat().st_size for p in _files(staging))
-        if unzipped > UNZIPPED_LIMIT_BYTES:
-            raise PackagingError(
-                f"the unzipped package is {unzipped / 1_048_576:.0f} MiB, over Lambda's 250 MB limit"
-            )
+        _stage_first_party(staging, inputs, Path(project_root))
+        _stage_third_party(staging, inputs, platform_tags(runtime, architecture), cache_dir)
+        bytecode = _compile(staging, inputs, runtime)
+        unzipped = _unzipped_size(staging)
         dependencies = _installed(staging)
-        out = Path(out)
         count = _write_zip(staging, out)
 
     report = PackageReport(
@@ -227,16 +189,89 @@ def build_package(
         unzipped_bytes=unzipped,
         runtime=runtime,
         architecture=architecture,
-        prompt=bundle.prompt.ref,
+        prompt=inputs.bundle.prompt.ref,
         bytecode=bytecode,
-        provider=provider,
-        drift=_drift(requirements, dependencies),
+        provider=inputs.provider,
+        drift=_drift(inputs.requirements, dependencies),
     )
     if not quiet:
         print(report.summary(), file=sys.stderr)
         for note in report.notes():
             print(f"  note: {note}", file=sys.stderr)
     return report
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the cheap checks established, before anything is copied or downloaded."""
+
+    python_version: str
+    interpreter: Interpreter | None
+    bundle_dir: Path
+    bundle: Bundle
+    provider: str
+    requirements: Path
+    sources: dict[str, Path]
+
+
+def _inputs(
+    bundle_dir: Path, runtime: str, architecture: str, project_root: Path, bytecode_python: Path | None
+) -> _Inputs:
+    python_version, _ = _runtime(runtime)
+    _architecture(architecture)
+    try:
+        interpreter = find_interpreter(python_version, bytecode_python)
+    except BytecodeError as exc:
+        raise PackagingError(exc.message, path=exc.path) from None
+    bundle = _load_bundle(bundle_dir)
+    provider = bundle.manifest.provider
+    requirements = project_root / requirements_file(provider)
+    if not requirements.is_file():
+        raise PackagingError(f"the Lambda's requirements file for {provider} is missing", path=requirements)
+    sources = _sources(project_root, provider)
+    return _Inputs(python_version, interpreter, bundle_dir, bundle, provider, requirements, sources)
+
+
+def _stage_first_party(staging: Path, inputs: _Inputs, project_root: Path) -> None:
+    """Our modules and the bundle, checked as they will ship: the bundle loads, every import resolves."""
+    staging.mkdir()
+    for relative, source in inputs.sources.items():
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    bundle_target = staging / BUNDLE_IN_ZIP
+    bundle_target.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, inputs.bundle.manifest.prompt.file):
+        shutil.copyfile(inputs.bundle_dir / name, bundle_target / name)
+    _load_bundle(bundle_target)  # what ships must load, not just what was given
+    _check_first_party_imports(staging, project_root)
+
+
+def _stage_third_party(staging: Path, inputs: _Inputs, platforms: list[str], cache_dir: Path | None) -> None:
+    """The lock's wheels for the Lambda's platform, without what the runtime has or the lab needs."""
+    _pip_install(staging, inputs.requirements, inputs.python_version, platforms, cache_dir)
+    _prune(staging)
+    _check_forbidden(staging)
+    _check_third_party_imports(staging)
+
+
+def _compile(staging: Path, inputs: _Inputs, runtime: str) -> Bytecode:
+    if inputs.interpreter is None:
+        return Bytecode(inputs.python_version, note=missing_note(inputs.python_version, runtime))
+    try:
+        count = compile_tree(staging, inputs.interpreter)
+    except BytecodeError as exc:
+        raise PackagingError(exc.message) from None
+    return Bytecode(inputs.python_version, inputs.interpreter.cache_tag, inputs.interpreter.path, count)
+
+
+def _unzipped_size(staging: Path) -> int:
+    unzipped = sum(p.stat().st_size for p in _files(staging))
+    if unzipped > UNZIPPED_LIMIT_BYTES:
+        raise PackagingError(
+            f"the unzipped package is {unzipped / 1_048_576:.0f} MiB, over Lambda's 250 MB limit"
+        )
+    return unzipped
 
 
 # -- inputs ------------------------------------------------------------------------------------
