@@ -27,6 +27,7 @@ from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
 from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepStopped, run_sweep
 from promptgrade.scoring import Estimate
+from promptgrade.settings import Settings, load_settings, read_secret
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
@@ -87,7 +88,16 @@ class Sweep:
     """A sweep in three steps, so every free check happens before anything is shown or paid for:
     construct (experiment, templates, dataset), ``connect`` (credentials), then ``run``."""
 
-    def __init__(self, experiment_path: str | Path, *, limit: int | None = None, batch: bool = False) -> None:
+    def __init__(
+        self,
+        experiment_path: str | Path,
+        *,
+        limit: int | None = None,
+        batch: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        # read first: a malformed variable is one line before the dataset is read or anything is paid
+        self.settings = settings if settings is not None else load_settings()
         self.plan = plan_experiment(load_experiment(experiment_path))
         if batch:
             self.plan.experiment.models = batch_models(self.plan.experiment.models)
@@ -138,7 +148,7 @@ class Sweep:
             if key in providers or key in failures:
                 continue
             try:
-                providers[key] = provider_for(spec, experiment)
+                providers[key] = provider_for(spec, experiment, self.settings)
             except CredentialsError as exc:
                 failures[key] = exc
         for candidate in self.prompt_candidates:
@@ -272,11 +282,24 @@ class Sweep:
         experiment = self.plan.experiment
         specs = {(c.provider, c.model): c.spec for c in candidates}
         clients = {
-            key: GeminiBatches(spec.model, spec.base_url or experiment.base_url, max(spec.timeout_s, 120))
+            key: GeminiBatches(
+                spec.model,
+                spec.base_url or experiment.base_url,
+                max(spec.timeout_s, 120),
+                inline_limit_bytes=self.settings.batch_inline_bytes,
+            )
             for key, spec in specs.items()
         }
         journal = BatchJournal(journal_path(cache.cache.path))
-        executor = BatchExecutor(self.plan, self.dataset, candidates, clients, cache.cache, journal)
+        executor = BatchExecutor(
+            self.plan,
+            self.dataset,
+            candidates,
+            clients,
+            cache.cache,
+            journal,
+            poll_s=self.settings.batch_poll_s,
+        )
         self.batch_outcome = executor.outcome
         try:
             executor.submit()
@@ -333,16 +356,27 @@ class Sweep:
                 listener.candidate_done(result)
 
 
-def provider_for(spec: ModelSpec, experiment: Experiment) -> Provider:
-    """The provider of one experiment model: its own endpoint, else (Gemini) the experiment's."""
+def provider_for(spec: ModelSpec, experiment: Experiment, settings: Settings | None = None) -> Provider:
+    """The provider of one experiment model: its own endpoint, else (Gemini) the experiment's, else
+    (OpenAI) ``$OPENAI_BASE_URL``; an OpenAI key from the variable the model names, else the default."""
+    settings = settings if settings is not None else load_settings()
     base_url = spec.base_url or (experiment.base_url if spec.provider == "gemini" else None)
+    api_key = None
+    if spec.provider == "openai":
+        base_url = base_url or settings.openai_base_url
+        if spec.api_key_env is not None:
+            api_key = read_secret(spec.api_key_env)
+        elif settings.openai_api_key is not None:
+            api_key = settings.openai_api_key.get_secret_value()
     return make_provider(
         spec.provider,
         spec.model,
         base_url=base_url,
         timeout_s=spec.timeout_s,
         api_key_env=spec.api_key_env,
+        api_key=api_key,
         region=spec.region,
+        convert_per_call=settings.gemini_convert_per_call,
     )
 
 

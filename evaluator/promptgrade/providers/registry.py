@@ -20,14 +20,21 @@ def make_provider(
     base_url: str | None = None,
     timeout_s: float = 60.0,
     api_key_env: str | None = None,
+    api_key: str | None = None,
     region: str | None = None,
+    convert_per_call: bool = False,
 ) -> Provider:
-    """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate."""
+    """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate.
+
+    Every value is resolved by the caller (the lab's settings): providers never read the environment.
+    """
     try:
         if provider == "gemini":
             from promptgrade.providers.gemini import GeminiProvider
 
-            return GeminiProvider(model, base_url=base_url, timeout_s=timeout_s)
+            return GeminiProvider(
+                model, base_url=base_url, timeout_s=timeout_s, convert_per_call=convert_per_call
+            )
         if provider == "bedrock":
             from promptgrade.providers.bedrock import BedrockProvider
 
@@ -35,7 +42,9 @@ def make_provider(
         if provider == "openai":
             from promptgrade.providers.openai import OpenAIProvider
 
-            return OpenAIProvider(model, base_url=base_url, timeout_s=timeout_s, api_key_env=api_key_env)
+            return OpenAIProvider(
+                model, base_url=base_url, timeout_s=timeout_s, api_key_env=api_key_env, api_key=api_key
+            )
     except ModuleNotFoundError as exc:
         package = _PACKAGES[provider]
         raise ProviderError(

@@ -10,7 +10,6 @@ Registry, tagged with their sha256, and are linked to the runs that measured the
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 import warnings
@@ -27,6 +26,7 @@ from promptgrade.data.examples import LoadedDataset
 from promptgrade.errors import TrackingError
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
+from promptgrade.settings import load_settings
 from promptgrade.task import Task
 from promptgrade.tracking.registry import PromptRegistry
 
@@ -35,7 +35,7 @@ DEFAULT_DB = "mlflow.db"
 
 def tracking_uri(explicit: str | None = None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+    return explicit or load_settings().mlflow_tracking_uri or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 
 def default_trace_examples() -> bool:
@@ -44,12 +44,7 @@ def default_trace_examples() -> bool:
     The variable lets a whole CI (or this project's own test suite) turn the per-example traces off
     without editing every experiment; an explicit setting in the file always wins.
     """
-    return os.environ.get("PROMPTGRADE_TRACE_EXAMPLES", "1").strip().lower() not in {
-        "0",
-        "false",
-        "no",
-        "off",
-    }
+    return load_settings().trace_examples
 
 
 def artifact_location(uri: str, experiment_name: str) -> str | None:
