@@ -118,8 +118,11 @@ def test_the_openai_key_is_a_secret_and_blank_is_unset(monkeypatch: pytest.Monke
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "sk-test-not-real"
     assert "sk-test" not in repr(settings) and "sk-test" not in str(settings)
+    assert settings.openai_key(None) == "sk-test-not-real"
+    monkeypatch.setenv("MY_LLM_KEY", "sk-other")
+    assert settings.openai_key("MY_LLM_KEY") == "sk-other" and settings.openai_key("UNSET_KEY_X") is None
     monkeypatch.setenv("OPENAI_API_KEY", "   ")
-    assert load_settings().openai_api_key is None
+    assert load_settings().openai_api_key is None and load_settings().openai_key(None) is None
 
 
 @pytest.mark.parametrize(
@@ -211,7 +214,10 @@ def test_named_secrets_and_environments_for_other_programs(monkeypatch: pytest.M
 
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
     set_library_default("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    assert child_environment()["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+    assert child_environment()["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"  # the user's, kept
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")  # recorded: restored after the test
+    set_library_default("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    assert child_environment()["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
 
 
 def _generator() -> ModuleType:

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         "(a `base_url`) may need none.",
     )
 
+    def openai_key(self, api_key_env: str | None) -> str | None:
+        """An OpenAI-compatible model's key: from the variable its ``api_key_env`` names, else
+        ``OPENAI_API_KEY``; None when that variable is unset (the provider says whether that is fine)."""
+        if api_key_env is not None:
+            return read_secret(api_key_env)
+        return self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
+
 
 def load_settings() -> Settings:
     """The lab's settings from this process's environment, read now (tests change it between calls).

@@ -27,7 +27,7 @@ from promptgrade.providers.base import Provider
 from promptgrade.providers.registry import make_provider
 from promptgrade.runner import CacheMode, CandidateResult, SweepListener, SweepStopped, run_sweep
 from promptgrade.scoring import Estimate
-from promptgrade.settings import Settings, load_settings, read_secret
+from promptgrade.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
@@ -364,10 +364,7 @@ def provider_for(spec: ModelSpec, experiment: Experiment, settings: Settings | N
     api_key = None
     if spec.provider == "openai":
         base_url = base_url or settings.openai_base_url
-        if spec.api_key_env is not None:
-            api_key = read_secret(spec.api_key_env)
-        elif settings.openai_api_key is not None:
-            api_key = settings.openai_api_key.get_secret_value()
+        api_key = settings.openai_key(spec.api_key_env)
     return make_provider(
         spec.provider,
         spec.model,

@@ -26,7 +26,8 @@ def make_provider(
 ) -> Provider:
     """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate.
 
-    Every value is resolved by the caller (the lab's settings): providers never read the environment.
+    What promptgrade decides (a key from the variable ``api_key_env`` names, a fallback endpoint, the
+    request-building switch) comes resolved from the caller's settings: these modules ship in the Lambda.
     """
     try:
         if provider == "gemini":
