@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -23,15 +22,15 @@ from typing import Any
 
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.settings import load_settings
 
-DEFAULT_PATH = Path(".promptgrade") / "cache.sqlite"
 # Errors that are the model's answer about this input (so paying again gives the same answer).
 CACHEABLE_ERRORS = frozenset({ErrorKind.BLOCKED, ErrorKind.EMPTY, ErrorKind.TRUNCATED})
 
 
 def default_path() -> Path:
     """``$PROMPTGRADE_CACHE`` or ``.promptgrade/cache.sqlite`` in the working directory."""
-    return Path(os.environ.get("PROMPTGRADE_CACHE") or DEFAULT_PATH)
+    return load_settings().cache
 
 
 def cache_key(provider: str, model: str, request: CompletionRequest) -> str:

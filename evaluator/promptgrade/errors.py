@@ -59,3 +59,7 @@ class SweepAborted(PromptgradeError):
     """A sweep stopped before the end (provider keeps failing, quota, budget); it can be resumed."""
 
     exit_code = 3
+
+
+class SettingsError(ConfigError):
+    """An environment variable promptgrade reads has a value it cannot use (named in the message)."""

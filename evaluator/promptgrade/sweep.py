@@ -37,6 +37,7 @@ from promptgrade.runner import (
     run_sweep,
 )
 from promptgrade.scoring import Estimate, Outcome
+from promptgrade.settings import Settings, load_settings
 from promptgrade.tracking.payloads import ExampleTrace
 
 if TYPE_CHECKING:
@@ -99,7 +100,16 @@ class Sweep:
     """A sweep in three steps, so every free check happens before anything is shown or paid for:
     construct (experiment, templates, dataset), ``connect`` (credentials), then ``run``."""
 
-    def __init__(self, experiment_path: str | Path, *, limit: int | None = None, batch: bool = False) -> None:
+    def __init__(
+        self,
+        experiment_path: str | Path,
+        *,
+        limit: int | None = None,
+        batch: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        # read first: a malformed variable is one line before the dataset is read or anything is paid
+        self.settings = settings if settings is not None else load_settings()
         self.plan = plan_experiment(load_experiment(experiment_path))
         if batch:
             self.plan.experiment.models = batch_models(self.plan.experiment.models)
@@ -150,7 +160,7 @@ class Sweep:
             if key in providers or key in failures:
                 continue
             try:
-                providers[key] = provider_for(spec, experiment)
+                providers[key] = provider_for(spec, experiment, self.settings)
             except CredentialsError as exc:
                 failures[key] = exc
         for candidate in self.prompt_candidates:
@@ -316,9 +326,17 @@ class Sweep:
             )
         experiment = self.plan.experiment
         specs = {(c.provider, c.model): c.spec for c in candidates}
-        clients = {key: batch_client(spec, experiment) for key, spec in specs.items()}
+        clients = {key: batch_client(spec, experiment, self.settings) for key, spec in specs.items()}
         journal = BatchJournal(journal_path(cache.cache.path))
-        executor = BatchExecutor(self.plan, self.dataset, candidates, clients, cache.cache, journal)
+        executor = BatchExecutor(
+            self.plan,
+            self.dataset,
+            candidates,
+            clients,
+            cache.cache,
+            journal,
+            poll_s=self.settings.batch_poll_s,
+        )
         self.batch_outcome = executor.outcome
         try:
             executor.submit()
@@ -378,33 +396,48 @@ class Sweep:
                 listener.candidate_done(result)
 
 
-def endpoint(spec: ModelSpec, experiment: Experiment) -> str | None:
-    """The model's own endpoint, else the experiment's if its record says the experiment-level
-    ``base_url`` is this provider's too (Gemini's, today)."""
+def endpoint(spec: ModelSpec, experiment: Experiment | None, settings: Settings) -> str | None:
+    """The model's own endpoint; else the experiment's, if its record says the experiment-level
+    ``base_url`` is this provider's too (Gemini's, today); else the lab's variable its record names
+    (``OPENAI_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL`` …); else None, the provider's public API."""
     record = find(spec.provider)
-    shared = experiment.base_url if record is not None and record.experiment_base_url else None
-    return spec.base_url or shared
+    if record is None:
+        return spec.base_url
+    shared = experiment.base_url if experiment is not None and record.experiment_base_url else None
+    return spec.base_url or shared or settings.lab_endpoint(record.lab_endpoint_env)
 
 
-def provider_for(spec: ModelSpec, experiment: Experiment) -> Provider:
-    """The provider of one experiment model, at its endpoint."""
+def provider_for(
+    spec: ModelSpec, experiment: Experiment | None, settings: Settings | None = None
+) -> Provider:
+    """The provider of one experiment model, at its endpoint, with what the lab resolves from its
+    settings (a key from the variable the model names, the request-building switch): providers ship
+    in the Lambda and read no settings of their own."""
+    settings = settings if settings is not None else load_settings()
     return make_provider(
         spec.provider,
         spec.model,
-        base_url=endpoint(spec, experiment),
+        base_url=endpoint(spec, experiment, settings),
         timeout_s=spec.timeout_s,
         **spec.provider_fields(),
+        convert_per_call=settings.gemini_convert_per_call,
+        api_key=settings.openai_key(spec.api_key_env),  # an OpenAI-compatible key; others ignore it
     )
 
 
-def batch_client(spec: ModelSpec, experiment: Experiment) -> GeminiBatches:
+def batch_client(spec: ModelSpec, experiment: Experiment, settings: Settings) -> GeminiBatches:
     """The batch back-end the model's record names (config validation admits no other), at its endpoint;
     a job waits for long polls, so its timeout is never under two minutes."""
     record = find(spec.provider)
     if record is None or record.batch is None:
         raise ConfigError(f"batch: {spec.provider} models have no batch back-end")
     back_end: type[GeminiBatches] = record.batch_class()
-    return back_end(spec.model, endpoint(spec, experiment), max(spec.timeout_s, 120))
+    return back_end(
+        spec.model,
+        endpoint(spec, experiment, settings),
+        max(spec.timeout_s, 120),
+        inline_limit_bytes=settings.batch_inline_bytes,
+    )
 
 
 def batch_models(models: list[ModelSpec]) -> list[ModelSpec]:

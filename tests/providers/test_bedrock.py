@@ -144,3 +144,15 @@ def test_missing_region_or_credentials_is_one_line(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialsError, match="no AWS credentials"):
         BedrockProvider(MODEL, region="us-east-1")
+
+
+def test_the_region_is_the_models_else_aws_region_else_aws_default_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AWS_REGION (what Lambda and most tools set) counts, before botocore's own AWS_DEFAULT_REGION."""
+    assert BedrockProvider(MODEL).region == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    assert BedrockProvider(MODEL).region == "us-east-1"
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert BedrockProvider(MODEL).region == "us-east-1"
+    assert BedrockProvider(MODEL, region="ap-south-1").region == "ap-south-1"

@@ -19,7 +19,7 @@ from provider_servers import ServedProvider, write_experiment
 
 from promptgrade.providers import Completion, CompletionRequest, ErrorKind, ImageInput, Provider
 from promptgrade.runner import run_sweep
-from promptgrade.sweep import Sweep
+from promptgrade.sweep import Sweep, provider_for
 
 PROMPT = "Which dishes, and how much is left?"
 N = 4
@@ -91,8 +91,9 @@ def test_the_labs_endpoint_variable_reaches_the_server(
     served: ServedProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(served.record.lab_endpoint_env, served.endpoint)
+    spec = served.spec().model_copy(update={"base_url": None})
 
-    [completion] = complete(served.provider(base_url=None), image(0))
+    [completion] = complete(provider_for(spec, None), image(0))
 
     assert completion.error is None and served.server.calls == 1
 

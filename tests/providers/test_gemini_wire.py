@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from pydantic import SecretStr
 
 from promptgrade.providers import CompletionRequest, GenerationSettings, ImageInput
@@ -47,15 +46,12 @@ def requests() -> list[CompletionRequest]:
     return out
 
 
-def sent(server: FakeGemini, monkeypatch: pytest.MonkeyPatch, *, per_call: bool) -> list[tuple[str, bytes]]:
-    if per_call:
-        monkeypatch.setenv("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", "1")
-    else:
-        monkeypatch.delenv("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", raising=False)
+def sent(server: FakeGemini, *, per_call: bool) -> list[tuple[str, bytes]]:
     provider = GeminiProvider(
         "gemini-test-flash",
         base_url=server.base_url,
         credentials=GeminiCredentials(api_key=SecretStr("test-key-not-real")),
+        convert_per_call=per_call,
     )
     assert provider.converts_once is not per_call
 
@@ -72,12 +68,10 @@ def sent(server: FakeGemini, monkeypatch: pytest.MonkeyPatch, *, per_call: bool)
     return [(r.path, r.body) for r in server.requests[before:]]
 
 
-def test_templates_send_the_bytes_the_sdk_sends(
-    gemini_server: FakeGemini, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_templates_send_the_bytes_the_sdk_sends(gemini_server: FakeGemini) -> None:
     gemini_server.default_answer = '{"categories": ["soup"], "grade": 40}'
-    templated = sent(gemini_server, monkeypatch, per_call=False)
-    public = sent(gemini_server, monkeypatch, per_call=True)
+    templated = sent(gemini_server, per_call=False)
+    public = sent(gemini_server, per_call=True)
     assert len(templated) == len(requests()) == 24
     assert templated == public
     # and the images really differ per request: a template that kept its first image would fail here
@@ -85,18 +79,15 @@ def test_templates_send_the_bytes_the_sdk_sends(
     assert len(images) == 6
 
 
-def test_answers_read_through_templates_equal_the_sdk_reading(
-    gemini_server: FakeGemini, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_answers_read_through_templates_equal_the_sdk_reading(gemini_server: FakeGemini) -> None:
     gemini_server.default_answer = '{"categories": ["soup", "stew"], "grade": 12.5}'
 
     def answers(per_call: bool) -> list[tuple[str | None, int, int, str | None]]:
-        if per_call:
-            monkeypatch.setenv("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", "1")
         provider = GeminiProvider(
             "gemini-test-flash",
             base_url=gemini_server.base_url,
             credentials=GeminiCredentials(api_key=SecretStr("test-key-not-real")),
+            convert_per_call=per_call,
         )
 
         async def go() -> list[tuple[str | None, int, int, str | None]]:

@@ -9,13 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from promptgrade.config import ModelSpec, load_experiment
 from promptgrade.errors import CredentialsError
 from promptgrade.providers import Completion, CompletionRequest, ErrorKind, GenerationSettings, ImageInput
-from promptgrade.providers.openai import OpenAIProvider
+from promptgrade.providers.openai import NO_KEY, OpenAIProvider
+from promptgrade.sweep import provider_for
 from promptgrade.testing.openai_server import ChatFault, FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 IMAGE = ImageInput(data=b"\xff\xd8\xff" + bytes(range(256)) * 4, mime_type="image/jpeg")
 SCHEMA = {"type": "object", "properties": {"categories": {"type": "array"}, "grade": {"type": "number"}}}
@@ -32,6 +38,14 @@ def server() -> Iterator[FakeOpenAI]:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MY_LLM_KEY"):
         monkeypatch.delenv(name, raising=False)
+
+
+def lab_provider(model: str, **fields: Any) -> OpenAIProvider:
+    """The provider as a sweep builds it: key and base URL resolved from the environment by the lab."""
+    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml")
+    provider = provider_for(ModelSpec(provider="openai", model=model, **fields), experiment)
+    assert isinstance(provider, OpenAIProvider)
+    return provider
 
 
 def complete(provider: OpenAIProvider, *requests: CompletionRequest) -> list[Completion]:
@@ -58,7 +72,7 @@ def test_the_image_and_prompt_travel_as_chat_content_and_the_answer_is_read(
     server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    provider = OpenAIProvider("llava:13b", base_url=server.base_url)
+    provider = lab_provider("llava:13b", base_url=server.base_url)
     [result] = complete(
         provider,
         request(
@@ -126,12 +140,12 @@ def test_keys_come_from_the_named_variable_and_never_reach_a_message(
     server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(CredentialsError, match="api_key_env names MY_LLM_KEY, which is not set"):
-        OpenAIProvider("m", base_url=server.base_url, api_key_env="MY_LLM_KEY")
+        lab_provider("m", base_url=server.base_url, api_key_env="MY_LLM_KEY")
     with pytest.raises(CredentialsError, match="OPENAI_API_KEY"):
-        OpenAIProvider("gpt-4o-mini")  # OpenAI itself needs a key
+        lab_provider("gpt-4o-mini")  # OpenAI itself needs a key
     monkeypatch.setenv("MY_LLM_KEY", KEY)
     server.enqueue_fault(ChatFault.http_error(401, f"Incorrect API key provided: {KEY}"))
-    [result] = complete(OpenAIProvider("m", base_url=server.base_url, api_key_env="MY_LLM_KEY"), request())
+    [result] = complete(lab_provider("m", base_url=server.base_url, api_key_env="MY_LLM_KEY"), request())
     assert result.error is not None and KEY not in result.error.message and "***" in result.error.message
     assert server.requests[0].authorization == f"Bearer {KEY}"
 
@@ -140,5 +154,15 @@ def test_a_local_server_needs_no_key_and_openai_base_url_is_honoured(
     server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    [result] = complete(OpenAIProvider("qwen2.5-vl"), request())
+    [result] = complete(lab_provider("qwen2.5-vl"), request())
     assert result.error is None and json.loads(result.text or "{}")["grade"] == 40
+
+
+def test_the_provider_itself_reads_no_variable(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It ships in the Lambda, whose environment is its own: the key and server are what it is given."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    complete(OpenAIProvider("m", base_url=server.base_url), request())
+    assert server.requests[0].authorization == f"Bearer {NO_KEY}"
+    with pytest.raises(CredentialsError, match="OPENAI_API_KEY"):
+        OpenAIProvider("gpt-4o-mini")

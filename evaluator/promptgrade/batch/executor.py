@@ -10,7 +10,6 @@ answer (``JournalAnswers``), scored as an error with its reason, and the next ru
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -58,9 +57,12 @@ class BatchOutcome:
         return sum(job.requests for job in self.submitted)
 
 
-def poll_intervals() -> tuple[float, float]:
-    """First poll interval and the cap (``$PROMPTGRADE_BATCH_POLL_S``: tests poll in fractions of a second)."""
-    first = float(os.environ.get("PROMPTGRADE_BATCH_POLL_S") or 10.0)
+# The first poll interval unless PROMPTGRADE_BATCH_POLL_S says (tests poll in fractions of a second).
+FIRST_POLL_S = 10.0
+
+
+def poll_intervals(first: float) -> tuple[float, float]:
+    """The first poll interval and the cap the backoff grows to."""
     return first, max(first, min(300.0, first * 30))
 
 
@@ -76,8 +78,10 @@ class BatchExecutor:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        poll_s: float = FIRST_POLL_S,
     ) -> None:
         self.plan, self.dataset, self.candidates = plan, dataset, candidates
+        self.poll_s = poll_s
         self.clients, self.cache, self.journal = clients, cache, journal
         self.sleep, self.clock = sleep, clock
         self.outcome = BatchOutcome()
@@ -207,7 +211,7 @@ class BatchExecutor:
 
     def wait(self, listener: BatchListener | None = None) -> None:
         """Poll every open job until it ends, collecting each as it does."""
-        first, cap = poll_intervals()
+        first, cap = poll_intervals(self.poll_s)
         interval, failures, started = first, 0, self.clock()
         while open_jobs := self.open_jobs():
             statuses: list[tuple[JobRecord, JobStatus]] = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -39,16 +38,17 @@ def esc(value: object) -> str:
     return escape(str(value))
 
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
 @app.callback()
 def _setup() -> None:
     # Consoles are made per invocation so they see the terminal (and COLUMNS) of this run; MLflow's
-    # own INFO lines (database migrations) are noise to a user reading a summary table.
+    # own INFO lines (database migrations) and artifact progress bars are noise to a user reading a
+    # summary table. (Imported here, not at the top: `promptgrade --help` does not load pydantic.)
+    from promptgrade.settings import set_library_default
+
     global console, err
     console, err = Console(), Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    set_library_default("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def user_errors(fn: F) -> F:

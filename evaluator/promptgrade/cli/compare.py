@@ -28,6 +28,7 @@ def ui(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Open the MLflow UI on the same store the sweeps log to."""
+    from promptgrade.settings import child_environment
     from promptgrade.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
@@ -47,7 +48,7 @@ def ui(
     common.console.print(esc(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)"))
     # One user, one worker, and none of MLflow's background job runners; exec so that Ctrl-C (or a
     # kill) reaches the server itself and leaves no orphaned processes behind.
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    env = child_environment({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     sys.stdout.flush()
     os.execve(mlflow_bin, command, env)
 

@@ -37,6 +37,7 @@ from promptgrade.data.config import (
 from promptgrade.data.examples import Example, Labels, LoadedDataset, PreparedImages, SkippedExample
 from promptgrade.errors import DatasetError
 from promptgrade.images import ImageError, prepare_image
+from promptgrade.settings import load_settings
 from promptgrade.task import Task
 
 _CATEGORY_SEPARATORS = ";|"
@@ -129,8 +130,7 @@ class PendingSplit:
 
 def default_cache_dir() -> Path:
     """Where downloaded datasets live: ``$PROMPTGRADE_CACHE_DIR`` or ``~/.cache/promptgrade``."""
-    configured = os.environ.get("PROMPTGRADE_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "promptgrade"
+    return load_settings().cache_dir
 
 
 def load_dataset_split(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 from promptgrade.errors import CredentialsError
 from promptgrade.providers.base import (
@@ -57,6 +57,18 @@ ERROR_KINDS: dict[str, ErrorKind] = {
 _STOP_BLOCKED = frozenset({"guardrail_intervened", "content_filtered"})
 
 
+def _session_reading_aws_region() -> botocore.session.Session:
+    """A botocore session whose region, when no ``region`` is given, is ``AWS_REGION`` before
+    ``AWS_DEFAULT_REGION`` (the only one botocore reads): AWS_REGION is what Lambda and most tools set.
+
+    botocore's own configuration chain reads the variable, as it reads the rest of the AWS
+    environment, so that neither this module nor its callers (the lab, the Lambda) read it themselves.
+    """
+    return botocore.session.Session(
+        session_vars={"region": ("region", ["AWS_REGION", "AWS_DEFAULT_REGION"], None, None)}
+    )
+
+
 class BedrockProvider:
     """``converse`` with the image as an image block, then the rendered prompt as text."""
 
@@ -67,9 +79,9 @@ class BedrockProvider:
     ) -> None:
         self.model = model
         self.timeout_s = timeout_s
-        # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and most tools set as well
-        region = region or os.environ.get("AWS_REGION") or None
-        session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
+        session = boto3.session.Session(
+            botocore_session=_session_reading_aws_region(), region_name=region or None
+        )
         if session.region_name is None:
             raise CredentialsError(
                 f"{model}: no AWS region: set `region` on the model, or AWS_REGION / AWS_DEFAULT_REGION"

@@ -15,7 +15,6 @@ import functools
 import importlib
 import json
 import logging
-import os
 import re
 import time
 from typing import Any
@@ -146,8 +145,11 @@ class GeminiProvider:
         timeout_s: float = 60,
         credentials: GeminiCredentials | None = None,
         api_key: str | None = None,
+        convert_per_call: bool = False,
     ) -> None:
-        """``api_key`` (the Lambda's, from its secret store) stands for API-key ``credentials``."""
+        """``api_key`` (the Lambda's, from its secret store) stands for API-key ``credentials``;
+        ``convert_per_call`` builds every request with the SDK's public converters instead of the
+        per-candidate templates (``PROMPTGRADE_GEMINI_CONVERT_PER_CALL``, read by the lab's caller)."""
         if api_key is not None:
             credentials = GeminiCredentials(api_key=SecretStr(api_key), use_vertexai=False)
         if credentials is None:
@@ -176,8 +178,7 @@ class GeminiProvider:
         self._client = make(http_options=http_options)  # built now, so bad settings fail before any call
         # Off when switched off (e.g. to measure what templates save) or once the SDK's private converters
         # are found missing: the public generate_content is used for every call from then on.
-        per_call = os.environ.get("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", "").lower() in ("1", "true", "yes")
-        self._use_templates = not per_call
+        self._use_templates = not convert_per_call
         self._bound: _LoopClient | None = None
         self._configs: dict[tuple[object, ...], types.GenerateContentConfig] = {}
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from google.genai import batches as sdk_batches
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from promptgrade.errors import ConfigError, ProviderError
+from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, redacted
 from promptgrade.providers.gemini import (
     _CONNECTION_ERRORS,
@@ -56,16 +55,6 @@ VERTEX_UNSUPPORTED = (
     "Vertex AI batch prediction needs a GCS or BigQuery source, which promptgrade does not create: "
     "unset GOOGLE_GENAI_USE_VERTEXAI and use GEMINI_API_KEY, or sweep online"
 )
-
-
-def inline_limit_bytes() -> int:
-    """``$PROMPTGRADE_BATCH_INLINE_BYTES`` (a test forces the file route with a small one), else 20 MB."""
-    value = os.environ.get("PROMPTGRADE_BATCH_INLINE_BYTES")
-    if not value:
-        return INLINE_LIMIT_BYTES
-    if not value.strip().isdigit():
-        raise ConfigError(f"PROMPTGRADE_BATCH_INLINE_BYTES={value!r}: expected a number of bytes")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -105,14 +94,17 @@ class GeminiBatches:
         base_url: str | None = None,
         timeout_s: float = 120,
         credentials: GeminiCredentials | None = None,
+        inline_limit_bytes: int = INLINE_LIMIT_BYTES,
     ) -> None:
+        """``inline_limit_bytes``: the largest job sent inline (``PROMPTGRADE_BATCH_INLINE_BYTES``, read by
+        the lab's caller; a test forces the file route with a small one)."""
         credentials = credentials if credentials is not None else GeminiCredentials.from_env()
         credentials.check()
         if credentials.use_vertexai:
             raise ProviderError(VERTEX_UNSUPPORTED)
         self.model = model
         self.base_url = base_url
-        self.inline_limit = inline_limit_bytes()  # read before any job is journalled
+        self.inline_limit = inline_limit_bytes
         self._secret = credentials.api_key.get_secret_value() if credentials.api_key else None
         options = types.HttpOptions(
             base_url=base_url,

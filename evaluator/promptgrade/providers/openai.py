@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import os
 import time
 from typing import Any
 
@@ -49,11 +48,14 @@ class OpenAIProvider:
         api_key_env: str | None = None,
         api_key: str | None = None,
     ) -> None:
-        """``api_key`` (the Lambda's, from its secret store) wins over ``api_key_env`` (the lab's)."""
+        """The caller resolves where things come from, so that the lab and the Lambda each decide:
+        ``api_key`` is the key itself (the lab's from the variable ``api_key_env`` names, else
+        ``OPENAI_API_KEY``; the Lambda's from its secret store), ``base_url`` the server (the lab's falls
+        back to ``OPENAI_BASE_URL``). ``api_key_env`` only names that variable when it was unset."""
         self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.base_url = base_url or None
         self.timeout_s = timeout_s
-        self._secret = api_key or _api_key(api_key_env, self.base_url)
+        self._secret = api_key or _no_key(api_key_env, self.base_url)
         self._bound: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
 
     def _client(self) -> openai.AsyncOpenAI:
@@ -99,16 +101,9 @@ class OpenAIProvider:
         return redacted(completion, self._secret)
 
 
-def _api_key(api_key_env: str | None, base_url: str | None) -> str | None:
-    """The key from the variable the experiment names (never the key itself, which stays out of files).
-
-    A named variable that is unset is an error; the default variable may be absent when a base URL
-    points at a server of one's own (vLLM, Ollama…), which needs no key. OpenAI itself needs one.
-    """
-    name = api_key_env or DEFAULT_KEY_ENV
-    value = os.environ.get(name, "").strip()
-    if value:
-        return value
+def _no_key(api_key_env: str | None, base_url: str | None) -> None:
+    """No key was found: fine for a server of one's own (vLLM, Ollama…), never for a variable the
+    experiment names (a typo would otherwise pass silently), nor for OpenAI itself, which needs one."""
     if api_key_env is not None:
         raise CredentialsError(f"api_key_env names {api_key_env}, which is not set: export {api_key_env}=...")
     if base_url is None:

@@ -61,6 +61,9 @@ class ProviderRecord:
     # (where the model was measured is where production calls it: a Bedrock region, an OpenAI server)
     measured_settings: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()  # experiment model fields only this provider takes, as arguments
+    # constructor arguments the lab resolves from its settings (the provider reads no settings itself:
+    # it ships in the Lambda, which passes its own)
+    lab_options: frozenset[str] = frozenset()
     experiment_base_url: bool = False  # whether the experiment-level ``base_url`` is this provider's too
     role_grant: RoleGrant | None = None  # with Credential.IAM_ROLE
     batch: str | None = None  # the batch back-end, for ``batch: true`` models
@@ -110,6 +113,7 @@ RECORDS: tuple[ProviderRecord, ...] = (
         credential=Credential.API_KEY,
         lambda_settings=MappingProxyType({"base_url": "PROMPTGRADE_GEMINI_BASE_URL"}),
         lab_endpoint_env="GOOGLE_GEMINI_BASE_URL",
+        lab_options=frozenset({"convert_per_call"}),
         experiment_base_url=True,
         batch="promptgrade.providers.gemini_batch:GeminiBatches",
     ),
@@ -148,6 +152,7 @@ RECORDS: tuple[ProviderRecord, ...] = (
         lab_endpoint_env="OPENAI_BASE_URL",
         measured_settings=frozenset({"base_url"}),
         fields=frozenset({"api_key_env"}),
+        lab_options=frozenset({"api_key"}),
     ),
 )
 

@@ -25,13 +25,14 @@ def make_provider(
 ) -> Provider:
     """Build a provider; raises CredentialsError (one clear line) when it cannot authenticate.
 
-    ``fields`` are the experiment model's provider-specific fields (``region``, ``api_key_env``): each
-    goes to the providers whose record takes it, so callers can pass a model spec's fields blindly.
+    ``fields`` are the experiment model's provider-specific fields (``region``, ``api_key_env``) and
+    the values the lab resolves from its settings (``convert_per_call``, ``api_key``): each goes to the
+    providers whose record takes it, so callers can pass them blindly.
     """
     record = find(provider)
     if record is None:
         raise ProviderError(f"unknown provider {provider!r} (available: {', '.join(PROVIDERS)})")
-    arguments = {name: value for name, value in fields.items() if name in record.fields}
+    arguments = {name: value for name, value in fields.items() if name in record.fields | record.lab_options}
     try:
         built: Provider = record.provider_class()(model, base_url=base_url, timeout_s=timeout_s, **arguments)
     except ModuleNotFoundError as exc:

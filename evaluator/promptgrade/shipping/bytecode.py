@@ -20,7 +20,6 @@ marshalled: both keep the bytes reproducible.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptgrade.errors import PromptgradeError
+from promptgrade.settings import child_environment
 
 LAMBDA_TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
 _PROBE = (
@@ -144,7 +144,7 @@ def missing_note(python_version: str, runtime: str) -> str:
 
 def compile_tree(root: Path, interpreter: Interpreter) -> int:
     """Compile every ``.py`` under ``root`` into unchecked-hash pycs; the number of pycs written."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
+    env = child_environment(drop_prefix="PYTHON")
     env["PYTHONHASHSEED"] = "0"
     command = [
         interpreter.path,

@@ -7,16 +7,17 @@ nothing to import.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from promptgrade.settings import load_settings
 
 DEFAULT_DB = "mlflow.db"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+    return explicit or load_settings().mlflow_tracking_uri or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 
 def default_trace_examples() -> bool:
@@ -25,12 +26,7 @@ def default_trace_examples() -> bool:
     The variable lets a whole CI (or this project's own test suite) turn the per-example traces off
     without editing every experiment; an explicit setting in the file always wins.
     """
-    return os.environ.get("PROMPTGRADE_TRACE_EXAMPLES", "1").strip().lower() not in {
-        "0",
-        "false",
-        "no",
-        "off",
-    }
+    return load_settings().trace_examples
 
 
 def artifact_location(uri: str, experiment_name: str) -> str | None:

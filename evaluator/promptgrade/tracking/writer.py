@@ -44,6 +44,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from promptgrade.errors import TrackingError
+from promptgrade.settings import child_environment
 from promptgrade.tracking.uri import default_trace_examples, tracking_uri
 
 TRACE_BATCH = 64  # example traces handed over at once: one store batch per 64 answers
@@ -157,7 +158,7 @@ class _Process:
     def __init__(self) -> None:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
-        env = {**MLFLOW_HTTP, **os.environ}
+        env = child_environment(MLFLOW_HTTP)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "promptgrade.tracking.writer", str(to_child), str(from_child)],
             pass_fds=(to_child, from_child),
