@@ -32,7 +32,7 @@ install-cnn: install
 test: install-cnn
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -68,10 +68,14 @@ def sweep_once(
     tmp: Path,
     *,
     per_call: bool = False,
+    traces: bool = True,
 ) -> dict[str, Any]:
     from promptgrade.cache import AnswerCache
     from promptgrade.runner import CacheMode
     from promptgrade.sweep import Sweep
+    from promptgrade.tracking import writer
+
+    writer.shutdown()  # each sweep starts its own tracking writer, as `promptgrade sweep` does
 
     with isolated_env(tmp) as env:
         if per_call:
@@ -85,8 +89,11 @@ def sweep_once(
             limit=n,
             name=f"throughput-c{concurrency}",
         )
+        with experiment.open("a", encoding="utf-8") as handle:
+            handle.write(f"trace_examples: {str(traces).lower()}\n")
         migrate_store(env["MLFLOW_TRACKING_URI"])
         loaded = time.perf_counter()
+        writer.prestart()  # as the CLI does: the writer's imports overlap with loading the dataset
         sweep = Sweep(experiment)
         load_s = time.perf_counter() - loaded
         sweep.connect()
@@ -113,6 +120,7 @@ def sweep_once(
     return {
         "concurrency": concurrency,
         "convert_per_call": per_call,
+        "traces": traces,
         "latency_s": latency_s,
         "ideal_per_s": concurrency / latency_s,
         "achievable_per_s": n / (math.ceil(n / concurrency) * latency_s),
@@ -255,6 +263,7 @@ def show(run: dict[str, Any], bare: dict[str, Any] | None = None) -> None:
         else ""
     )
     mode = " [SDK conversion per call]" if run.get("convert_per_call") else ""
+    mode += "" if run.get("traces", True) else " [traces off]"
     print(
         f"  concurrency {run['concurrency']}{mode}, latency {run['latency_s'] * 1000:.0f} ms, {run['requests']} requests: "
         f"request phase {run['rate_per_s']:.1f} req/s of ideal {run['ideal_per_s']:.0f} (ratio {run['ratio_to_ideal']:.3f}"
@@ -271,7 +280,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=1280)
+    parser.add_argument(
+        "--small-requests",
+        type=int,
+        default=160,
+        help="a small default sweep beside the large one: their difference is the marginal rate",
+    )
     parser.add_argument("--latency", type=float, default=0.2, help="server latency, seconds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--naive-requests", type=int, default=200)
@@ -292,7 +307,7 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     bares: list[dict[str, Any]] = []
     target_c = 32 if 32 in args.concurrency else max(args.concurrency)
-    per_call_run = None
+    per_call_run = traces_off_run = small_run = None
     with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
         sweep = None
         url: str | None = None
@@ -313,6 +328,14 @@ def main() -> int:
                     dataset, args.requests, concurrency, server, Path(tmp) / "per-call", per_call=True
                 )
                 show(per_call_run, bare)
+                traces_off_run, _ = sweep_once(
+                    dataset, args.requests, concurrency, server, Path(tmp) / "traces-off", traces=False
+                )
+                show(traces_off_run, bare)
+                small_run, _ = sweep_once(
+                    dataset, args.small_requests, concurrency, server, Path(tmp) / "small"
+                )
+                show(small_run)
         assert sweep is not None
         naive = naive_loop(sweep, server, args.naive_requests)
         naive["load"] = load_note()
@@ -350,6 +373,47 @@ def main() -> int:
             f"  request templates vs SDK conversion per call at concurrency {target_c}: {gain:.2f}x "
             f"({per_call_run['client_cpu_ms_per_request']:.2f} → {run['client_cpu_ms_per_request']:.2f} ms "
             "client CPU per request)"
+        )
+    if small_run is not None and traces_off_run is not None:
+        # The default sweep as a user runs it (traces and plots on, a cold writer): the marginal rate
+        # between a small and a large sweep, so fixed start-up cancels; and that start-up on its own.
+        large_s, small_s = run["end_to_end_s_with_load"], small_run["end_to_end_s_with_load"]
+        marginal = (args.requests - args.small_requests) / (large_s - small_s)
+        startup = small_s - args.small_requests / marginal
+        off_marginal = args.requests / traces_off_run["end_to_end_s_with_load"]
+        report.figures["default_sweep"] = {
+            "marginal_rate_per_s": marginal,
+            "bare_client_per_s": run["bare_client_per_s"],
+            "ratio_to_bare_client": marginal / run["bare_client_per_s"],
+            "small_sweep_fixed_startup_s": startup,
+            "traces_off_end_to_end_per_s": off_marginal,
+            "traces_on_end_to_end_per_s": args.requests / large_s,
+        }
+        print(
+            f"  default sweep (traces and plots on) at concurrency {target_c}: marginal rate {marginal:.1f} "
+            f"req/s = {marginal / run['bare_client_per_s']:.3f} of the bare client; fixed start-up of a "
+            f"{args.small_requests}-request sweep {startup:.2f} s; end to end {args.requests / large_s:.1f} "
+            f"req/s with traces, {off_marginal:.1f} without"
+        )
+        report.check(
+            Check(
+                f"default sweep (traces on), marginal rate ÷ bare client at concurrency {target_c}",
+                marginal / run["bare_client_per_s"],
+                0.8,
+                "of the bare client",
+                higher=True,
+                note=f"{marginal:.1f} of {run['bare_client_per_s']:.1f} req/s",
+            )
+        )
+        report.check(
+            Check(
+                f"fixed start-up of a {args.small_requests}-request sweep",
+                startup,
+                6.0,
+                "s",
+                higher=False,
+                note="writer start, dataset load, MLflow set-up and the last candidate's logging",
+            )
         )
     report.check(
         Check(

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,23 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own answer cache and dataset cache, never the developer's (or another test's)."""
     monkeypatch.setenv("PROMPTGRADE_CACHE", str(tmp_path / "answer-cache.sqlite"))
     monkeypatch.setenv("PROMPTGRADE_CACHE_DIR", str(tmp_path / "dataset-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the MLflow store an earlier test pointed this process at: ``mlflow.set_*_uri``
+    (which the lab's readers call) sets a global and exports ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI``; both are put back after each test."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])  # registers the value to restore
+        else:
+            monkeypatch.delenv(name, raising=False)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 @pytest.fixture

@@ -262,3 +262,32 @@ def test_nothing_outside_the_cli_imports_the_cli() -> None:
     assert not found, "\n".join(
         f"{module} imports {', '.join(sorted(t))}" for module, t in sorted(found.items())
     )
+
+
+def external_imports(packages: Iterable[Path], top_level: str) -> dict[str, set[int]]:
+    """Each module that imports ``top_level`` (or one of its submodules) anywhere → those lines."""
+    found: dict[str, set[int]] = {}
+    for package in packages:
+        for module, path in module_files(package).items():
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and not node.level
+                    else []
+                )
+                if any(name == top_level or name.startswith(f"{top_level}.") for name in names):
+                    found.setdefault(module, set()).add(node.lineno)
+    return found
+
+
+def test_only_tracking_imports_mlflow() -> None:
+    """MLflow stays behind ``promptgrade.tracking``: the grading path, the Lambda, the baselines, the
+    report and promotion reach it only through tracking's functions."""
+    found = external_imports(PACKAGES, "mlflow")
+    assert "promptgrade.tracking.runs" in found  # the check sees imports where they are
+    outside = {m: lines for m, lines in found.items() if not m.startswith("promptgrade.tracking")}
+    assert not outside, "\n".join(
+        f"{m} imports mlflow at line(s) {sorted(lines)}" for m, lines in outside.items()
+    )

@@ -242,8 +242,7 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
             store.registry.clear_production(old_name)
     store.registry.set_production(name, registry_version)
     store.set_production_run(winner.run_id)
-    store.client.set_tag(winner.run_id, "promptgrade.promoted_at", promoted_at)
-    store.client.log_dict(winner.run_id, promotion_record(decision, policy, promoted_at), "promotion.json")
+    store.mark_promoted(winner.run_id, promoted_at, promotion_record(decision, policy, promoted_at))
     decision.bundle_dir = bundle_dir
     decision.registry_uri = uri
     return decision

@@ -71,14 +71,10 @@ def _data_url(path: Path, mime: str = "image/png") -> str:
 
 def _plots(store: RunStore, run_id: str, paths: tuple[str, ...]) -> dict[str, str]:
     """The run's plot artifacts as data URLs; a run logged before plots existed simply has none."""
-    from mlflow.exceptions import MlflowException
-
     found: dict[str, str] = {}
     for path in paths:
-        try:
-            found[path] = _data_url(Path(store.client.download_artifacts(run_id, path)))
-        except (MlflowException, OSError):
-            continue
+        if (local := store.artifact_file(run_id, path)) is not None:
+            found[path] = _data_url(local)
     return found
 
 

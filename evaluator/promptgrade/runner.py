@@ -283,44 +283,67 @@ async def run_sweep(
     results: dict[str, CandidateResult] | None = None,
 ) -> list[CandidateResult]:
     """Run ``candidates`` over ``dataset``; raises SweepStopped after logging what finished."""
-    listeners = listeners or []
     experiment = plan.experiment
     budget = budget or Budget(experiment.max_cost_usd, experiment.max_calls)
     caller = Caller(plan, cache or CacheMode.off(), budget)
-    results = results if results is not None else {}
-    for candidate in candidates:
-        results.setdefault(candidate.key, CandidateResult(candidate))
-    total = len(dataset.examples) + len(dataset.skipped)
-    remaining = {c.key: len(dataset.examples) for c in candidates}
-    order = {e.id: i for i, e in enumerate(dataset.examples)}
+    run = _Run(plan, dataset, candidates, listeners or [], results if results is not None else {})
+    run.start()
+    pairs = _pairs(candidates, dataset.examples)
+    await asyncio.gather(*(run.work(pairs, caller, providers) for _ in range(experiment.concurrency)))
+    return run.end()
 
-    def finish(candidate: Candidate, *, partial: bool = False) -> None:
-        result = results[candidate.key]
-        result.outcomes.sort(key=lambda o: order.get(o.example_id, len(order)))
-        for skip in dataset.skipped:
+
+class _Run:
+    """One run of ``run_sweep``: its candidates' results, what is left of each, and why it stopped."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        dataset: LoadedDataset,
+        candidates: list[Candidate],
+        listeners: list[SweepListener],
+        results: dict[str, CandidateResult],
+    ) -> None:
+        self.plan, self.dataset, self.candidates, self.listeners = plan, dataset, candidates, listeners
+        self.results = results
+        for candidate in candidates:
+            results.setdefault(candidate.key, CandidateResult(candidate))
+        self.remaining = {c.key: len(dataset.examples) for c in candidates}
+        self.order = {e.id: i for i, e in enumerate(dataset.examples)}
+        self.stopped: list[SweepStopped] = []
+        self.failed_models: dict[tuple[str, str], ModelStopped] = {}
+
+    def start(self) -> None:
+        total = len(self.dataset.examples) + len(self.dataset.skipped)
+        for candidate in self.candidates:
+            for listener in self.listeners:
+                listener.candidate_started(candidate, total)
+            if not self.dataset.examples:
+                self.finish(candidate)
+
+    def finish(self, candidate: Candidate, *, partial: bool = False) -> None:
+        result = self.results[candidate.key]
+        result.outcomes.sort(key=lambda o: self.order.get(o.example_id, len(self.order)))
+        for skip in self.dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
-        result.metrics = summarise(
-            result.outcomes, price_for(candidate.model, plan.prices, batch=candidate.batch)
-        )
+        price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
+        result.metrics = summarise(result.outcomes, price)
         result.partial = partial
-        for listener in listeners:
+        for listener in self.listeners:
             listener.candidate_done(result)
 
-    for candidate in candidates:
-        for listener in listeners:
-            listener.candidate_started(candidate, total)
-        if not dataset.examples:
-            finish(candidate)
-
-    pairs = _pairs(candidates, dataset.examples)
-    stopped: list[SweepStopped] = []
-    failed_models: dict[tuple[str, str], ModelStopped] = {}
-
-    async def worker() -> None:
+    async def work(
+        self,
+        pairs: Iterator[tuple[Candidate, Example]],
+        caller: Caller,
+        providers: dict[tuple[str, str], Provider],
+    ) -> None:
+        """One worker: takes the next (candidate, example) until none is left or the sweep stops."""
+        plan = self.plan
         for candidate, example in pairs:
-            if stopped:
+            if self.stopped:
                 return
-            if (candidate.provider, candidate.model) in failed_models:
+            if (candidate.provider, candidate.model) in self.failed_models:
                 continue  # that model's remaining examples wait for the resumed run
             provider = providers[(candidate.provider, candidate.model)]
             request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, example.image)
@@ -328,46 +351,56 @@ async def run_sweep(
             try:
                 completion, calls = await caller.complete(candidate, provider, request, tokens)
             except ModelStopped as stop:
-                failed_models.setdefault(stop.model, stop)
+                self.failed_models.setdefault(stop.model, stop)
                 continue
             except SweepStopped as stop:
-                stopped.append(stop)
+                self.stopped.append(stop)
                 return
-            result = results[candidate.key]
-            result.calls += calls
-            result.cache_hits += calls == 0
-            labels = example.labels
-            outcome = score(
-                example.id,
-                labels.categories,
-                labels.grade,
-                interpret(completion, plan.task),
-                plan.task,
-                estimated_input_tokens=tokens,
-            )
-            if calls == 0 and not completion.latency_ms:
-                # a batch job's answer has no latency of its own: no figure beats a false zero
-                outcome = outcome.model_copy(update={"latency_ms": None})
-            result.outcomes.append(outcome)
-            remaining[candidate.key] -= 1
             try:  # a listener may stop the sweep (its MLflow store is gone): the answer is kept
-                for listener in listeners:
-                    listener.example_done(candidate, outcome)
-                if remaining[candidate.key] == 0:
-                    finish(candidate)
+                self.scored(candidate, example, completion, calls, tokens)
             except SweepStopped as stop:
-                stopped.append(stop)
+                self.stopped.append(stop)
                 return
 
-    await asyncio.gather(*(worker() for _ in range(experiment.concurrency)))
-    if failed_models and not stopped:
-        models = {(c.provider, c.model) for c in candidates}
-        others = " (the other models' candidates finished)" if len(failed_models) < len(models) else ""
-        reason = "; ".join(stop.message for stop in failed_models.values()) + others
-        stopped.append(SweepStopped(reason, "failing"))
-    if stopped:
-        for candidate in candidates:
-            if 0 < remaining[candidate.key] < len(dataset.examples):
-                finish(candidate, partial=True)
-        raise stopped[0]
-    return [results[c.key] for c in candidates]
+    def scored(
+        self, candidate: Candidate, example: Example, completion: Completion, calls: int, tokens: int
+    ) -> None:
+        result = self.results[candidate.key]
+        result.calls += calls
+        result.cache_hits += calls == 0
+        labels = example.labels
+        task = self.plan.task
+        outcome = score(
+            example.id,
+            labels.categories,
+            labels.grade,
+            interpret(completion, task),
+            task,
+            estimated_input_tokens=tokens,
+        )
+        if calls == 0 and not completion.latency_ms:
+            # a batch job's answer has no latency of its own: no figure beats a false zero
+            outcome = outcome.model_copy(update={"latency_ms": None})
+        result.outcomes.append(outcome)
+        self.remaining[candidate.key] -= 1
+        for listener in self.listeners:
+            listener.example_done(candidate, outcome)
+        if self.remaining[candidate.key] == 0:
+            self.finish(candidate)
+
+    def end(self) -> list[CandidateResult]:
+        """The results, or — if a model kept failing or the sweep was stopped — the stop, raised after
+        the unfinished candidates are logged as partial."""
+        if self.failed_models and not self.stopped:
+            models = {(c.provider, c.model) for c in self.candidates}
+            others = (
+                " (the other models' candidates finished)" if len(self.failed_models) < len(models) else ""
+            )
+            reason = "; ".join(stop.message for stop in self.failed_models.values()) + others
+            self.stopped.append(SweepStopped(reason, "failing"))
+        if self.stopped:
+            for candidate in self.candidates:
+                if 0 < self.remaining[candidate.key] < len(self.dataset.examples):
+                    self.finish(candidate, partial=True)
+            raise self.stopped[0]
+        return [self.results[c.key] for c in self.candidates]

@@ -86,7 +86,7 @@ def test_a_logged_cnn_loads_back_through_mlflow(store, trained, held_out, task) 
     import mlflow
     import pandas as pd
 
-    from promptgrade.baseline import log_baseline_model
+    from promptgrade.tracking.models import log_baseline_model
 
     uri, run_id = store
     model_uri = log_baseline_model(run_id, trained, task, [held_out[0].image.data], tracking_uri=uri)

@@ -18,11 +18,11 @@ from promptgrade.baseline import (
     ClassicalBaseline,
     available_kinds,
     create_baseline,
-    log_baseline_model,
 )
 from promptgrade.baseline.base import decide
 from promptgrade.errors import DatasetError, ProviderError
 from promptgrade.task import GradeScale, Task
+from promptgrade.tracking.models import log_baseline_model
 
 VOCABULARY = ("soup", "salad", "bread")
 

@@ -1,8 +1,8 @@
 """Trained baselines: image models scored by the same evaluator as the prompts, so each prompt has a
 floor to beat.
 
-Importing this package needs neither torch (the optional ``cnn`` extra) nor mlflow; both are loaded
-only when a cnn is created or a model is logged.
+Importing this package needs neither torch (the optional ``cnn`` extra) nor mlflow: torch is loaded
+only when a cnn is created, and logging a baseline as an MLflow model is ``tracking.models``'s.
 """
 
 from promptgrade.baseline.classical import ClassicalBaseline
@@ -14,7 +14,6 @@ from promptgrade.baseline.model import (
     available_kinds,
     create_baseline,
     load_baseline,
-    log_baseline_model,
 )
 from promptgrade.baseline.train import check_disjoint, train_and_predict
 
@@ -28,6 +27,5 @@ __all__ = [
     "create_baseline",
     "image_features",
     "load_baseline",
-    "log_baseline_model",
     "train_and_predict",
 ]

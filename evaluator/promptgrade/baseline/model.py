@@ -1,10 +1,9 @@
-"""Which kinds of baseline there are, making or loading one, and a baseline as an MLflow model.
+"""Which kinds of baseline there are, making or loading one, and a baseline's model interface.
 
 The kinds (``classical``, ``cnn``) are imported only when one is asked for: torch is an optional
-extra. What they share (the interface, the decision rule, the saved form) is in ``base``.
-
-mlflow is imported inside functions only: training and predicting must not pay for (or depend on) it,
-and ``BaselinePyfunc`` is built on first use through the module's ``__getattr__``.
+extra. What they share (the interface, the decision rule, the saved form) is in ``base``. The model
+interface — base64 images in, the answer's two fields out — is plain pandas here; wrapping it as an
+MLflow pyfunc is ``tracking.models``'s job (the only package that imports mlflow).
 """
 
 from __future__ import annotations
@@ -12,10 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from functools import cache
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +66,7 @@ def load_baseline(directory: str | Path) -> Baseline:
 
 
 # --------------------------------------------------------------------------------------------------
-# MLflow: a pyfunc whose input is base64 images and whose output is the answer's two fields
+# The model interface: base64 images in, the answer's two fields out
 
 
 IMAGE_COLUMN = "image"
@@ -107,7 +103,7 @@ def predictions_frame(predictions: Sequence[Prediction], task: Task) -> pd.DataF
     )
 
 
-def _predict_frame(baseline: Baseline, frame: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(baseline: Baseline, frame: pd.DataFrame) -> pd.DataFrame:
     """Serve exactly what was measured: raw bytes go through the same ``prepare_image`` as datasets."""
     from promptgrade.images import prepare_image
 
@@ -118,138 +114,13 @@ def _predict_frame(baseline: Baseline, frame: pd.DataFrame) -> pd.DataFrame:
     return predictions_frame(baseline.predict_images(prepared), baseline.task)
 
 
-@cache
-def _pyfunc_class() -> type:
-    import mlflow.pyfunc
-
-    class BaselinePyfunc(mlflow.pyfunc.PythonModel):
-        """A saved baseline (the ``baseline`` artifact) behind MLflow's pyfunc interface."""
-
-        def __init__(self) -> None:
-            self.baseline: Baseline | None = None
-
-        def load_context(self, context: Any) -> None:
-            self.baseline = load_baseline(context.artifacts["baseline"])
-
-        # mlflow 3 reads these hints (resolved in this module's globals, hence pandas imported at the
-        # top): a DataFrame hint leaves the schema to the signature logged with the model.
-        def predict(
-            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-        ) -> pd.DataFrame:
-            if self.baseline is None:
-                self.load_context(context)
-            assert self.baseline is not None
-            return _predict_frame(self.baseline, model_input)
-
-    BaselinePyfunc.__qualname__ = "BaselinePyfunc"  # so pickle finds it as model.BaselinePyfunc
-    return BaselinePyfunc
-
-
-def __getattr__(name: str) -> Any:
-    """``BaselinePyfunc`` is defined on first access so that importing this module never imports mlflow."""
-    if name == "BaselinePyfunc":
-        return _pyfunc_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _requirements(kind: str) -> list[str]:
-    """Pinned to what trained the model: a pickled scikit-learn model is only safe in the same version."""
-    names = ["mlflow", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "scikit-learn"]
-    if kind == "cnn":
-        names.append("torch")
-    pins = []
-    for name in names:
-        try:
-            version = metadata.version(name).split("+")[0]  # torch's "+cpu" is not on PyPI
-        except metadata.PackageNotFoundError:
-            continue
-        pins.append(f"{name}=={version}")
-    return pins
-
-
-@contextmanager
-def _tracking_uri(uri: str | None) -> Iterator[None]:
-    """Use ``uri`` for the duration only: mlflow's fluent API keeps it process-global (and in the
-    environment), and the caller's own setting — or its absence — must survive this call."""
-    import mlflow
-    from mlflow.tracking import is_tracking_uri_set
-
-    if uri is None:
-        yield
-        return
-    previous = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it again
-
-
-def log_baseline_model(
-    run_id: str,
-    baseline: Baseline,
-    task: Task,
-    sample_images: Sequence[bytes],
-    *,
-    tracking_uri: str | None = None,
-    name: str = "model",
-) -> str:
-    """Log ``baseline`` as an MLflow pyfunc model into the existing run ``run_id``; return its model URI.
-
-    The run keeps the status it had: ``mlflow.start_run(run_id=...)`` would mark it FINISHED on exit,
-    but the caller (the tracker) owns the run's life. ``sample_images`` (raw bytes, at least one) give
-    the input example and signature. Loading the returned URI needs the same tracking URI.
-    """
-    import tempfile
-
-    import mlflow
-    from mlflow.models import infer_signature
-
-    if baseline.task is None:
-        raise ProviderError("cannot log an untrained baseline")
-    if baseline.task != task:
-        raise ProviderError(
-            f"the baseline was trained for task {baseline.task.name!r}, not {task.name!r}; "
-            "its categories and grade scale would not match the experiment's"
-        )
-    if not sample_images:
-        raise DatasetError("log_baseline_model needs at least one sample image for the signature")
-
-    input_example = pd.DataFrame(
-        {IMAGE_COLUMN: [base64.b64encode(data).decode("ascii") for data in sample_images[:2]]}
-    )
-    output = _predict_frame(baseline, input_example)
-    signature = infer_signature(input_example, output)
-    # The promptgrade package travels with the model, so it loads where promptgrade is not installed.
-    package = Path(__file__).resolve().parents[1]
-
-    with _tracking_uri(tracking_uri), tempfile.TemporaryDirectory() as tmp:
-        saved = baseline.save(Path(tmp) / "baseline")
-        client = mlflow.MlflowClient()
-        status = client.get_run(run_id).info.status
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=_pyfunc_class()(),
-                artifacts={"baseline": str(saved)},
-                code_paths=[str(package)],
-                signature=signature,
-                input_example=input_example,
-                pip_requirements=_requirements(baseline.name),
-            )
-        if status == "RUNNING":
-            client.update_run(run_id, status="RUNNING")
-    return str(info.model_uri)
-
-
 __all__ = [
     "KINDS",
     "Baseline",
-    "BaselinePyfunc",  # noqa: F822 — provided lazily by __getattr__
     "Progress",
     "available_kinds",
     "create_baseline",
     "load_baseline",
-    "log_baseline_model",
+    "predict_frame",
     "predictions_frame",
 ]

@@ -102,6 +102,18 @@ class RunStore:
                 return default
             raise TrackingError(f"run {run_id} has no readable {path} artifact") from None
 
+    def artifact_file(self, run_id: str, path: str) -> Path | None:
+        """A local copy of one of the run's artifacts, or None if the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, path))
+        except (MlflowException, OSError):
+            return None
+
+    def mark_promoted(self, run_id: str, promoted_at: str, record: dict[str, Any]) -> None:
+        """The promoted run says when it was promoted and why (``promotion.json``)."""
+        self.client.set_tag(run_id, "promptgrade.promoted_at", promoted_at)
+        self.client.log_dict(run_id, record, "promotion.json")
+
     def predictions(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The run's predictions table as example id → row."""
         table = self.json_artifact(run_id, "predictions.json")

@@ -235,7 +235,7 @@ class Tracker:
         )
 
     def log_model(self, run_id: str, baseline: Any, task: Task, sample_images: list[bytes]) -> str:
-        from promptgrade.baseline.model import log_baseline_model
+        from promptgrade.tracking.models import log_baseline_model
 
         uri = log_baseline_model(run_id, baseline, task, sample_images, tracking_uri=self.uri)
         self.client.set_tag(run_id, "model_uri", uri)
