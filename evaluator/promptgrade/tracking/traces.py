@@ -23,7 +23,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,33 @@ def build_trace(
     return BuiltTrace(info, span, attachments)
 
 
+@contextmanager
+def _experiment_read_once(store: Any) -> Iterator[None]:
+    """Within one batch, the store reads the experiment once, not once per trace.
+
+    A sqlite store's ``start_trace`` looks the experiment up (to check it is active) on every call:
+    a third of each trace's write. Every trace of a batch is in the same experiment, so for the
+    batch's duration the first answer stands (a store without ``get_experiment`` — a tracking
+    server's REST store does not call it — is left alone).
+    """
+    original = getattr(store, "get_experiment", None)
+    if original is None or "get_experiment" in vars(store):
+        yield
+        return
+    cached: dict[str, Any] = {}
+
+    def get_experiment(experiment_id: str) -> Any:
+        if experiment_id not in cached:
+            cached[experiment_id] = original(experiment_id)
+        return cached[experiment_id]
+
+    store.get_experiment = get_experiment
+    try:
+        yield
+    finally:
+        del store.get_experiment
+
+
 def _complete(info: TraceInfo | None) -> bool:
     """A trace already in the store with its spans: a write cut short has the info without them."""
     return (
@@ -220,16 +248,17 @@ class TraceWriter:
         ]
         if not built:
             return []
+        store = self.client.store
         known = {
-            info.trace_id: info
-            for info in self.client.store.batch_get_trace_infos([b.info.trace_id for b in built])
+            info.trace_id: info for info in store.batch_get_trace_infos([b.info.trace_id for b in built])
         }
         todo = [b for b in built if not _complete(known.get(b.info.trace_id))]
         stored: dict[str, TraceInfo] = {}
-        for trace in todo:
-            found = known.get(trace.info.trace_id)
-            # the store's copy carries where this trace's artifacts (the tray) live
-            stored[trace.info.trace_id] = found or self.client.start_trace(trace.info)
+        with _experiment_read_once(store):
+            for trace in todo:
+                found = known.get(trace.info.trace_id)
+                # the store's copy carries where this trace's artifacts (the tray) live
+                stored[trace.info.trace_id] = found or self.client.start_trace(trace.info)
         if todo:
             self.client.log_spans(context.experiment_id, [t.span for t in todo])
         for trace in todo:

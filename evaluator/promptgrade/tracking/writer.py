@@ -50,7 +50,8 @@ from promptgrade.tracking.uri import default_trace_examples, tracking_uri
 TRACE_BATCH = 64  # example traces handed over at once: one store batch per 64 answers
 ATTEMPTS = 3  # a write is tried this often before the sweep stops on it
 BACKOFF_S = (0.5, 2.0)
-EXIT_WAIT_S = 30.0  # at interpreter exit, how long the writer may take to finish what it holds
+EXIT_WAIT_S = 30.0
+WRITER_NICENESS = 5  # at interpreter exit, how long the writer may take to finish what it holds
 # MLflow retries an HTTP call 7 times with exponential backoff (minutes in all) and waits 120 s for
 # an answer: right for a notebook, wrong for a sweep that must say the store is gone. A user's own
 # settings win.
@@ -71,6 +72,10 @@ class WriterGone(RuntimeError):
 def serve(inbox: Connection, outbox: Connection) -> None:
     """The writer's loop: one message at a time, in order, until the sweep's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle, not ours
+    with contextlib.suppress(OSError):
+        # background work: when the cores are busy, the sweep's event loop (whose delays are the
+        # requests' latencies) runs first, and the writer catches up in the gaps
+        os.nice(WRITER_NICENESS)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     trackers: dict[Key, Any] = {}
