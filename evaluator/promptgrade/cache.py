@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from promptgrade.errors import PromptgradeError
-from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
+from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, TextPart
 from promptgrade.settings import load_settings
 
 # Errors that are the model's answer about this input (so paying again gives the same answer).
@@ -34,7 +34,9 @@ def default_path() -> Path:
 
 
 def cache_key(provider: str, model: str, request: CompletionRequest) -> str:
-    payload = {
+    """A request with reference images keys on its whole sequence (each text, each image's sha256,
+    in order); one without keys exactly as before references existed, so old answers still count."""
+    payload: dict[str, object] = {
         "provider": provider,
         "model": model,
         "settings": request.settings.as_params(),
@@ -42,6 +44,11 @@ def cache_key(provider: str, model: str, request: CompletionRequest) -> str:
         "schema": request.response_schema,
         "image_sha256": request.image.sha256,
     }
+    if request.parts:
+        payload["parts"] = [
+            ["text", part.text] if isinstance(part, TextPart) else ["image", part.sha256]
+            for part in request.parts
+        ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

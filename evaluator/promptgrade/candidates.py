@@ -16,6 +16,7 @@ from promptgrade.config import BaselineSpec, ModelSpec, Plan
 from promptgrade.grading import effective_settings
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import GenerationSettings
+from promptgrade.references import Reference, RenderedPrompt
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,21 @@ class Candidate:
     prompt: PromptVersion
     spec: ModelSpec
     settings: GenerationSettings
-    rendered_prompt: str
+    rendered: RenderedPrompt | str  # text, and where the tray and any reference images go
+
+    @property
+    def rendered_prompt(self) -> str:
+        """The prompt's words (a prompt with reference images: its text parts, joined)."""
+        return self.rendered if isinstance(self.rendered, str) else self.rendered.text
+
+    @property
+    def rendered_display(self) -> str:
+        """The prompt as MLflow shows it: its text, each image named where it goes."""
+        return self.rendered if isinstance(self.rendered, str) else self.rendered.display
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        return self.prompt.references
 
     @property
     def provider(self) -> str:
@@ -67,6 +82,7 @@ class Candidate:
             "mode": "batch" if self.batch else "online",
             **self.settings.as_params(),
             **({"optimized_on": ",".join(self.prompt.optimized_on)} if self.prompt.optimized_on else {}),
+            **({"n_references": len(self.references)} if self.references else {}),
         }
 
 
@@ -105,5 +121,5 @@ def candidates_for(plan: Plan) -> list[Candidate]:
         for settings, explicit in spec.variants():
             for prompt in plan.prompts:
                 final = effective_settings(prompt, settings, explicit=explicit)
-                out.append(Candidate(prompt, spec, final, prompt.render(plan.task)))
+                out.append(Candidate(prompt, spec, final, prompt.render_prompt(plan.task)))
     return out

@@ -40,10 +40,21 @@ def size_of(image: ImageInput) -> tuple[int, int]:
 
 
 def request_input_tokens(
-    plan: Plan, model: str, prompt: str, size: tuple[int, int], media: str | None
+    plan: Plan,
+    model: str,
+    prompt: str,
+    size: tuple[int, int],
+    media: str | None,
+    references: tuple[tuple[int, int], ...] = (),
 ) -> int:
-    width, height = size
-    return image_tokens(width, height, media, plan.image_rule(model)) + text_tokens(prompt)
+    """The tray's image tokens, each reference image's (the same rule per image), and the text's."""
+    rule = plan.image_rule(model)
+    images = sum(image_tokens(width, height, media, rule) for width, height in (size, *references))
+    return images + text_tokens(prompt)
+
+
+def reference_sizes(candidate: Candidate) -> tuple[tuple[int, int], ...]:
+    return tuple(size_of(reference.image) for reference in candidate.references)
 
 
 def estimate(
@@ -52,8 +63,9 @@ def estimate(
     out = []
     for candidate in candidates:
         media = candidate.settings.media_resolution
+        references = reference_sizes(candidate)
         input_tokens = sum(
-            request_input_tokens(plan, candidate.model, candidate.rendered_prompt, size, media)
+            request_input_tokens(plan, candidate.model, candidate.rendered_prompt, size, media, references)
             for size in sizes
         )
         output_tokens = EXPECTED_OUTPUT_TOKENS * len(sizes)

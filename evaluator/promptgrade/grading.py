@@ -14,6 +14,7 @@ from typing import Literal
 from promptgrade.answers import ParseFailure, Prediction, parse_answer
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import Completion, CompletionRequest, GenerationSettings, ImageInput, Provider
+from promptgrade.references import RenderedPrompt
 from promptgrade.task import Task
 
 Call = Callable[[CompletionRequest], Awaitable[Completion]]
@@ -59,13 +60,20 @@ def effective_settings(
 
 
 def build_request(
-    rendered_prompt: str, task: Task, settings: GenerationSettings, image: ImageInput
+    rendered_prompt: RenderedPrompt | str, task: Task, settings: GenerationSettings, image: ImageInput
 ) -> CompletionRequest:
+    """The request for one tray: a plain prompt is the tray then the text; a prompt that places images
+    (reference trays, ``{{ image }}``) is its whole sequence, the tray in its slot."""
+    if isinstance(rendered_prompt, str):
+        text, parts = rendered_prompt, ()
+    else:
+        text, parts = rendered_prompt.text, rendered_prompt.request_parts(image)
     return CompletionRequest(
-        prompt=rendered_prompt,
+        prompt=text,
         image=image,
         settings=settings,
         response_schema=task.response_schema() if settings.structured_output else None,
+        parts=parts,
     )
 
 
@@ -80,7 +88,7 @@ def interpret(completion: Completion, task: Task) -> GradingResult:
 
 
 async def grade_image(
-    rendered_prompt: str,
+    rendered_prompt: RenderedPrompt | str,
     task: Task,
     settings: GenerationSettings,
     image: ImageInput,

@@ -9,6 +9,7 @@ prompt that no longer exists. Edits go into a new version.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -22,6 +23,15 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from promptgrade.errors import PromptChangedError, PromptError
+from promptgrade.references import (
+    TRAY,
+    Reference,
+    RenderedPrompt,
+    TemplateReference,
+    image_marker,
+    references_sha256,
+    split_rendered,
+)
 from promptgrade.task import Task
 
 LOCK_FILE = "released.lock"
@@ -44,10 +54,28 @@ class PromptVersion:
     version: int
     text: str = field(repr=False)
     source: str = ""  # where the text came from, for error messages
+    # the reference images this version shows (resolved from its front matter by the lab, or carried
+    # by a Lambda bundle); part of what the version *is*, so part of its sha256
+    references: tuple[Reference, ...] = field(default=(), repr=False)
 
     @cached_property
     def sha256(self) -> str:
+        """The text's sha256; a version that shows references hashes them with its text."""
+        if self.references:
+            return references_sha256(self.text, self.references)
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def text_sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def with_references(self, references: tuple[Reference, ...]) -> PromptVersion:
+        return dataclasses.replace(self, references=references)
+
+    @property
+    def reference_spec(self) -> Any:
+        """The front matter's ``references`` as written (a list of files, or a rule), or None."""
+        return self._front_matter[0].get("references")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (to the tracking writer's process) as its fields only: the compiled template is a
@@ -116,13 +144,31 @@ class PromptVersion:
             raise PromptError(f"template syntax error: {exc.message}", path=self.where, line=line) from None
 
     def render(self, task: Task, **extra: Any) -> str:
-        """Render for ``task``; undefined variables and sandbox violations are PromptErrors."""
+        """The rendered text for ``task`` (a template that places images: its text parts, joined)."""
+        return self.render_prompt(task, **extra).text
+
+    def render_prompt(self, task: Task, **extra: Any) -> RenderedPrompt:
+        """Render for ``task`` with this version's references: the text, and where each image goes.
+
+        Undefined variables, sandbox violations and misplaced images are PromptErrors.
+        """
+        variables = {
+            **task.template_variables(),
+            "image": image_marker(TRAY),
+            "references": [TemplateReference(i, r) for i, r in enumerate(self.references)],
+            **extra,
+        }
         try:
-            return self._template.render(**task.template_variables(), **extra).strip() + "\n"
+            rendered = self._template.render(**variables)
         except jinja2.UndefinedError as exc:
+            if "'ref' is undefined" in str(exc.message):
+                raise PromptError(
+                    "{{ ref.image }} (or ref.…) outside a {% for ref in references %} loop",
+                    path=self.where,
+                    line=self._file_line(exc),
+                ) from None
             raise PromptError(
-                f"undefined variable in template: {exc.message} "
-                f"(available: {', '.join(sorted(task.template_variables()))})",
+                f"undefined variable in template: {exc.message} (available: {', '.join(sorted(variables))})",
                 path=self.where,
                 line=self._file_line(exc),
             ) from None
@@ -130,6 +176,10 @@ class PromptVersion:
             raise PromptError(
                 f"cannot render template: {exc}", path=self.where, line=self._file_line(exc)
             ) from None
+        try:
+            return split_rendered(rendered, self.references)
+        except ValueError as exc:
+            raise PromptError(str(exc), path=self.where) from None
 
     def validate(self, task: Task) -> str:
         """Everything that can go wrong before a paid call: front matter, syntax, undefined names."""

@@ -32,7 +32,7 @@ from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.config import Limits, Plan, price_for
 from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.errors import SweepAborted
-from promptgrade.estimate import request_input_tokens, size_of
+from promptgrade.estimate import reference_sizes, request_input_tokens, size_of
 from promptgrade.grading import build_request, interpret
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorKind, Provider
 from promptgrade.scoring import Estimate, Outcome, score, skipped, summarise
@@ -164,6 +164,7 @@ class Caller:
         self._jitter = wait_exponential_jitter(initial=experiment.retry_initial_s, max=experiment.retry_max_s)
         limits = {(m.provider, m.model): m.limits for m in experiment.models}
         self.gates = {key: _Gate(value, experiment.concurrency) for key, value in limits.items()}
+        self._sizes: dict[str, tuple[tuple[int, int], ...]] = {}
 
     def _retryable(self, completion: Completion) -> bool:
         error = completion.error
@@ -180,14 +181,21 @@ class Caller:
 
     def input_tokens(self, candidate: Candidate, request: CompletionRequest) -> int:
         """The input tokens a call is expected to cost: for the token limiter, the budget and the
-        estimated-vs-actual check after the sweep (the same rule as the dry run)."""
+        estimated-vs-actual check after the sweep (the same rule as the dry run, every image counted)."""
         return request_input_tokens(
             self.plan,
             candidate.model,
             request.prompt,
             size_of(request.image),
             request.settings.media_resolution,
+            self._reference_sizes(candidate),
         )
+
+    def _reference_sizes(self, candidate: Candidate) -> tuple[tuple[int, int], ...]:
+        sizes = self._sizes.get(candidate.key)
+        if sizes is None:
+            sizes = self._sizes[candidate.key] = reference_sizes(candidate)
+        return sizes
 
     async def _attempt(
         self, provider: Provider, request: CompletionRequest, candidate: Candidate, tokens: int
@@ -346,7 +354,7 @@ class _Run:
             if (candidate.provider, candidate.model) in self.failed_models:
                 continue  # that model's remaining examples wait for the resumed run
             provider = providers[(candidate.provider, candidate.model)]
-            request = build_request(candidate.rendered_prompt, plan.task, candidate.settings, example.image)
+            request = build_request(candidate.rendered, plan.task, candidate.settings, example.image)
             tokens = caller.input_tokens(candidate, request)
             try:
                 completion, calls = await caller.complete(candidate, provider, request, tokens)

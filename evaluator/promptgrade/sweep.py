@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from promptgrade import reference_sets
 from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, candidates_for
 from promptgrade.config import Experiment, ModelSpec, Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import DatasetSummary, LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import ConfigError, CredentialsError, TrackingError
 from promptgrade.estimate import CandidateEstimate, estimate, size_of
+from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import Provider
 from promptgrade.providers.records import accepting, find
 from promptgrade.providers.registry import make_provider
@@ -118,7 +120,9 @@ class Sweep:
         if limit is not None:
             config = config.model_copy(update={"limit": limit})
         self.dataset = load_dataset_split(config, self.plan.task, self.plan.experiment.base_dir)
+        self.plan.prompts = with_references(self.plan, self.dataset)
         self.prompt_candidates = candidates_for(self.plan)
+        check_images_per_request(self.prompt_candidates)
         self.baselines = [BaselineCandidate(spec) for spec in self.plan.experiment.baselines]
         self.candidates: list[AnyCandidate] = [*self.prompt_candidates, *self.baselines]
         self.results = {c.key: CandidateResult(c) for c in self.candidates}
@@ -394,6 +398,46 @@ class Sweep:
                 tracker.post("log_model", result.run_id, model, plan.task, samples)
             for listener in listeners:
                 listener.candidate_done(result)
+
+
+def with_references(plan: Plan, evaluated: LoadedDataset) -> list[PromptVersion]:
+    """The plan's prompt versions with their reference images resolved and prepared, once per sweep.
+
+    A rule draws from another split of the experiment's dataset, loaded whole (``--limit`` is for the
+    evaluated trays) and at most once per split.
+    """
+    config = plan.experiment.dataset.model_copy(update={"limit": None})
+    splits: dict[str, LoadedDataset] = {}
+
+    def load_split(split: str) -> LoadedDataset:
+        if split not in splits:
+            splits[split] = load_dataset_split(config, plan.task, plan.experiment.base_dir, split=split)
+        return splits[split]
+
+    return [
+        reference_sets.resolve(
+            prompt,
+            plan.task,
+            image_max_side=config.image_max_side,
+            evaluated=evaluated,
+            load_split=load_split,
+        )
+        for prompt in plan.prompts
+    ]
+
+
+def check_images_per_request(candidates: list[Candidate]) -> None:
+    """A prompt that shows more images than the model's API takes in one request is one line now,
+    not a 400 on every call."""
+    for candidate in candidates:
+        record = find(candidate.provider)
+        images = 1 + len(candidate.references)
+        if record is not None and record.max_images is not None and images > record.max_images:
+            raise ConfigError(
+                f"{candidate.prompt.ref} shows {images} images per request (the tray and "
+                f"{len(candidate.references)} references); {record.title} takes at most {record.max_images}",
+                path=candidate.prompt.where,
+            )
 
 
 def endpoint(spec: ModelSpec, experiment: Experiment | None, settings: Settings) -> str | None:

@@ -291,7 +291,7 @@ def test_the_written_version_passes_prompts_check_and_a_sweep_can_use_it(
     task = ROOT / "experiments/tasks/meal_tray.yaml"
     checked = RUNNER.invoke(app, ["prompts", "check", "--dir", str(prompts), "--task", str(task)])
     assert checked.exit_code == 0, checked.output
-    assert "4 prompt versions render" in checked.output  # the three shipped + v2; _optimizer is not a prompt
+    assert "5 prompt versions render" in checked.output  # the four shipped + v2; _optimizer is not a prompt
     listed = RUNNER.invoke(app, ["prompts", "list", "--dir", str(prompts)])
     assert (
         "meal_tray_json@v2" in listed.output and "draft" in listed.output and "reflect" not in listed.output

@@ -21,7 +21,7 @@ from promptgrade.cache import AnswerCache, cache_key, cacheable
 from promptgrade.candidates import Candidate
 from promptgrade.config import Plan, price_for
 from promptgrade.data.examples import LoadedDataset
-from promptgrade.estimate import request_input_tokens, size_of
+from promptgrade.estimate import reference_sizes, request_input_tokens, size_of
 from promptgrade.grading import build_request
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
 from promptgrade.providers.gemini_batch import BatchAPIError, GeminiBatches, JobStatus
@@ -92,9 +92,7 @@ class BatchExecutor:
         """(cache key, example id, request) for every example: exactly what an online call would send."""
         out = []
         for example in self.dataset.examples:
-            request = build_request(
-                candidate.rendered_prompt, self.plan.task, candidate.settings, example.image
-            )
+            request = build_request(candidate.rendered, self.plan.task, candidate.settings, example.image)
             out.append((cache_key(candidate.provider, candidate.model, request), example.id, request))
         return out
 
@@ -137,10 +135,16 @@ class BatchExecutor:
             if price is None:
                 continue
             output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+            references = reference_sizes(candidate)
             for _, _, request in todo:
                 size = size_of(request.image)
                 tokens = request_input_tokens(
-                    self.plan, candidate.model, request.prompt, size, request.settings.media_resolution
+                    self.plan,
+                    candidate.model,
+                    request.prompt,
+                    size,
+                    request.settings.media_resolution,
+                    references,
                 )
                 cost += price.cost(tokens, output)
         if cost > experiment.max_cost_usd:

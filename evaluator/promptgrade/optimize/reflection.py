@@ -9,26 +9,21 @@ whose prompt names cannot start with one.
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from PIL import Image, ImageDraw
 
 from promptgrade.config import ModelSpec, Plan, price_for
 from promptgrade.errors import ConfigError
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import GenerationSettings, ImageInput
 from promptgrade.scoring import Outcome
+from promptgrade.sheets import contact_sheet, sheet_size
 from promptgrade.task import Task
 
 OPTIMIZER_DIR = "_optimizer"
 REFLECT_NAME = "reflect"
-SHEET_CELL = 256  # px per tray on the contact sheet
-SHEET_COLUMNS = 4
 MAX_ANSWER_CHARS = 400  # a failure's raw answer as shown to the reflection model
 REFLECTION_SETTINGS = GenerationSettings(temperature=1.0, max_output_tokens=4096)
 
@@ -98,30 +93,6 @@ def wrong_on(outcome: Outcome) -> tuple[str, ...]:
     if outcome.grade_correct is False:
         wrong.append("grade")
     return tuple(wrong) or ("the optimised metric",)
-
-
-def contact_sheet(images: Sequence[ImageInput], cell: int = SHEET_CELL) -> ImageInput:
-    """The failures' images on one numbered grid: every provider takes one image per request."""
-    columns = min(SHEET_COLUMNS, len(images))
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
-    draw = ImageDraw.Draw(sheet)
-    for index, image in enumerate(images):
-        with Image.open(io.BytesIO(image.data)) as opened:
-            tile = opened.convert("RGB")
-            tile.thumbnail((cell, cell))
-        x, y = (index % columns) * cell, (index // columns) * cell
-        sheet.paste(tile, (x, y))
-        draw.rectangle((x, y, x + 22, y + 16), fill="black")
-        draw.text((x + 4, y + 2), str(index + 1), fill="white")
-    out = io.BytesIO()
-    sheet.save(out, "JPEG", quality=85)
-    return ImageInput(out.getvalue(), "image/jpeg", size=sheet.size)
-
-
-def sheet_size(n: int, cell: int = SHEET_CELL) -> tuple[int, int]:
-    columns = min(SHEET_COLUMNS, n)
-    return columns * cell, math.ceil(n / columns) * cell
 
 
 def render_reflection(

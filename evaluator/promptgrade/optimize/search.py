@@ -224,7 +224,7 @@ class Optimization:
         for spec in self.task_specs:
             for settings, explicit in spec.variants():
                 final = effective_settings(prompt, settings, explicit=explicit)
-                out.append(Candidate(prompt, spec, final, prompt.render(self.task)))
+                out.append(Candidate(prompt, spec, final, prompt.render_prompt(self.task)))
         return out
 
     def bound(self) -> Bound:

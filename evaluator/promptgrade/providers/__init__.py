@@ -7,7 +7,9 @@ from promptgrade.providers.base import (
     ErrorKind,
     GenerationSettings,
     ImageInput,
+    Part,
     Provider,
+    TextPart,
 )
 
 __all__ = [
@@ -17,5 +19,7 @@ __all__ = [
     "ErrorKind",
     "GenerationSettings",
     "ImageInput",
+    "Part",
     "Provider",
+    "TextPart",
 ]

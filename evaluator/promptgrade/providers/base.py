@@ -51,11 +51,37 @@ class GenerationSettings(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class TextPart:
+    """A run of prompt text between images."""
+
+    text: str
+
+
+Part = TextPart | ImageInput  # one element of a prompt as the model receives it, in order
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    prompt: str
-    image: ImageInput
+    """One call: the tray (``image``), the prompt's text, and — for a prompt that shows reference
+    images — the whole prompt as ``parts`` in order (text and images, the tray among them).
+
+    Without ``parts`` a request is what it has always been: the tray, then the text. Every provider
+    sends ``content()``; the cache key, the token estimate and the trace read the same sequence.
+    """
+
+    prompt: str  # the text parts joined: what token estimates and logs read
+    image: ImageInput  # the tray being graded
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     response_schema: dict[str, Any] | None = None
+    parts: tuple[Part, ...] = ()
+
+    def content(self) -> tuple[Part, ...]:
+        """The prompt in the order the model receives it."""
+        return self.parts or (self.image, TextPart(self.prompt))
+
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        return tuple(part for part in self.content() if isinstance(part, ImageInput))
 
 
 class ErrorKind(StrEnum):

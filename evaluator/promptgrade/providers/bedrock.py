@@ -31,6 +31,7 @@ from promptgrade.providers.base import (
     CompletionRequest,
     ErrorInfo,
     ErrorKind,
+    TextPart,
     failed,
 )
 
@@ -148,7 +149,6 @@ class BedrockProvider:
 
 def converse_arguments(model: str, request: CompletionRequest, *, tools: bool) -> dict[str, Any]:
     settings = request.settings
-    image_format = _FORMATS.get(request.image.mime_type, "jpeg")
     inference = {
         "temperature": settings.temperature,
         "topP": settings.top_p,
@@ -160,8 +160,15 @@ def converse_arguments(model: str, request: CompletionRequest, *, tools: bool) -
             {
                 "role": "user",
                 "content": [
-                    {"image": {"format": image_format, "source": {"bytes": request.image.data}}},
-                    {"text": request.prompt},
+                    {"text": part.text}
+                    if isinstance(part, TextPart)
+                    else {
+                        "image": {
+                            "format": _FORMATS.get(part.mime_type, "jpeg"),
+                            "source": {"bytes": part.data},
+                        }
+                    }
+                    for part in request.content()
                 ],
             }
         ],

@@ -43,7 +43,7 @@ from promptgrade.providers.base import (
     redacted,
     status_kind,
 )
-from promptgrade.providers.gemini_wire import RequestTemplates
+from promptgrade.providers.gemini_wire import RequestTemplates, sdk_parts, template_key
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,8 @@ class GeminiProvider:
                 http = await bound.client.aio._api_client.async_request("post", template.path, body, None)
                 response = bound.templates.parse(template, http.body)
             else:
-                contents = [
-                    types.Part.from_bytes(data=request.image.data, mime_type=request.image.mime_type),
-                    types.Part.from_text(text=request.prompt),
-                ]
                 response = await bound.client.aio.models.generate_content(
-                    model=self.model, contents=contents, config=config
+                    model=self.model, contents=sdk_parts(request), config=config
                 )
         except genai_errors.APIError as exc:
             return self._failed(_api_error(exc), started)
@@ -264,9 +260,8 @@ class GeminiProvider:
     ) -> Any:
         if bound.templates is None:
             return None
-        key = (request.prompt, request.image.mime_type, *settings_key)
         try:
-            return bound.templates.request(request.prompt, request.image.mime_type, config, key)
+            return bound.templates.request(request, config, template_key(request, settings_key))
         except (AttributeError, TypeError, LookupError, KeyError) as exc:
             log.warning(
                 "google-genai's request converters changed (%s): using generate_content per call", exc

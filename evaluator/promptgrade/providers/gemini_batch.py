@@ -37,7 +37,7 @@ from promptgrade.providers.gemini import (
     _config,
     _describe,
 )
-from promptgrade.providers.gemini_wire import RequestTemplates
+from promptgrade.providers.gemini_wire import RequestTemplates, sdk_parts, template_key
 
 INLINE_LIMIT_BYTES = 20 * 1024 * 1024  # the API's limit on one inline batch request
 TERMINAL = frozenset(
@@ -143,9 +143,7 @@ class GeminiBatches:
         buffer = io.BytesIO()
         for key, request in requests:
             settings_key = (request.settings, json.dumps(request.response_schema, sort_keys=True))
-            template = templates.request(
-                request.prompt, request.image.mime_type, _config(request), (request.prompt, *settings_key)
-            )
+            template = templates.request(request, _config(request), template_key(request, settings_key))
             line = {"key": key, "request": template.fill(request.image.data)}
             buffer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
         buffer.seek(0)
@@ -244,10 +242,7 @@ class GeminiBatches:
 
 
 def _contents(request: CompletionRequest) -> list[types.Part]:
-    return [
-        types.Part.from_bytes(data=request.image.data, mime_type=request.image.mime_type),
-        types.Part.from_text(text=request.prompt),
-    ]
+    return sdk_parts(request)
 
 
 def _inline_size(requests: list[tuple[str, CompletionRequest]]) -> int:
@@ -264,7 +259,11 @@ def _inline_size(requests: list[tuple[str, CompletionRequest]]) -> int:
         return schemas[id(schema)]
 
     return sum(
-        len(r.image.data) * 4 // 3 + len(r.prompt.encode()) + schema_size(r) + len(key) + 1024
+        sum(len(image.data) for image in r.images) * 4 // 3
+        + len(r.prompt.encode())
+        + schema_size(r)
+        + len(key)
+        + 1024
         for key, r in requests
     )
 

@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 
 from google.genai import _common, models, types
 
+from promptgrade.providers.base import CompletionRequest, TextPart
+
 _MAX_TEMPLATES = 64  # candidates per sweep are few; a bound keeps a long-lived Lambda's memory flat
 
 
@@ -62,11 +64,13 @@ class RequestTemplates:
         self._templates: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
 
     def request(
-        self, prompt: str, mime_type: str, config: types.GenerateContentConfig, key: tuple[Any, ...]
+        self, request: CompletionRequest, config: types.GenerateContentConfig, key: tuple[Any, ...]
     ) -> _Template:
+        """The template for ``request``'s prompt (``key`` names it: see ``template_key``). A prompt's
+        reference images are in the template itself, so a call copies only its tray's base64."""
         template = self._templates.get(key)
         if template is None:
-            template = self._build(prompt, mime_type, config)
+            template = self._build(request, config)
             self._templates[key] = template
             if len(self._templates) > _MAX_TEMPLATES:
                 self._templates.popitem(last=False)
@@ -74,13 +78,10 @@ class RequestTemplates:
             self._templates.move_to_end(key)
         return template
 
-    def _build(self, prompt: str, mime_type: str, config: types.GenerateContentConfig) -> _Template:
-        """Mirrors ``AsyncModels._generate_content`` up to the HTTP call, with a sentinel image."""
+    def _build(self, request: CompletionRequest, config: types.GenerateContentConfig) -> _Template:
+        """Mirrors ``AsyncModels._generate_content`` up to the HTTP call, with a sentinel tray."""
         sentinel = os.urandom(24)
-        contents = [
-            types.Part.from_bytes(data=sentinel, mime_type=mime_type),
-            types.Part.from_text(text=prompt),
-        ]
+        contents = sdk_parts(request, tray=sentinel)
         parameters = types._GenerateContentParameters(model=self._model, contents=contents, config=config)
         convert = (
             models._GenerateContentParameters_to_vertex
@@ -121,6 +122,28 @@ class RequestTemplates:
         return types.GenerateContentResponse._from_response(
             response=response_dict, kwargs=template.response_kwargs
         )
+
+
+def sdk_parts(request: CompletionRequest, tray: bytes | None = None) -> list[types.Part]:
+    """The request's sequence as the SDK's parts (the tray's bytes replaced by ``tray`` if given)."""
+    parts = []
+    for part in request.content():
+        if isinstance(part, TextPart):
+            parts.append(types.Part.from_text(text=part.text))
+        else:
+            data = tray if tray is not None and part is request.image else part.data
+            parts.append(types.Part.from_bytes(data=data, mime_type=part.mime_type))
+    return parts
+
+
+def template_key(request: CompletionRequest, settings_key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a template depends on besides the tray's bytes: the prompt, the tray's type, the
+    settings, and — for a prompt with reference images — the sequence, images by sha256."""
+    layout = tuple(
+        part.text if isinstance(part, TextPart) else ("tray" if part is request.image else part.sha256)
+        for part in request.parts
+    )
+    return (request.prompt, request.image.mime_type, *settings_key, *layout)
 
 
 def _find(node: Any, marker: str, trail: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:

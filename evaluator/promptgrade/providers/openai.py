@@ -22,6 +22,8 @@ from promptgrade.providers.base import (
     CompletionRequest,
     ErrorInfo,
     ErrorKind,
+    ImageInput,
+    TextPart,
     failed,
     redacted,
     status_kind,
@@ -117,19 +119,17 @@ def _no_key(api_key_env: str | None, base_url: str | None) -> None:
 def chat_arguments(model: str, request: CompletionRequest) -> dict[str, Any]:
     """The request as Chat Completions arguments: image first, then the prompt (as sent to Gemini)."""
     settings = request.settings
-    image: dict[str, Any] = {
-        "url": f"data:{request.image.mime_type};base64,{base64.b64encode(request.image.data).decode('ascii')}"
-    }
-    if settings.media_resolution is not None:
-        image["detail"] = _DETAIL[settings.media_resolution]
+    detail = _DETAIL[settings.media_resolution] if settings.media_resolution is not None else None
     arguments: dict[str, Any] = {
         "model": model,
         "messages": [
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": image},
-                    {"type": "text", "text": request.prompt},
+                    {"type": "text", "text": part.text}
+                    if isinstance(part, TextPart)
+                    else {"type": "image_url", "image_url": _image_url(part, detail)}
+                    for part in request.content()
                 ],
             }
         ],
@@ -149,6 +149,15 @@ def chat_arguments(model: str, request: CompletionRequest) -> dict[str, Any]:
             "json_schema": {"name": "answer", "schema": request.response_schema, "strict": False},
         }
     return arguments
+
+
+def _image_url(image: ImageInput, detail: str | None) -> dict[str, Any]:
+    url: dict[str, Any] = {
+        "url": f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    }
+    if detail is not None:
+        url["detail"] = detail
+    return url
 
 
 def completion_of(response: Any, latency_ms: float) -> Completion:

@@ -67,6 +67,9 @@ class ProviderRecord:
     experiment_base_url: bool = False  # whether the experiment-level ``base_url`` is this provider's too
     role_grant: RoleGrant | None = None  # with Credential.IAM_ROLE
     batch: str | None = None  # the batch back-end, for ``batch: true`` models
+    # images one request may carry (the tray and a prompt's reference images); None: no fixed limit
+    # known (an OpenAI-compatible server decides: vLLM's --limit-mm-per-prompt, for one)
+    max_images: int | None = None
 
     @property
     def module(self) -> str:
@@ -116,6 +119,7 @@ RECORDS: tuple[ProviderRecord, ...] = (
         lab_options=frozenset({"convert_per_call"}),
         experiment_base_url=True,
         batch="promptgrade.providers.gemini_batch:GeminiBatches",
+        max_images=3000,  # the Gemini API's documented limit is 3,600 image files per request
     ),
     ProviderRecord(
         name="bedrock",
@@ -138,6 +142,7 @@ RECORDS: tuple[ProviderRecord, ...] = (
             action="bedrock:InvokeModel",
             resources=bedrock_model_arns,
         ),
+        max_images=20,  # Converse: at most 20 images per request
     ),
     ProviderRecord(
         name="openai",

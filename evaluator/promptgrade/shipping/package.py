@@ -67,6 +67,7 @@ GRADING_PATH: tuple[str, ...] = (
     "task.py",
     "yamlfile.py",
     "prompts.py",
+    "references.py",  # reference images: what a prompt shows besides the tray, rendered in order
     "answers.py",
     "grading.py",
     "bundle.py",

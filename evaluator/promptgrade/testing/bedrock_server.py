@@ -36,6 +36,7 @@ class ConverseRequest:
     tool_config: dict[str, Any] | None = None
     authorization: str | None = None
     content_order: tuple[str, ...] = ()
+    image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (the last is image_sha256)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class _Handler(JSONHandler):
         else:
             content = [{"text": text}]
             stop = stop or "end_turn"
-        prompt_tokens = (TOKENS_PER_IMAGE if request.image_sha256 else 0) + math.ceil(len(request.prompt) / 4)
+        prompt_tokens = TOKENS_PER_IMAGE * len(request.image_sha256s) + math.ceil(len(request.prompt) / 4)
         output_tokens = max(1, math.ceil(len(text) / 4))
         self._send(
             200,
@@ -140,20 +141,23 @@ class _Handler(JSONHandler):
 def _parse(model_id: str, body: dict[str, Any], authorization: str | None) -> ConverseRequest:
     texts: list[str] = []
     order: list[str] = []
-    image_sha256 = image_format = None
+    images: list[str] = []
+    image_format = None
     for message in body["messages"]:
         for block in message["content"]:
             kind = next(iter(block))
             order.append(kind)
             if kind == "text":
                 texts.append(block["text"])
-            elif kind == "image" and image_sha256 is None:
+            elif kind == "image":
                 data = base64.b64decode(block["image"]["source"]["bytes"], validate=True)
-                image_sha256, image_format = hashlib.sha256(data).hexdigest(), block["image"]["format"]
+                images.append(hashlib.sha256(data).hexdigest())
+                image_format = block["image"]["format"]
     return ConverseRequest(
         model_id=model_id,
         prompt="\n".join(texts),
-        image_sha256=image_sha256,
+        image_sha256=images[-1] if images else None,
+        image_sha256s=tuple(images),
         image_format=image_format,
         inference=body.get("inferenceConfig") or {},
         tool_config=body.get("toolConfig"),

@@ -111,7 +111,7 @@ class RequestInfo:
     model: str
     path: str
     prompt: str
-    image_sha256: str | None
+    image_sha256: str | None  # the last image: the tray, in any prompt that shows references first
     mime_type: str | None
     generation_config: dict[str, Any] = field(default_factory=dict)
     has_response_schema: bool = False
@@ -121,6 +121,7 @@ class RequestInfo:
     received_at: float = 0.0  # time.monotonic() when the request arrived, before any latency or fault
     body: bytes = field(default=b"", repr=False)  # the raw JSON, for tests that compare what was sent
     image_tokens: int = TOKENS_PER_IMAGE  # what this request's image is billed (see FakeGemini.image_tokens)
+    image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (references, then the tray)
 
 
 class GeminiReplies(JSONHandler):
@@ -173,14 +174,15 @@ def parse_request(
     model: str, path: str, body: dict[str, Any], headers: Any, received_at: float
 ) -> RequestInfo:
     texts: list[str] = []
-    image_sha256 = mime_type = None
+    images: list[str] = []
+    mime_type = None
     for content in _get(body, "contents") or []:
         for part in _get(content, "parts") or []:
             if (text := _get(part, "text")) is not None:
                 texts.append(text)
             inline = _get(part, "inlineData")
-            if inline is not None and image_sha256 is None:
-                image_sha256 = hashlib.sha256(_b64decode(_get(inline, "data") or "")).hexdigest()
+            if inline is not None:
+                images.append(hashlib.sha256(_b64decode(_get(inline, "data") or "")).hexdigest())
                 mime_type = _get(inline, "mimeType")
     config = _get(body, "generationConfig") or {}
     schema = next(
@@ -195,8 +197,9 @@ def parse_request(
         model=model,
         path=path,
         prompt="\n".join(texts),
-        image_sha256=image_sha256,
+        image_sha256=images[-1] if images else None,
         mime_type=mime_type,
+        image_sha256s=tuple(images),
         generation_config=config,
         has_response_schema=schema is not None,
         response_schema=schema,
@@ -213,7 +216,7 @@ def _estimate_tokens(text: str) -> int:
 def envelope(
     info: RequestInfo, candidates: list[dict[str, Any]] | None, *, output_tokens: int
 ) -> dict[str, Any]:
-    prompt_tokens = (info.image_tokens if info.image_sha256 else 0) + _estimate_tokens(info.prompt)
+    prompt_tokens = info.image_tokens * len(info.image_sha256s) + _estimate_tokens(info.prompt)
     body: dict[str, Any] = {
         "usageMetadata": {
             "promptTokenCount": prompt_tokens,

@@ -40,6 +40,7 @@ class ChatRequest:
     authorization: str | None = None
     received_at: float = 0.0
     content_order: tuple[str, ...] = ()  # the content parts' types, in the order sent
+    image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (the last is image_sha256)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class _Handler(JSONHandler):
         text = fake._answer(request)
         finish = fault.finish_reason if fault is not None else "stop"
         content: str | None = None if finish == "content_filter" else text
-        prompt_tokens = (TOKENS_PER_IMAGE if request.image_sha256 else 0) + math.ceil(len(request.prompt) / 4)
+        prompt_tokens = TOKENS_PER_IMAGE * len(request.image_sha256s) + math.ceil(len(request.prompt) / 4)
         completion_tokens = max(1, math.ceil(len(text) / 4))
         self.send_json(
             200,
@@ -143,7 +144,8 @@ def _error(message: str, code: str | None) -> dict[str, Any]:
 def _parse(body: dict[str, Any], authorization: str | None, received_at: float) -> ChatRequest:
     texts: list[str] = []
     order: list[str] = []
-    image_sha256 = mime = detail = None
+    images: list[str] = []
+    mime = detail = None
     for message in body["messages"]:
         content = message.get("content")
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
@@ -151,11 +153,11 @@ def _parse(body: dict[str, Any], authorization: str | None, received_at: float) 
             order.append(part.get("type", "?"))
             if part.get("type") == "text":
                 texts.append(part["text"])
-            elif part.get("type") == "image_url" and image_sha256 is None:
+            elif part.get("type") == "image_url":
                 found = _DATA_URL.match(part["image_url"]["url"])
                 if found is None:
                     raise ValueError("image_url is not a base64 data: URL")
-                image_sha256 = hashlib.sha256(base64.b64decode(found["data"], validate=True)).hexdigest()
+                images.append(hashlib.sha256(base64.b64decode(found["data"], validate=True)).hexdigest())
                 mime, detail = found["mime"], part["image_url"].get("detail")
     params = {
         k: body[k]
@@ -165,7 +167,8 @@ def _parse(body: dict[str, Any], authorization: str | None, received_at: float) 
     return ChatRequest(
         model=body["model"],
         prompt="\n".join(texts),
-        image_sha256=image_sha256,
+        image_sha256=images[-1] if images else None,
+        image_sha256s=tuple(images),
         mime_type=mime,
         detail=detail,
         params=params,

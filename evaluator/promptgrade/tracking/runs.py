@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import TrackingError
+from promptgrade.references import Reference
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
 from promptgrade.task import Task
@@ -40,6 +43,27 @@ from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trac
 __all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
 PREDICTIONS = "predictions.json"
+REFERENCES_DIR = "references"  # a candidate run's reference images, as sent, and their labels
+REFERENCES_FILE = "references.json"
+
+
+def reference_file(reference: Reference) -> str:
+    """The artifact name of a reference image: its id, made safe for a path, and its type."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", reference.id).strip("-") or "reference"
+    return f"{safe}.{reference.image.mime_type.rpartition('/')[2]}"
+
+
+def reference_record(reference: Reference) -> dict[str, Any]:
+    return {
+        "id": reference.id,
+        "file": reference_file(reference),
+        "categories": list(reference.categories),
+        "grade": reference.grade,
+        "mime_type": reference.image.mime_type,
+        "sha256": reference.image.sha256,
+        "source": reference.source,
+        "source_sha256": reference.source_sha256,
+    }
 
 
 class Tracker:
@@ -161,7 +185,7 @@ class Tracker:
             run_id = self._new_child(
                 candidate, task, {**self._dataset_params(dataset), "image_max_side": image_max_side}
             )
-            self.client.log_text(run_id, candidate.rendered_prompt, "prompt/rendered.txt")
+            self.client.log_text(run_id, candidate.rendered_display, "prompt/rendered.txt")
             self.client.log_text(
                 run_id,
                 candidate.prompt.text,
@@ -170,9 +194,36 @@ class Tracker:
             self.client.log_dict(run_id, candidate_record(candidate, task, image_max_side), "candidate.json")
             uri = self.registry.link(run_id, candidate.prompt)
             self.client.set_tag(run_id, "registry_prompt_uri", uri)
+            if candidate.references:
+                self._log_references(run_id, candidate.references)
             found = (run_id, False)
-        self._trace_context(found[0], candidate.label, candidate.rendered_prompt, candidate.model)
+        self._trace_context(
+            found[0],
+            candidate.label,
+            candidate.rendered_display,
+            candidate.model,
+            tuple(r.id for r in candidate.references),
+        )
         return found
+
+    def _log_references(self, run_id: str, references: tuple[Reference, ...]) -> None:
+        """The reference images exactly as sent (what a promotion ships), their labels and hashes, and
+        one contact sheet a person can look at; the ids also as a tag, to filter runs on."""
+        from promptgrade.sheets import contact_sheet
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for reference in references:
+                (folder / reference_file(reference)).write_bytes(reference.image.data)
+            captions = [f"{r.id}: {r.grade:g}" if r.grade is not None else r.id for r in references]
+            sheet = contact_sheet([r.image for r in references], captions=captions)
+            (folder / "sheet.jpg").write_bytes(sheet.data)
+            (folder / REFERENCES_FILE).write_text(
+                json.dumps({"references": [reference_record(r) for r in references]}, indent=2),
+                encoding="utf-8",
+            )
+            self.client.log_artifacts(run_id, str(folder), REFERENCES_DIR)
+        self.client.set_tag(run_id, "references", ",".join(r.id for r in references)[:5000])
 
     def baseline_run(
         self, candidate: BaselineCandidate, dataset: DatasetSummary, train: DatasetSummary, task: Task
@@ -191,7 +242,14 @@ class Tracker:
         self._trace_context(found[0], candidate.label, None, None)
         return found
 
-    def _trace_context(self, run_id: str, name: str, prompt: str | None, model: str | None) -> None:
+    def _trace_context(
+        self,
+        run_id: str,
+        name: str,
+        prompt: str | None,
+        model: str | None,
+        references: tuple[str, ...] = (),
+    ) -> None:
         from promptgrade.tracking.traces import TraceContext
 
         dataset = self.dataset
@@ -203,6 +261,7 @@ class Tracker:
             model=model,
             image_refs=dataset.image_refs if dataset is not None else {},
             image_sha256=dataset.image_sha256 if dataset is not None else {},
+            references=references,
         )
 
     def _new_child(self, candidate: Candidate | BaselineCandidate, task: Task, params: dict[str, Any]) -> str:
@@ -373,6 +432,8 @@ def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> d
         "task": task.model_dump(mode="json"),
         "image_max_side": image_max_side,
         "endpoint": {"region": candidate.spec.region, "base_url": candidate.spec.base_url},
+        # the images are beside it, in references/ (see _log_references): promotion ships those bytes
+        "references": [reference_record(r) for r in candidate.references],
     }
 
 

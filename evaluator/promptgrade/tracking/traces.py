@@ -71,6 +71,7 @@ class TraceContext:
     model: str | None
     image_refs: Mapping[str, str]  # example id -> where the image came from (file path, hub id…)
     image_sha256: Mapping[str, str]
+    references: tuple[str, ...] = ()  # the ids of the reference images the prompt showed, in order
 
 
 def trace_id_for(run_id: str, example_id: str) -> str:
@@ -130,6 +131,8 @@ def build_trace(
         inputs["tray"] = attachment.ref(trace_id)
     inputs["image"] = context.image_refs.get(outcome.example_id, "")
     inputs["image_sha256"] = context.image_sha256.get(outcome.example_id, "")
+    if context.references:
+        inputs["references"] = list(context.references)
     if context.prompt is not None:
         inputs["prompt"] = context.prompt
     outputs = {
