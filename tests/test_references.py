@@ -169,3 +169,39 @@ def test_a_reference_that_is_an_evaluated_tray_is_refused(tmp_path: Path, gemini
         result.output.split()
     )
     assert gemini_server.calls == 0
+
+
+def test_releasing_a_version_freezes_its_references(tmp_path: Path, gemini_server: FakeGemini) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(ROOT / "prompts", prompts)
+    path = tmp_path / "exp.yaml"
+    write_experiment(path, name="frozen", base_url=gemini_server.base_url, n=N, prompts=SHOWN)
+    path.write_text(path.read_text().replace(f"{ROOT}/prompts", str(prompts)), encoding="utf-8")
+    chosen = [r.id for r in Sweep(path).prompt_candidates[0].references]  # what the rule picks today
+
+    refused = RUNNER.invoke(app, ["prompts", "release", SHOWN, "--dir", str(prompts)])
+    assert refused.exit_code == 2 and "pass --experiment FILE" in " ".join(refused.output.split())
+    released = RUNNER.invoke(
+        app, ["prompts", "release", SHOWN, "--dir", str(prompts), "--experiment", str(path)]
+    )
+
+    assert released.exit_code == 0, released.output
+    folder = prompts / "meal_tray_anchors" / "v2"
+    record = json.loads((folder / "references.json").read_text())
+    assert [r["id"] for r in record["references"]] == chosen
+    assert len(list((folder / "refs").iterdir())) == 5
+    lock = json.loads((prompts / "released.lock").read_text())
+    frozen = Sweep(path).prompt_candidates[0]
+    assert lock["meal_tray_anchors"]["2"] == frozen.prompt.sha256 != frozen.prompt.text_sha256
+    assert [r.id for r in frozen.references] == chosen  # the sweep now shows the frozen trays
+    task = str(ROOT / "experiments/tasks/meal_tray.yaml")
+    checked = RUNNER.invoke(app, ["prompts", "check", "--dir", str(prompts), "--task", task])
+    assert checked.exit_code == 0, checked.output
+
+    image = folder / record["references"][0]["file"]
+    image.write_bytes(image.read_bytes() + b"\0")  # one byte more: another image, as far as hashes go
+    tampered = RUNNER.invoke(app, ["prompts", "check", "--dir", str(prompts), "--task", task])
+    assert tampered.exit_code == 2
+    assert f"frozen reference {chosen[0]} of meal_tray_anchors@v2 has changed" in " ".join(
+        tampered.output.split()
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import mimetypes
 import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -23,6 +24,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from promptgrade.errors import PromptChangedError, PromptError
+from promptgrade.providers.base import ImageInput
 from promptgrade.references import (
     TRAY,
     Reference,
@@ -35,6 +37,7 @@ from promptgrade.references import (
 from promptgrade.task import Task
 
 LOCK_FILE = "released.lock"
+FROZEN_REFERENCES = "references.json"  # v<N>/references.json: a released version's reference images
 _FILE_RE = re.compile(r"^v(?P<version>[1-9][0-9]*)\.jinja$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _FRONT_MATTER_RE = re.compile(r"\A\{#-?[ \t]*\n(?P<yaml>.*?)\n[ \t]*-?#\}[ \t]*\n?", re.DOTALL)
@@ -230,8 +233,44 @@ class PromptLibrary:
                 f"prompt {name!r} has no version v{version} (available: {available})", path=path.parent
             )
         prompt = PromptVersion(name, version, path.read_text(encoding="utf-8"), source=str(path))
+        prompt = self._with_frozen_references(prompt, path.with_suffix(""))
         self._check_released(prompt)
         return prompt
+
+    def _with_frozen_references(self, prompt: PromptVersion, folder: Path) -> PromptVersion:
+        """A released version's frozen references (``v<N>/references.json`` and its images), as the
+        files stand: their hashes enter the version's sha256, so an edited image fails the lock check
+        like an edited text. Images are attached as stored; a sweep prepares them as it does any."""
+        record_path = folder / FROZEN_REFERENCES
+        if not record_path.is_file():
+            return prompt
+        try:
+            records = json.loads(record_path.read_text(encoding="utf-8"))["references"]
+            references = []
+            for record in records:
+                image_path = folder / str(record["file"])
+                data = image_path.read_bytes()
+                if (found := hashlib.sha256(data).hexdigest()) != record["sha256"]:
+                    raise PromptChangedError(
+                        f"frozen reference {record['id']} of {prompt.ref} has changed (sha256 {found[:12]}…, "
+                        f"frozen as {str(record['sha256'])[:12]}…); a released version's references are "
+                        "immutable: restore the file and put the change in a new version",
+                        path=image_path,
+                    )
+                mime = mimetypes.guess_type(image_path.name)[0] or "image/jpeg"
+                references.append(
+                    Reference(
+                        id=str(record["id"]),
+                        categories=tuple(str(c) for c in record["categories"]),
+                        grade=None if record.get("grade") is None else float(record["grade"]),
+                        image=ImageInput(data, mime),
+                        source=str(image_path),
+                        source_sha256=hashlib.sha256(data).hexdigest(),
+                    )
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PromptError(f"unreadable frozen references: {exc}", path=record_path) from None
+        return prompt.with_references(tuple(references))
 
     def all(self) -> list[PromptVersion]:
         return [self.get(name, v) for name in self.names() for v in self.versions(name)]

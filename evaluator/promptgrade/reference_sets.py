@@ -10,8 +10,8 @@ A version lists its references in one of three ways, resolved here before any pa
   task's tolerance) or ``{split: train, per_category: 1, seed: 7}`` (that many trays of each category
   the split holds, by their first-named category);
 * **frozen**, for a released version: the images and labels a release copied beside it
-  (``prompts/<name>/v<N>/references.json`` and its ``refs/``), which stand whatever the front matter
-  says, so a released version shows the same trays forever.
+  (``prompts/<name>/v<N>/references.json`` and its ``refs/``, attached by ``PromptLibrary``), which
+  stand whatever the front matter says, so a released version shows the same trays forever.
 
 Every reference image is prepared exactly as the dataset's (``prepare_image`` with the experiment's
 ``image_max_side``), once per sweep. A reference that *is* an evaluated tray — the same id, or the
@@ -21,29 +21,26 @@ measured.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import mimetypes
 import random
+import re
 from pathlib import Path
 from typing import Any
 
+from promptgrade.config import Experiment
 from promptgrade.data.examples import Example, LoadedDataset
+from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import PromptError
-from promptgrade.images import ImageError, prepare_image
-from promptgrade.prompts import PromptVersion
+from promptgrade.images import DEFAULT_MAX_SIDE, ImageError, prepare_image, sniff_mime
+from promptgrade.prompts import FROZEN_REFERENCES, PromptLibrary, PromptVersion
 from promptgrade.references import Reference
 from promptgrade.task import Task
 
-FROZEN_FILE = "references.json"
 FROZEN_IMAGES = "refs"
 RULE_KEYS = {"split", "per_grade", "per_category", "seed"}
-
-
-def frozen_folder(prompt: PromptVersion) -> Path | None:
-    """Where a release froze this version's references (``prompts/<name>/v<N>/``), if it has a file."""
-    if not prompt.source or prompt.source.startswith("prompts:/"):
-        return None
-    return Path(prompt.source).with_suffix("")
 
 
 def resolve(
@@ -60,9 +57,8 @@ def resolve(
     ``evaluated`` is the split the sweep scores, which no reference may come from.
     """
     spec = prompt.reference_spec
-    folder = frozen_folder(prompt)
-    if folder is not None and (folder / FROZEN_FILE).is_file():
-        references = _frozen(prompt, folder, image_max_side)
+    if prompt.references:  # frozen by a release (or attached by whoever made the version)
+        references = [_prepare_attached(prompt, r, image_max_side) for r in prompt.references]
     elif spec is None:
         return prompt
     elif isinstance(spec, list):
@@ -215,7 +211,8 @@ def _rule(
         chosen = _per_grade(prompt, spec["per_grade"], pool, task, rng, split)
     else:
         chosen = _per_category(prompt, spec["per_category"], pool, rng, split)
-    return [_from_example(example, split) for example in chosen]
+    origins = load_split(split).image_refs
+    return [_from_example(example, split, origins.get(example.id, "")) for example in chosen]
 
 
 def _per_grade(
@@ -264,41 +261,92 @@ def _per_category(
     return [e for name in sorted(by_category) for e in rng.sample(by_category[name], count)]
 
 
-def _from_example(example: Example, split: str) -> Reference:
+def _from_example(example: Example, split: str, origin: str) -> Reference:
+    """A dataset tray as a reference; ``source`` is its file where it has one (a release copies that)."""
     return Reference(
         id=example.id,
         categories=example.labels.categories,
         grade=example.labels.grade,
         image=example.image,
-        source=f"{split}:{example.id}",
+        source=origin if origin and Path(origin).is_file() else f"{split}:{example.id}",
     )
 
 
-# -- frozen ----------------------------------------------------------------------------------------------
-def _frozen(prompt: PromptVersion, folder: Path, image_max_side: int) -> list[Reference]:
-    """The references a release copied beside the version; each file checked against its hash."""
-    path = folder / FROZEN_FILE
+# -- attached and frozen ----------------------------------------------------------------------------
+def _prepare_attached(prompt: PromptVersion, reference: Reference, image_max_side: int) -> Reference:
+    """A reference as stored (a release's frozen file) prepared like every image; its identity —
+    id, labels and the stored file's hash — is unchanged, so is the version's sha256."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))["references"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PromptError(f"unreadable frozen references: {exc}", path=path) from None
-    references = []
-    for index, record in enumerate(records):
-        image_path = folder / record["file"]
-        reference = _prepared(
-            prompt,
-            f"frozen reference {index}",
-            str(record["id"]),
-            image_path,
-            tuple(record["categories"]),
-            record.get("grade"),
-            image_max_side,
+        image = prepare_image(reference.image.data, max_side=image_max_side, source=reference.source)
+    except ImageError as exc:
+        raise PromptError(f"reference {reference.id}: {exc.message}", path=prompt.where) from None
+    return dataclasses.replace(
+        reference,
+        image=image,
+        source_sha256=reference.source_sha256 or hashlib.sha256(reference.image.data).hexdigest(),
+    )
+
+
+def freeze(prompt: PromptVersion, references: list[Reference], library: PromptLibrary) -> PromptVersion:
+    """Copy a version's chosen references beside it (``v<N>/refs/`` and ``v<N>/references.json``) and
+    return the version as the library now loads it: its sha256 covers the frozen files, so releasing
+    it makes them as immutable as its text.
+
+    The original file is copied where there is one (files beside the template, a folder dataset's
+    trays); otherwise the prepared image is.
+    """
+    folder = library.root / prompt.name / f"v{prompt.version}"
+    if (folder / FROZEN_REFERENCES).exists():
+        raise PromptError(f"{prompt.ref}'s references are frozen already", path=folder / FROZEN_REFERENCES)
+    (folder / FROZEN_IMAGES).mkdir(parents=True, exist_ok=True)
+    records = []
+    for reference in references:
+        source = Path(reference.source) if reference.source else None
+        data = source.read_bytes() if source is not None and source.is_file() else reference.image.data
+        mime = sniff_mime(data) or reference.image.mime_type
+        name = f"{FROZEN_IMAGES}/{_safe(reference.id)}{mimetypes.guess_extension(mime) or '.jpg'}"
+        (folder / name).write_bytes(data)
+        records.append(
+            {
+                "id": reference.id,
+                "file": name,
+                "categories": list(reference.categories),
+                "grade": reference.grade,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "from": reference.source,
+            }
         )
-        if reference.source_sha256 != record["sha256"]:
-            raise PromptError(
-                f"frozen reference {record['id']} changed (sha256 {reference.source_sha256[:12]}…, frozen as "
-                f"{str(record['sha256'])[:12]}…); released versions are immutable",
-                path=image_path,
-            )
-        references.append(reference)
-    return references
+    (folder / FROZEN_REFERENCES).write_text(
+        json.dumps({"references": records}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return library.get(prompt.name, prompt.version)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "reference"
+
+
+def freeze_for_release(
+    prompt: PromptVersion, library: PromptLibrary, task: Task, experiment: Experiment | None
+) -> PromptVersion:
+    """Resolve a version's references as a sweep would — a rule against ``experiment``'s dataset, never
+    its evaluated split — and freeze them beside it (see ``freeze``)."""
+    if isinstance(prompt.reference_spec, dict) and experiment is None:
+        raise PromptError(
+            f"{prompt.ref} draws its references by a rule: pass --experiment FILE, whose dataset it draws "
+            "them from (and whose evaluated split it must not)",
+            path=prompt.where,
+        )
+    evaluated = None
+    load_split = None
+    max_side = DEFAULT_MAX_SIDE
+    if experiment is not None:
+        config = experiment.dataset.model_copy(update={"limit": None})
+        evaluated = load_dataset_split(config, task, experiment.base_dir)
+        max_side = config.image_max_side
+
+        def load_split(split: str) -> LoadedDataset:
+            return load_dataset_split(config, task, experiment.base_dir, split=split)
+
+    resolved = resolve(prompt, task, image_max_side=max_side, evaluated=evaluated, load_split=load_split)
+    return freeze(prompt, list(resolved.references), library)

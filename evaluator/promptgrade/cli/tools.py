@@ -96,10 +96,28 @@ def prompts_check(
 def prompts_release(
     ref: Annotated[str, typer.Argument(help="name@version to freeze, e.g. meal_tray_json@2.")],
     directory: PromptsDir = Path("prompts"),
+    experiment: Annotated[
+        Path | None,
+        typer.Option(
+            "--experiment",
+            help="For a version whose references come by a rule: the experiment whose dataset they are "
+            "drawn from (never from its evaluated split).",
+        ),
+    ] = None,
+    task: Annotated[Path, typer.Option(help="Task file its references' labels are checked against.")] = Path(
+        "experiments/tasks/meal_tray.yaml"
+    ),
 ) -> None:
-    """Freeze a version: record its sha256 in prompts/released.lock (commit that file)."""
+    """Freeze a version: record its sha256 in prompts/released.lock (commit that file).
+
+    A version that shows reference images has them copied beside it first (v<N>/refs/ and
+    v<N>/references.json), and their hashes enter its sha256: they are frozen with its text.
+    """
+    from promptgrade.config import load_experiment
     from promptgrade.errors import PromptError
     from promptgrade.prompts import PromptLibrary
+    from promptgrade.reference_sets import freeze_for_release
+    from promptgrade.task import load_task
 
     name, _, version = ref.partition("@")
     version = version.removeprefix("v")
@@ -107,6 +125,13 @@ def prompts_release(
         raise PromptError(f"{ref!r}: expected name@<version number>")
     library = PromptLibrary(directory)
     prompt = library.get(name, int(version))
+    if prompt.reference_spec is not None and not prompt.references:
+        loaded = load_experiment(experiment) if experiment is not None else None
+        task_path = loaded.resolve(loaded.task) if loaded is not None else task
+        prompt = freeze_for_release(prompt, library, load_task(task_path), loaded)
+        common.console.print(
+            esc(f"froze {len(prompt.references)} reference images beside {prompt.ref}: {prompt.source[:-6]}/")
+        )
     if library.release(prompt):
         common.console.print(
             esc(f"released {prompt.ref} ({prompt.sha256[:12]}…) — commit {library.lock_path}")
