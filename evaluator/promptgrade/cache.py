@@ -33,9 +33,11 @@ def default_path() -> Path:
     return load_settings().cache
 
 
-def cache_key(provider: str, model: str, request: CompletionRequest) -> str:
+def cache_key(provider: str, model: str, request: CompletionRequest, sample: int = 0) -> str:
     """A request with reference images keys on its whole sequence (each text, each image's sha256,
-    in order); one without keys exactly as before references existed, so old answers still count."""
+    in order); one without keys exactly as before references existed, so old answers still count.
+    Sample ``i`` > 0 of a candidate answering k times is its own answer: the index is in its key
+    (sample 0 keys as a single answer does, so a k = 1 sweep's answers count for k = 3)."""
     payload: dict[str, object] = {
         "provider": provider,
         "model": model,
@@ -44,6 +46,8 @@ def cache_key(provider: str, model: str, request: CompletionRequest) -> str:
         "schema": request.response_schema,
         "image_sha256": request.image.sha256,
     }
+    if sample:
+        payload["sample"] = sample
     if request.parts:
         payload["parts"] = [
             ["text", part.text] if isinstance(part, TextPart) else ["image", part.sha256]

@@ -25,6 +25,11 @@ class Candidate:
     spec: ModelSpec
     settings: GenerationSettings
     rendered: RenderedPrompt | str  # text, and where the tray and any reference images go
+    samples: int = 1  # answers per example, reduced by a vote (``grading.vote``)
+
+    @property
+    def abstain_below(self) -> float | None:
+        return self.spec.abstain_below
 
     @property
     def rendered_prompt(self) -> str:
@@ -61,6 +66,10 @@ class Candidate:
             "model": self.model,
         }
         payload["settings"] = self.settings.as_params()
+        if self.samples > 1:  # k = 1 keys as candidates always have
+            payload["samples"] = self.samples
+        if self.abstain_below is not None:
+            payload["abstain_below"] = self.abstain_below
         if self.batch:  # its own MLflow run (its cost is the batch price); online keys are unchanged
             payload["mode"] = "batch"
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -69,7 +78,10 @@ class Candidate:
     def label(self) -> str:
         varied = [f"{k}={v}" for k, v in self.settings.as_params().items() if k != "structured_output"]
         mode = "json" if self.settings.structured_output else "text"
-        return " · ".join([self.prompt.ref, self.model, mode, *varied, *(["batch"] if self.batch else [])])
+        sampled = [f"samples={self.samples}"] if self.samples > 1 else []
+        return " · ".join(
+            [self.prompt.ref, self.model, mode, *varied, *sampled, *(["batch"] if self.batch else [])]
+        )
 
     def params(self) -> dict[str, Any]:
         """What MLflow records about the candidate (names are part of the user-facing contract)."""
@@ -83,6 +95,8 @@ class Candidate:
             **self.settings.as_params(),
             **({"optimized_on": ",".join(self.prompt.optimized_on)} if self.prompt.optimized_on else {}),
             **({"n_references": len(self.references)} if self.references else {}),
+            **({"samples": self.samples} if self.samples > 1 else {}),
+            **({"abstain_below": self.abstain_below} if self.abstain_below is not None else {}),
         }
 
 
@@ -118,8 +132,8 @@ AnyCandidate = Candidate | BaselineCandidate
 def candidates_for(plan: Plan) -> list[Candidate]:
     out: list[Candidate] = []
     for spec in plan.experiment.models:
-        for settings, explicit in spec.variants():
+        for settings, explicit, samples in spec.variants():
             for prompt in plan.prompts:
                 final = effective_settings(prompt, settings, explicit=explicit)
-                out.append(Candidate(prompt, spec, final, prompt.render_prompt(plan.task)))
+                out.append(Candidate(prompt, spec, final, prompt.render_prompt(plan.task), samples))
     return out

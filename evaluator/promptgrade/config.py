@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +23,7 @@ from promptgrade.task import Task, load_task
 from promptgrade.tokens import ImageTokenRule, longest_prefix
 from promptgrade.yamlfile import line_of, load_model, read_yaml
 
+MAX_SAMPLES = 20  # answers per example: beyond this a vote buys little and the bill grows linearly
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
 ProviderName = Literal[NAMES]  # type: ignore[valid-type]
 # model fields that only some providers take (their records say which): checked against the provider
@@ -91,6 +92,20 @@ class ModelSpec(BaseModel):
         description="gemini: send this model's uncached requests as Batch API jobs (half price, "
         "up to 24 h) instead of one call each; `sweep --batch` sets it for every model.",
     )
+    samples: int = Field(
+        1,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Answers per example (k separate requests), reduced to one by a vote: see "
+        "'Repeated samples and abstention' in the README.",
+    )
+    abstain_below: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="An example whose samples agree less than this is abstained (sent to a person), "
+        "not scored as an answer, in the selective metrics.",
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelSpec:
@@ -115,28 +130,43 @@ class ModelSpec(BaseModel):
     @field_validator("grid")
     @classmethod
     def _grid_fields(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        known = set(GenerationSettings.model_fields)
+        known = set(GenerationSettings.model_fields) | {"samples"}
         for key, values in grid.items():
             if key not in known:
-                raise ValueError(f"grid key {key!r} is not a generation setting ({', '.join(sorted(known))})")
+                raise ValueError(
+                    f"grid key {key!r} is not a generation setting or samples ({', '.join(sorted(known))})"
+                )
             if not values:
                 raise ValueError(f"grid key {key!r} has no values")
+            if key == "samples" and not all(isinstance(v, int) and 1 <= v <= MAX_SAMPLES for v in values):
+                raise ValueError(
+                    f"grid key 'samples': every value must be a whole number from 1 to {MAX_SAMPLES}"
+                )
         return grid
 
-    def variants(self) -> list[tuple[GenerationSettings, set[str]]]:
-        """Each grid point's settings, with the names the user set explicitly."""
+    def variants(self) -> list[Variant]:
+        """Each grid point's settings and samples, with the setting names the user set explicitly."""
         explicit = set(self.settings.model_fields_set)
         if not self.grid:
-            return [(self.settings, explicit)]
+            return [Variant(self.settings, explicit, self.samples)]
         keys = sorted(self.grid)
         out = []
         for values in itertools.product(*(self.grid[k] for k in keys)):
             update = dict(zip(keys, values, strict=True))
+            samples = int(update.pop("samples", self.samples))
             settings = GenerationSettings.model_validate(
                 {**self.settings.model_dump(exclude_unset=True), **update}
             )
-            out.append((settings, explicit | set(keys)))
+            out.append(Variant(settings, explicit | set(update), samples))
         return out
+
+
+class Variant(NamedTuple):
+    """One point of a model's grid: its settings, the names set explicitly, and its samples per example."""
+
+    settings: GenerationSettings
+    explicit: set[str]
+    samples: int
 
 
 class BaselineSpec(BaseModel):

@@ -64,17 +64,18 @@ def estimate(
     for candidate in candidates:
         media = candidate.settings.media_resolution
         references = reference_sizes(candidate)
-        input_tokens = sum(
+        k = candidate.samples  # each sample is a request of its own
+        input_tokens = k * sum(
             request_input_tokens(plan, candidate.model, candidate.rendered_prompt, size, media, references)
             for size in sizes
         )
-        output_tokens = EXPECTED_OUTPUT_TOKENS * len(sizes)
+        output_tokens = EXPECTED_OUTPUT_TOKENS * len(sizes) * k
         price = price_for(candidate.model, plan.prices, batch=candidate.batch)
         online = price_for(candidate.model, plan.prices)
         out.append(
             CandidateEstimate(
                 candidate=candidate,
-                calls=len(sizes),
+                calls=len(sizes) * k,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=None if price is None else price.cost(input_tokens, output_tokens),

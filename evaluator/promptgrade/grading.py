@@ -7,7 +7,10 @@ so both call these functions. Retries, caching and timeouts wrap ``call`` from o
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import dataclasses
+import statistics
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +77,63 @@ def build_request(
         settings=settings,
         response_schema=task.response_schema() if settings.structured_output else None,
         parts=parts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Voted:
+    """k samples of one tray reduced to the answer scoring sees, and how far the samples agreed."""
+
+    result: GradingResult
+    samples: tuple[GradingResult, ...]
+    agreement: (
+        float  # share of the answering samples whose first-named category is the vote (0: none answered)
+    )
+    grade_spread: float | None  # the answering samples' grades, max − min (None: none answered)
+
+
+def vote(samples: Sequence[GradingResult]) -> Voted:
+    """The majority of the samples' first-named categories — a tie goes to the earliest sample — with
+    the median of their grades; a sample that failed or did not parse does not vote.
+
+    The voted answer is the earliest sample naming the winning category first, with the median grade,
+    so one sample is exactly that sample's answer (k = 1 scores as a single call always has). Tokens are
+    the samples' sum (they were all paid for) and the latency their slowest (they run side by side).
+    """
+    if not samples:
+        raise ValueError("vote() needs at least one sample")
+    voting = [(i, r.prediction) for i, r in enumerate(samples) if r.prediction is not None]
+    if len(samples) == 1:
+        only = samples[0]
+        return Voted(only, tuple(samples), 1.0 if voting else 0.0, 0.0 if voting else None)
+    if not voting:
+        return Voted(
+            GradingResult(_merged(samples, samples[0].completion), failure=samples[0].failure),
+            tuple(samples),
+            0.0,
+            None,
+        )
+    counts = Counter(prediction.top1 for _, prediction in voting)
+    most = max(counts.values())
+    index, winner = next((i, p) for i, p in voting if counts[p.top1] == most)  # the earliest of a tie
+    grades = sorted(prediction.grade for _, prediction in voting)
+    voted = winner.model_copy(update={"grade": statistics.median(grades)})
+    completion = _merged(samples, samples[index].completion)
+    return Voted(
+        GradingResult(completion, prediction=voted),
+        tuple(samples),
+        most / len(voting),
+        grades[-1] - grades[0],
+    )
+
+
+def _merged(samples: Sequence[GradingResult], chosen: Completion) -> Completion:
+    latencies = [r.completion.latency_ms for r in samples]
+    return dataclasses.replace(
+        chosen,
+        input_tokens=sum(r.completion.input_tokens for r in samples),
+        output_tokens=sum(r.completion.output_tokens for r in samples),
+        latency_ms=max(latencies) if all(latencies) else 0.0,
     )
 
 

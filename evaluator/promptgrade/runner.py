@@ -33,9 +33,9 @@ from promptgrade.config import Limits, Plan, price_for
 from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.errors import SweepAborted
 from promptgrade.estimate import reference_sizes, request_input_tokens, size_of
-from promptgrade.grading import build_request, interpret
+from promptgrade.grading import build_request, interpret, vote
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorKind, Provider
-from promptgrade.scoring import Estimate, Outcome, score, skipped, summarise
+from promptgrade.scoring import Estimate, Outcome, score_vote, skipped, summarise
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS
 
 
@@ -221,11 +221,17 @@ class Caller:
             self.budget.settle(estimated, actual)
 
     async def complete(
-        self, candidate: Candidate, provider: Provider, request: CompletionRequest, tokens: int
+        self,
+        candidate: Candidate,
+        provider: Provider,
+        request: CompletionRequest,
+        tokens: int,
+        sample: int = 0,
     ) -> tuple[Completion, int]:
-        """The answer and how many API requests it took (0 when it came from the cache)."""
+        """The answer (sample ``sample`` of the candidate's k) and how many API requests it took (0 when
+        it came from the cache)."""
         cache = self.cache.cache
-        key = cache_key(candidate.provider, candidate.model, request) if cache is not None else ""
+        key = cache_key(candidate.provider, candidate.model, request, sample) if cache is not None else ""
         if cache is not None and self.cache.read and (hit := cache.get(key)) is not None:
             return hit, 0
         if getattr(provider, "answers_without_calling", False):
@@ -273,10 +279,12 @@ class Caller:
             gate.consecutive_failures = 0
 
 
-def _pairs(candidates: list[Candidate], examples: list[Example]) -> Iterator[tuple[Candidate, Example]]:
+def _pairs(candidates: list[Candidate], examples: list[Example]) -> Iterator[tuple[Candidate, Example, int]]:
+    """Every (candidate, example, sample index): a candidate's k samples of a tray are k requests."""
     for candidate in candidates:
         for example in examples:
-            yield candidate, example
+            for sample in range(candidate.samples):
+                yield candidate, example, sample
 
 
 async def run_sweep(
@@ -320,6 +328,8 @@ class _Run:
         self.order = {e.id: i for i, e in enumerate(dataset.examples)}
         self.stopped: list[SweepStopped] = []
         self.failed_models: dict[tuple[str, str], ModelStopped] = {}
+        # (candidate key, example id) -> its samples so far: an example is scored when all k are in
+        self.samples: dict[tuple[str, str], list[tuple[Completion, int] | None]] = {}
 
     def start(self) -> None:
         total = len(self.dataset.examples) + len(self.dataset.skipped)
@@ -335,20 +345,20 @@ class _Run:
         for skip in self.dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
         price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
-        result.metrics = summarise(result.outcomes, price)
+        result.metrics = summarise(result.outcomes, price, selective=candidate.abstain_below is not None)
         result.partial = partial
         for listener in self.listeners:
             listener.candidate_done(result)
 
     async def work(
         self,
-        pairs: Iterator[tuple[Candidate, Example]],
+        pairs: Iterator[tuple[Candidate, Example, int]],
         caller: Caller,
         providers: dict[tuple[str, str], Provider],
     ) -> None:
-        """One worker: takes the next (candidate, example) until none is left or the sweep stops."""
+        """One worker: takes the next (candidate, example, sample) until none is left or the sweep stops."""
         plan = self.plan
-        for candidate, example in pairs:
+        for candidate, example, sample in pairs:
             if self.stopped:
                 return
             if (candidate.provider, candidate.model) in self.failed_models:
@@ -357,7 +367,7 @@ class _Run:
             request = build_request(candidate.rendered, plan.task, candidate.settings, example.image)
             tokens = caller.input_tokens(candidate, request)
             try:
-                completion, calls = await caller.complete(candidate, provider, request, tokens)
+                completion, calls = await caller.complete(candidate, provider, request, tokens, sample)
             except ModelStopped as stop:
                 self.failed_models.setdefault(stop.model, stop)
                 continue
@@ -365,28 +375,43 @@ class _Run:
                 self.stopped.append(stop)
                 return
             try:  # a listener may stop the sweep (its MLflow store is gone): the answer is kept
-                self.scored(candidate, example, completion, calls, tokens)
+                self.answered(candidate, example, sample, completion, calls, tokens)
             except SweepStopped as stop:
                 self.stopped.append(stop)
                 return
 
-    def scored(
-        self, candidate: Candidate, example: Example, completion: Completion, calls: int, tokens: int
+    def answered(
+        self,
+        candidate: Candidate,
+        example: Example,
+        sample: int,
+        completion: Completion,
+        calls: int,
+        tokens: int,
     ) -> None:
+        """One sample's answer; the example is scored when its last sample is in."""
         result = self.results[candidate.key]
         result.calls += calls
         result.cache_hits += calls == 0
-        labels = example.labels
+        slots = self.samples.setdefault((candidate.key, example.id), [None] * candidate.samples)
+        slots[sample] = (completion, calls)
+        if any(slot is None for slot in slots):
+            return
+        del self.samples[(candidate.key, example.id)]
         task = self.plan.task
-        outcome = score(
+        answers = [slot for slot in slots if slot is not None]
+        voted = vote([interpret(answer, task) for answer, _ in answers])
+        labels = example.labels
+        outcome = score_vote(
             example.id,
             labels.categories,
             labels.grade,
-            interpret(completion, task),
+            voted,
             task,
-            estimated_input_tokens=tokens,
+            estimated_input_tokens=tokens * candidate.samples,
+            abstain_below=candidate.abstain_below,
         )
-        if calls == 0 and not completion.latency_ms:
+        if all(n == 0 for _, n in answers) and not voted.result.completion.latency_ms:
             # a batch job's answer has no latency of its own: no figure beats a false zero
             outcome = outcome.model_copy(update={"latency_ms": None})
         result.outcomes.append(outcome)

@@ -12,11 +12,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from promptgrade.grading import GradingResult
+from promptgrade.grading import GradingResult, Voted
 from promptgrade.task import Task
 
 Status = Literal["ok", "parse_failure", "error", "skipped"]
 Z95 = 1.959963984540054
+
+
+class Sample(BaseModel):
+    """One of an example's k answers, as it voted (or failed to)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Status
+    categories: tuple[str, ...] = ()
+    grade: float | None = None
+    category_correct: bool = False
+    error_kind: str | None = None
 
 
 class Outcome(BaseModel):
@@ -41,6 +53,12 @@ class Outcome(BaseModel):
     output_tokens: int = 0
     latency_ms: float | None = None
     estimated_input_tokens: int | None = None  # the pre-call estimate (None: no model was called)
+    # with ``samples: k`` > 1: each answer, how far they agreed (see grading.vote), and whether the
+    # example was abstained (its agreement under the candidate's ``abstain_below``: a person decides)
+    samples: tuple[Sample, ...] = ()
+    agreement: float | None = None
+    grade_spread: float | None = None
+    abstained: bool = False
 
 
 def score(
@@ -84,6 +102,51 @@ def score(
         grade_correct=None if grade_error is None else grade_error <= task.grade.tolerance + 1e-9,
         grade_abs_error=grade_error,
         **common,
+    )
+
+
+def score_vote(
+    example_id: str,
+    true_categories: Sequence[str],
+    true_grade: float | None,
+    voted: Voted,
+    task: Task,
+    *,
+    estimated_input_tokens: int | None = None,
+    abstain_below: float | None = None,
+) -> Outcome:
+    """The voted answer scored as any answer is; with several samples, each sample and the agreement.
+
+    One sample scores exactly as ``score`` does (only ``abstained`` can differ, when asked for)."""
+    outcome = score(
+        example_id,
+        true_categories,
+        true_grade,
+        voted.result,
+        task,
+        estimated_input_tokens=estimated_input_tokens,
+    )
+    abstained = abstain_below is not None and voted.agreement < abstain_below
+    if len(voted.samples) == 1:
+        return outcome.model_copy(update={"abstained": True}) if abstained else outcome
+    truth = set(true_categories)
+    samples = tuple(
+        Sample(
+            status=r.status,
+            categories=r.prediction.categories if r.prediction else (),
+            grade=r.prediction.grade if r.prediction else None,
+            category_correct=bool(r.prediction and truth.intersection(r.prediction.categories)),
+            error_kind=r.error_kind,
+        )
+        for r in voted.samples
+    )
+    return outcome.model_copy(
+        update={
+            "samples": samples,
+            "agreement": voted.agreement,
+            "grade_spread": voted.grade_spread,
+            "abstained": abstained,
+        }
     )
 
 
@@ -172,8 +235,13 @@ class Price(BaseModel):
         return Price(input=self.batch_input, output=self.batch_output)
 
 
-def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[str, Estimate | float]:
-    """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart."""
+def summarise(
+    outcomes: Iterable[Outcome], price: Price | None = None, *, selective: bool = False
+) -> dict[str, Estimate | float]:
+    """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart.
+
+    Examples answered by several samples add the agreement metrics; ``selective`` (a candidate with
+    ``abstain_below``) adds coverage and the accuracies over the examples not abstained."""
     rows = list(outcomes)
     scored = [o for o in rows if o.status != "skipped"]
     n = len(scored)
@@ -201,7 +269,33 @@ def summarise(outcomes: Iterable[Outcome], price: Price | None = None) -> dict[s
         metrics["estimated_input_tokens"] = float(sum(estimated))
     if price is not None:
         metrics["cost_usd"] = price.cost(input_tokens, output_tokens)
+    if any(o.samples for o in scored):
+        metrics.update(sample_metrics(scored))
+    if selective:
+        metrics.update(selective_metrics(scored))
     return metrics
+
+
+def sample_metrics(scored: Sequence[Outcome]) -> dict[str, Estimate | float]:
+    """How far repeated samples agree: per example, then averaged; and every sample scored unvoted."""
+    samples = [sample for o in scored for sample in o.samples]
+    spreads = [o.grade_spread for o in scored if o.grade_spread is not None]
+    return {
+        "agreement_mean": mean_ci([o.agreement or 0.0 for o in scored]),
+        "grade_spread_mean": mean_ci(spreads),
+        "sample_category_accuracy": wilson(sum(s.category_correct for s in samples), len(samples)),
+    }
+
+
+def selective_metrics(scored: Sequence[Outcome]) -> dict[str, Estimate | float]:
+    """The share answered (not abstained) and the accuracies over those only."""
+    answered = [o for o in scored if not o.abstained]
+    graded = [o for o in answered if o.true_grade is not None]
+    return {
+        "coverage": wilson(len(answered), len(scored)),
+        "selective_category_accuracy": wilson(sum(o.category_correct for o in answered), len(answered)),
+        "selective_grade_accuracy": wilson(sum(bool(o.grade_correct) for o in graded), len(graded)),
+    }
 
 
 def flatten(metrics: dict[str, Estimate | float]) -> dict[str, float]:

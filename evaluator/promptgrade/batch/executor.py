@@ -93,7 +93,10 @@ class BatchExecutor:
         out = []
         for example in self.dataset.examples:
             request = build_request(candidate.rendered, self.plan.task, candidate.settings, example.image)
-            out.append((cache_key(candidate.provider, candidate.model, request), example.id, request))
+            for sample in range(candidate.samples):  # k samples: k requests, each under its own key
+                out.append(
+                    (cache_key(candidate.provider, candidate.model, request, sample), example.id, request)
+                )
         return out
 
     # -- submitting ---------------------------------------------------------------------------

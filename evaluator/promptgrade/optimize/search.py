@@ -150,7 +150,7 @@ class Optimization:
         self.structured = {
             spec.model: effective_settings(self.start, s, explicit=e).structured_output
             for spec in experiment.models
-            for s, e in spec.variants()
+            for s, e, _ in spec.variants()
         }
         self.max_chars = max(GROWTH * len(self.start.body), MIN_MAX_CHARS)
         # the longest rendered prompt a proposal may have: what the bound assumes for every proposal
@@ -222,9 +222,9 @@ class Optimization:
     def candidates_for(self, prompt: PromptVersion) -> list[Candidate]:
         out = []
         for spec in self.task_specs:
-            for settings, explicit in spec.variants():
+            for settings, explicit, samples in spec.variants():
                 final = effective_settings(prompt, settings, explicit=explicit)
-                out.append(Candidate(prompt, spec, final, prompt.render_prompt(self.task)))
+                out.append(Candidate(prompt, spec, final, prompt.render_prompt(self.task), samples))
         return out
 
     def bound(self) -> Bound:
