@@ -42,8 +42,8 @@ class _Template:
         """A copy of the body with this image: only the containers on the image's path are copied,
         the rest is shared (nothing downstream mutates it — the SDK only drops top-level ``_`` keys)."""
         encoded = base64.urlsafe_b64encode(data).decode("ascii")  # as _common.encode_unserializable_types
-        root: Any = dict(self.body)
-        node = root
+        root = dict(self.body)
+        node: Any = root
         for step in self.image_path[:-1]:
             child = node[step]
             child = dict(child) if isinstance(child, dict) else list(child)
@@ -77,7 +77,7 @@ class RequestTemplates:
     def _build(self, prompt: str, mime_type: str, config: types.GenerateContentConfig) -> _Template:
         """Mirrors ``AsyncModels._generate_content`` up to the HTTP call, with a sentinel image."""
         sentinel = os.urandom(24)
-        contents = [
+        contents: list[types.PartUnion] = [
             types.Part.from_bytes(data=sentinel, mime_type=mime_type),
             types.Part.from_text(text=prompt),
         ]
@@ -109,7 +109,7 @@ class RequestTemplates:
         }
         return _Template(path, request_dict, image_path, parameters, response_kwargs)
 
-    def parse(self, template: _Template, body: str) -> types.GenerateContentResponse:
+    def parse(self, template: _Template, body: str | None) -> types.GenerateContentResponse:
         """The SDK's own reading of a response: the same object ``generate_content`` returns."""
         response_dict = json.loads(body) if body else {}
         convert = (
