@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from provider_servers import dummy_aws_credentials, serve, write_experiment
 from typer.testing import CliRunner
 
+from helpers.provider_servers import dummy_aws_credentials, serve, write_experiment
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
@@ -23,7 +23,7 @@ from promptgrade.testing.bedrock_server import ConverseRequest, FakeBedrock
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 from promptgrade.testing.openai_server import ChatRequest, FakeOpenAI
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "220"})
 N = 8
 EXPERIMENT = """\
