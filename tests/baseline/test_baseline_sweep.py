@@ -12,22 +12,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from helpers.sweeps import candidate_runs
+from helpers.sweeps import ACCURACY_METRICS, candidate_runs
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
-SHARED_METRICS = {
-    "category_accuracy",
-    "category_top1_accuracy",
-    "grade_accuracy",
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "n_examples",
-    "cost_usd",
-}
+SHARED_METRICS = set(ACCURACY_METRICS) - {"input_tokens", "output_tokens"}  # a baseline reads no tokens
 EXPERIMENT = """\
 name: with-baseline
 task: {root}/experiments/tasks/meal_tray.yaml
