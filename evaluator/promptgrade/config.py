@@ -24,8 +24,6 @@ from promptgrade.tokens import ImageTokenRule, longest_prefix
 from promptgrade.yamlfile import line_of, load_model, read_yaml
 
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
-# the names come from the provider records at import time: mypy cannot read a Literal off a runtime tuple,
-# pydantic can (and validates against it)
 ProviderName = Literal[NAMES]  # type: ignore[valid-type]
 # model fields that only some providers take (their records say which): checked against the provider
 PROVIDER_FIELDS = tuple(sorted(set().union(*(record.fields for record in RECORDS))))
@@ -180,7 +178,6 @@ class Experiment(BaseModel):
         None, gt=0, description="Stop before spending more than this (per run)."
     )
     max_calls: int | None = Field(None, ge=1, description="Stop before making more API requests than this.")
-    # a Literal of a runtime tuple, as ProviderName above: checked by pydantic, opaque to mypy
     primary_metric: Literal[PRIMARY_METRICS] = "category_accuracy"  # type: ignore[valid-type]
     trace_examples: bool | None = Field(
         None,

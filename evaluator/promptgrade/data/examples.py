@@ -99,8 +99,6 @@ class StoredImage(ImageInput):
         object.__setattr__(self, "_offset", offset)
         object.__setattr__(self, "_length", length)
 
-    # the bytes are read from the store on demand: a read-only property where ImageInput has a field,
-    # which mypy calls an incompatible override although every reader only reads it
     @property  # type: ignore[override]
     def data(self) -> bytes:
         return self._store.read(self._offset, self._length)
