@@ -28,10 +28,11 @@ install-cnn: install
 		$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode "torch==2.13.0+cpu" --find-links /opt/wheels; \
 	else echo "no CPU torch wheel on this machine: the cnn baseline is skipped (pip install 'promptgrade[cnn]')"; fi
 
-## Lint, format check and the whole test suite (what .ci/run runs).
+## Lint, format check, types and the whole test suite (what .ci/run runs).
 test: install-cnn
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n auto
 
 format: install
@@ -46,4 +47,4 @@ label-demo: install
 	$(BIN)/python scripts/label_demo.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -246,6 +246,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         sock = socket.create_connection((str(self._address), self.port), self.timeout)
         try:
+            # HTTPSConnection keeps its SSL context in _context, which typeshed does not declare
             self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
         except BaseException:
             sock.close()

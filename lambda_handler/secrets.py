@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 SECRET_ID_ENV = "PROMPTGRADE_API_KEY_SECRET_ID"
 PARAMETER_ENV = "PROMPTGRADE_API_KEY_PARAMETER"
@@ -97,7 +97,7 @@ def _botocore_muted() -> Iterator[None]:
             logger.disabled = disabled
 
 
-def _client(service: str) -> Any:
+def _client(service: Literal["secretsmanager", "ssm"]) -> Any:
     """boto3 is imported here, not at module import: a cold start that finds the key cached pays nothing."""
     import boto3
 

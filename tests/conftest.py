@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provider_servers import FAKE_API_KEY, ServedProvider, serve
 
+from helpers.provider_servers import FAKE_API_KEY, ServedProvider, serve
 from promptgrade.providers.records import NAMES
 from promptgrade.testing.gemini_server import FakeGemini
 
@@ -61,7 +61,7 @@ def no_package_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 def traces_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-example MLflow traces (on by default for users) cost about 1 s per candidate run.
 
-    Only tests marked ``traces`` (tests/test_traces.py) run with the users' default; the others sweep
+    Only tests marked ``traces`` (tests/tracking/test_traces.py) run with the users' default; the others sweep
     with PROMPTGRADE_TRACE_EXAMPLES=0, which only changes the default, so a file's setting still wins.
     """
     if request.node.get_closest_marker("traces") is None:
@@ -134,6 +134,6 @@ def tracking(tmp_path: Path, _migrated_mlflow_db: Path) -> str:
 @pytest.fixture(params=NAMES)
 def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedProvider]:
     """Each provider in turn (one per record): its local server started, the environment its real
-    client needs set, and a model spec that reaches it (see tests/provider_servers.py)."""
+    client needs set, and a model spec that reaches it (see tests/helpers/provider_servers.py)."""
     with serve(request.param, monkeypatch=monkeypatch) as (provider,):
         yield provider

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
+from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.cli import app
 from promptgrade.stats import mcnemar
 from promptgrade.testing.gemini_server import FakeGemini

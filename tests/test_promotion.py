@@ -11,12 +11,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
+from helpers.sweeps import examples_of
 from promptgrade.bundle import load_bundle
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
 from promptgrade.prompts import PromptLibrary
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +53,7 @@ def sweep(
     experiment_file: Path, gemini_server: FakeGemini, tracking: str, fake_api_key: str
 ) -> Callable[[dict], None]:
     """Run a sweep where prompt ``p`` answers the first ``right[p]`` trays (by id) correctly."""
-    experiment = load_experiment(experiment_file)
-    task = load_task(experiment.resolve(experiment.task))
-    examples = sorted(
-        load_dataset_split(experiment.dataset, task, experiment.base_dir).examples, key=lambda e: e.id
-    )
+    examples = examples_of(experiment_file)
     rank = {e.image.sha256: i for i, e in enumerate(examples)}
     truth = {e.image.sha256: e.labels for e in examples}
 

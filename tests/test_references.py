@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from scripted_sweeps import ROOT, write_experiment
 from typer.testing import CliRunner
 
+from helpers.scripted_sweeps import ROOT, write_experiment
 from promptgrade.cli import app
 from promptgrade.data.examples import Example
 from promptgrade.sweep import Sweep

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
+from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.cli import app
 from promptgrade.data.examples import Example
 from promptgrade.testing.gemini_server import FakeGemini

@@ -16,7 +16,14 @@ from typing import Literal
 
 from promptgrade.answers import ParseFailure, Prediction, parse_answer
 from promptgrade.prompts import PromptVersion
-from promptgrade.providers.base import Completion, CompletionRequest, GenerationSettings, ImageInput, Provider
+from promptgrade.providers.base import (
+    Completion,
+    CompletionRequest,
+    GenerationSettings,
+    ImageInput,
+    Part,
+    Provider,
+)
 from promptgrade.references import RenderedPrompt
 from promptgrade.task import Task
 
@@ -67,8 +74,9 @@ def build_request(
 ) -> CompletionRequest:
     """The request for one tray: a plain prompt is the tray then the text; a prompt that places images
     (reference trays, ``{{ image }}``) is its whole sequence, the tray in its slot."""
+    parts: tuple[Part, ...] = ()
     if isinstance(rendered_prompt, str):
-        text, parts = rendered_prompt, ()
+        text = rendered_prompt
     else:
         text, parts = rendered_prompt.text, rendered_prompt.request_parts(image)
     return CompletionRequest(

@@ -12,6 +12,7 @@ import hashlib
 import warnings
 from io import BytesIO
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -190,7 +191,9 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     """Scale 16/32-bit and float grey to 0-255: a plain convert("L") clips instead of scaling."""
     if image.mode != "F":
         image = image.convert("I")
-    low, high = image.getextrema()
+    # "I" and "F" have one band, whose extrema Pillow gives as one (low, high) pair of numbers; its
+    # annotation also allows the per-band pairs of multi-band images, which cannot occur here.
+    low, high = cast("tuple[float, float]", image.getextrema())
     if high <= 255 and low >= 0:
         return image.convert("L")
     top = 65535.0 if 255 < high <= 65535 and low >= 0 else float(high)

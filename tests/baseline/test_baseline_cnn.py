@@ -6,8 +6,8 @@ import importlib
 from pathlib import Path
 
 import pytest
-from cnn_extra import import_torch
 
+from helpers.cnn_extra import import_torch
 from promptgrade.baseline import load_baseline, train_and_predict
 from promptgrade.data.examples import Example
 

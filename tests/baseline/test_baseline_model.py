@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from cnn_extra import import_torch
 
+from helpers.cnn_extra import import_torch
 from promptgrade.baseline import (
     KINDS,
     Baseline,

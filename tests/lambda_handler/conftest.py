@@ -18,9 +18,9 @@ from typing import Any
 
 import boto3
 import pytest
-from lambda_events import API_KEY, HOSTNAMES, MODEL, SECRET_ID, ImageHost, make_jpeg
 from moto import mock_aws
 
+from helpers.lambda_events import API_KEY, HOSTNAMES, MODEL, SECRET_ID, ImageHost, make_jpeg
 from lambda_handler import app
 from promptgrade.bundle import Bundle, Manifest, PromptInfo, load_bundle, write_bundle
 from promptgrade.prompts import PromptLibrary

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from lambda_events import API_KEY, b64, body_json, context, http_api_v2, make_noise_jpeg, rest_api_v1
 
+from helpers.lambda_events import API_KEY, b64, body_json, context, http_api_v2, make_noise_jpeg, rest_api_v1
 from lambda_handler import app
 from promptgrade.bundle import load_bundle
 from promptgrade.images import prepare_image

@@ -13,7 +13,8 @@ import time
 
 import boto3
 import pytest
-from lambda_events import (
+
+from helpers.lambda_events import (
     MODEL,
     ImageHost,
     b64,
@@ -25,7 +26,6 @@ from lambda_events import (
     rest_api_v1,
     s3_object_created,
 )
-
 from lambda_handler import app, fetch
 from promptgrade.bundle import Bundle
 from promptgrade.images import prepare_image

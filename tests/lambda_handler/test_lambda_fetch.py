@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import boto3
 import pytest
-from lambda_events import ImageHost, make_jpeg, make_noise_jpeg
 
+from helpers.lambda_events import ImageHost, make_jpeg, make_noise_jpeg
 from lambda_handler import fetch
 from lambda_handler.fetch import FetchError, fetch_s3, fetch_url, parse_s3_uri, public_only
 

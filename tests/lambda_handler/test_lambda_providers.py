@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lambda_events import b64, body_json, context, http_api_v2, make_jpeg
 
+from helpers.lambda_events import b64, body_json, context, http_api_v2, make_jpeg
 from lambda_handler import app
 from promptgrade.bundle import Manifest, PromptInfo, write_bundle
 from promptgrade.images import prepare_image

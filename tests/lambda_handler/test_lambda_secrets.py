@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from lambda_events import API_KEY, SECRET_ID, b64, body_json, context, http_api_v2
 
+from helpers.lambda_events import API_KEY, SECRET_ID, b64, body_json, context, http_api_v2
 from lambda_handler import app, secrets
 from promptgrade.images import prepare_image
 from promptgrade.testing.gemini_server import FakeGemini, Fault

@@ -19,13 +19,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner, Result
 
+from helpers.sweeps import examples_of
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
 from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
 from promptgrade.prompts import PromptLibrary
 from promptgrade.runner import CacheMode
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 from promptgrade.testing.planted import PlantedTaskModel, ScriptedProposals, fenced
 
@@ -94,10 +92,9 @@ def write_experiment(
 
 
 def split_truth(experiment: Path, split: str) -> dict[str, tuple[tuple[str, ...], float]]:
-    loaded = load_experiment(experiment)
-    task = load_task(loaded.resolve(loaded.task))
-    dataset = load_dataset_split(loaded.dataset, task, loaded.base_dir, split=split)
-    return {e.image.sha256: (e.labels.categories, e.labels.grade or 0.0) for e in dataset.examples}
+    return {
+        e.image.sha256: (e.labels.categories, e.labels.grade or 0.0) for e in examples_of(experiment, split)
+    }
 
 
 def script(server: FakeGemini, experiment: Path) -> ScriptedProposals:

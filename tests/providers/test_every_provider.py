@@ -2,7 +2,7 @@
 provider must: an answer per image with its usage, one request per call whatever fails, a 5xx and a
 429 as transient errors, which the runner retries until every example is scored; and ``aclose``.
 
-Written once, run for each provider record by the ``served`` fixture (tests/provider_servers.py).
+Written once, run for each provider record by the ``served`` fixture (tests/helpers/provider_servers.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provider_servers import ServedProvider, write_experiment
 
+from helpers.provider_servers import ServedProvider, write_experiment
 from promptgrade.providers import Completion, CompletionRequest, ErrorKind, ImageInput, Provider
 from promptgrade.runner import run_sweep
 from promptgrade.sweep import Sweep, provider_for

@@ -12,14 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.net import free_port
 from promptgrade.providers.base import CompletionRequest, ImageInput
 from promptgrade.providers.gemini import GeminiProvider
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_command_answers_the_real_client_with_scripted_and_default_answers(
@@ -28,7 +23,7 @@ def test_the_command_answers_the_real_client_with_scripted_and_default_answers(
     image = ImageInput(b"\xff\xd8\xff tray", "image/jpeg")
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({image.sha256: "Category: soup\nFood %: 40%"}), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "promptgrade.cli", "fake-gemini", "--port", str(port)]
     command += ["--answers", str(answers), "--default-answer", '{"categories": ["stew"], "grade": 5}']
     process = subprocess.Popen(

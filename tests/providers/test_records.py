@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from provider_servers import STAND_INS
 from pydantic import ValidationError
 
+from helpers.provider_servers import STAND_INS
 from promptgrade.config import PROVIDER_FIELDS, ModelSpec
 from promptgrade.errors import ProviderError
 from promptgrade.providers import records

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from provider_servers import ServedProvider
-
+from helpers.provider_servers import ServedProvider
 from promptgrade.providers import CompletionRequest, ImageInput, TextPart
 
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from provider_servers import MODELS, serve
 
+from helpers.provider_servers import MODELS, serve
 from promptgrade.bundle import Manifest, PromptInfo, write_bundle
 from promptgrade.prompts import PromptLibrary
 from promptgrade.providers.base import GenerationSettings

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mlflow_server import MlflowServer
+
+from helpers.mlflow_server import MlflowServer
 
 
 @pytest.fixture

@@ -18,21 +18,19 @@ from typing import Any
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from mlflow_server import MlflowServer
-from scripted_sweeps import planted_answers, write_experiment
-from typer.testing import CliRunner
 
-from promptgrade.cli import app
+from helpers import sweeps
+from helpers.mlflow_server import MlflowServer
+from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.testing.gemini_server import FakeGemini
 
-RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 24
 
 pytestmark = pytest.mark.traces
 
 
 def sweep(path: Path, uri: str) -> Any:
-    return RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", uri])
+    return sweeps.sweep(path, uri, columns=240)
 
 
 def candidate_runs(client: MlflowClient, name: str) -> list[Any]:

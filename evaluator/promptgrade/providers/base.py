@@ -12,7 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,6 +146,16 @@ class Completion:
     finish_reason: str | None = None
     error: ErrorInfo | None = None
     model_version: str | None = None
+
+
+class Measures(TypedDict):
+    """What a response's mapper measures before it knows which ``Completion`` the answer is: typed, so
+    that spreading it into ``Completion(..., **measures)`` is checked field by field."""
+
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    model_version: NotRequired[str | None]
 
 
 @runtime_checkable

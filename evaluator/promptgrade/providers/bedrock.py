@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +32,7 @@ from promptgrade.providers.base import (
     CompletionRequest,
     ErrorInfo,
     ErrorKind,
+    Measures,
     TextPart,
     failed,
 )
@@ -191,10 +193,10 @@ def converse_arguments(model: str, request: CompletionRequest, *, tools: bool) -
     return arguments
 
 
-def completion_of(response: dict[str, Any], latency_ms: float) -> Completion:
+def completion_of(response: Mapping[str, Any], latency_ms: float) -> Completion:
     """A Converse response as a Completion: a forced tool's input is the answer's JSON."""
     usage = response.get("usage") or {}
-    common = {
+    common: Measures = {
         "input_tokens": int(usage.get("inputTokens") or 0),
         "output_tokens": int(usage.get("outputTokens") or 0),
         "latency_ms": latency_ms,

@@ -26,7 +26,7 @@ try:  # the SDK's async transport when installed (promptgrade asks for google-ge
     import aiohttp.helpers
     import yarl
 except ImportError:  # the Lambda's slim zip: the SDK falls back to httpx
-    aiohttp = None  # type: ignore[assignment]
+    aiohttp = None  # type: ignore[assignment]  # None stands for "not installed", tested before each use
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -72,7 +72,7 @@ _BLOCKED_FINISH = frozenset(
 )
 
 
-def _exception_types(module: str, *names: str) -> tuple[type[BaseException], ...]:
+def _exception_types(module: str, *names: str) -> tuple[type[Exception], ...]:
     """The SDK runs on aiohttp, httpx or httpx2 depending on what is installed; catch whichever is."""
     try:
         loaded = importlib.import_module(module)
@@ -82,12 +82,12 @@ def _exception_types(module: str, *names: str) -> tuple[type[BaseException], ...
 
 
 # Timeouts first: aiohttp's and httpx's timeout errors are also connection errors.
-_TIMEOUT_ERRORS = (
+_TIMEOUT_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     *_exception_types("httpx", "TimeoutException"),
     *_exception_types("httpx2", "TimeoutException"),
 )
-_CONNECTION_ERRORS = (
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     google.auth.exceptions.TransportError,
     *_exception_types("aiohttp", "ClientError"),

@@ -49,7 +49,7 @@ TERMINAL = frozenset(
         "JOB_STATE_EXPIRED",
     }
 )
-_API_ERRORS = (genai_errors.APIError, *_TIMEOUT_ERRORS, *_CONNECTION_ERRORS)
+_API_ERRORS: tuple[type[Exception], ...] = (genai_errors.APIError, *_TIMEOUT_ERRORS, *_CONNECTION_ERRORS)
 VERTEX_UNSUPPORTED = (
     "Gemini batch mode uses the Gemini Developer API (inline requests or an uploaded JSONL file); "
     "Vertex AI batch prediction needs a GCS or BigQuery source, which promptgrade does not create: "
@@ -241,7 +241,7 @@ class GeminiBatches:
         self._client.close()
 
 
-def _contents(request: CompletionRequest) -> list[types.Part]:
+def _contents(request: CompletionRequest) -> list[types.PartUnion]:
     return sdk_parts(request)
 
 

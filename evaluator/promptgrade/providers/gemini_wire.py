@@ -44,8 +44,8 @@ class _Template:
         """A copy of the body with this image: only the containers on the image's path are copied,
         the rest is shared (nothing downstream mutates it — the SDK only drops top-level ``_`` keys)."""
         encoded = base64.urlsafe_b64encode(data).decode("ascii")  # as _common.encode_unserializable_types
-        root: Any = dict(self.body)
-        node = root
+        root = dict(self.body)
+        node: Any = root
         for step in self.image_path[:-1]:
             child = node[step]
             child = dict(child) if isinstance(child, dict) else list(child)
@@ -110,7 +110,7 @@ class RequestTemplates:
         }
         return _Template(path, request_dict, image_path, parameters, response_kwargs)
 
-    def parse(self, template: _Template, body: str) -> types.GenerateContentResponse:
+    def parse(self, template: _Template, body: str | None) -> types.GenerateContentResponse:
         """The SDK's own reading of a response: the same object ``generate_content`` returns."""
         response_dict = json.loads(body) if body else {}
         convert = (
@@ -124,9 +124,9 @@ class RequestTemplates:
         )
 
 
-def sdk_parts(request: CompletionRequest, tray: bytes | None = None) -> list[types.Part]:
+def sdk_parts(request: CompletionRequest, tray: bytes | None = None) -> list[types.PartUnion]:
     """The request's sequence as the SDK's parts (the tray's bytes replaced by ``tray`` if given)."""
-    parts = []
+    parts: list[types.PartUnion] = []
     for part in request.content():
         if isinstance(part, TextPart):
             parts.append(types.Part.from_text(text=part.text))

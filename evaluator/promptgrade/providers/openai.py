@@ -23,6 +23,7 @@ from promptgrade.providers.base import (
     ErrorInfo,
     ErrorKind,
     ImageInput,
+    Measures,
     TextPart,
     failed,
     redacted,
@@ -57,7 +58,9 @@ class OpenAIProvider:
         self.model = model
         self.base_url = base_url or None
         self.timeout_s = timeout_s
-        self._secret = api_key or _no_key(api_key_env, self.base_url)
+        if not api_key:
+            _no_key(api_key_env, self.base_url)
+        self._secret = api_key or None
         self._bound: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
 
     def _client(self) -> openai.AsyncOpenAI:
@@ -113,7 +116,6 @@ def _no_key(api_key_env: str | None, base_url: str | None) -> None:
             f"No OpenAI credentials: set {DEFAULT_KEY_ENV}, or a base_url (or OPENAI_BASE_URL) for a server "
             "of your own that needs no key."
         )
-    return None
 
 
 def chat_arguments(model: str, request: CompletionRequest) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def _image_url(image: ImageInput, detail: str | None) -> dict[str, Any]:
 def completion_of(response: Any, latency_ms: float) -> Completion:
     """A ChatCompletion as a Completion; a refusal or a content filter is an answer, not a fault."""
     usage = getattr(response, "usage", None)
-    common = {
+    common: Measures = {
         "input_tokens": (usage.prompt_tokens or 0) if usage else 0,
         "output_tokens": (usage.completion_tokens or 0) if usage else 0,
         "latency_ms": latency_ms,

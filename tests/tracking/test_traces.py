@@ -13,14 +13,14 @@ from typing import Any
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from scripted_sweeps import planted_answers, write_experiment
 from typer.testing import CliRunner
 
+from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.cli import app
 from promptgrade.data.examples import Example
 from promptgrade.testing.gemini_server import FakeGemini
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 8
 

@@ -11,19 +11,17 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from provider_servers import dummy_aws_credentials, serve, write_experiment
 from typer.testing import CliRunner
 
+from helpers.provider_servers import dummy_aws_credentials, serve, write_experiment
+from helpers.sweeps import examples_of
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
 from promptgrade.providers.records import NAMES
-from promptgrade.task import load_task
 from promptgrade.testing.bedrock_server import ConverseRequest, FakeBedrock
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 from promptgrade.testing.openai_server import ChatRequest, FakeOpenAI
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "220"})
 N = 8
 EXPERIMENT = """\
@@ -56,12 +54,7 @@ def test_one_sweep_scores_every_provider_alike(
         path = write_experiment(
             tmp_path / "exp.yaml", served, name="two-providers", n=N, side=256, extra="concurrency: 4\n"
         )
-        experiment = load_experiment(path)
-        task = load_task(experiment.resolve(experiment.task))
-        truth = {
-            e.image.sha256: e.labels
-            for e in load_dataset_split(experiment.dataset, task, experiment.base_dir)
-        }
+        truth = {e.image.sha256: e.labels for e in examples_of(path)}
 
         def right(request: RequestInfo | ChatRequest | ConverseRequest) -> str:
             labels = truth[request.image_sha256 or ""]

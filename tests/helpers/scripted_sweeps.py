@@ -9,13 +9,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from promptgrade.config import load_experiment
+from helpers import ROOT
+from helpers.sweeps import examples_of
 from promptgrade.data.examples import Example
-from promptgrade.data.loaders import load_dataset_split
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import RequestInfo
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = """\
 name: {name}
 task: {root}/experiments/tasks/meal_tray.yaml
@@ -36,10 +34,7 @@ def write_experiment(
     """The experiment file on the sample set's first ``n`` test trays; returns those trays by id."""
     text = EXPERIMENT.format(name=name, root=ROOT, base_url=base_url, n=n, prompts=prompts, extra=extra)
     path.write_text(text, encoding="utf-8")
-    experiment = load_experiment(path)
-    task = load_task(experiment.resolve(experiment.task))
-    examples = load_dataset_split(experiment.dataset, task, experiment.base_dir).examples
-    return sorted(examples, key=lambda e: e.id)
+    return examples_of(path)
 
 
 def planted_answers(

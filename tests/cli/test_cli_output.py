@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 
 

@@ -20,11 +20,12 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers.sweeps import ACCURACY_METRICS, sweep
 from promptgrade.cache import AnswerCache
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini, Fault, RequestInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 12
 EXPERIMENT = """\
@@ -44,18 +45,6 @@ retry_initial_s: 0.01
 retry_max_s: 0.05
 {extra}
 """
-ACCURACY_METRICS = (
-    "category_accuracy",
-    "category_top1_accuracy",
-    "grade_accuracy",
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "n_examples",
-)
 
 
 def answer(request: RequestInfo) -> str:
@@ -89,10 +78,6 @@ def write_experiment(
     )
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def sweep(path: Path, tracking: str, *flags: str) -> object:
-    return RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking, *flags])
 
 
 def candidate_metrics(tracking: str, experiment: str = "reliability") -> dict[str, dict[str, float]]:
@@ -412,7 +397,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_calls_into_the_same_runs(
 
     shutil.copy(tracking.removeprefix("sqlite:///"), tmp_path / "seed.db")
     os.environ["PROMPTGRADE_CACHE"] = str(tmp_path / "other-cache.sqlite")
-    clean = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", other])
+    clean = sweep(path, other)
     assert clean.exit_code == 0, clean.output
     clean_metrics = candidate_metrics(other)
     for prompt, metrics in clean_metrics.items():

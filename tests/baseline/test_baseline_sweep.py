@@ -10,24 +10,15 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers.sweeps import ACCURACY_METRICS, candidate_runs
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
-SHARED_METRICS = {
-    "category_accuracy",
-    "category_top1_accuracy",
-    "grade_accuracy",
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "n_examples",
-    "cost_usd",
-}
+SHARED_METRICS = set(ACCURACY_METRICS) - {"input_tokens", "output_tokens"}  # a baseline reads no tokens
 EXPERIMENT = """\
 name: with-baseline
 task: {root}/experiments/tasks/meal_tray.yaml
@@ -42,12 +33,6 @@ baselines:
   - kind: classical
     seed: 3
 """
-
-
-def candidate_runs(tracking: str, name: str) -> list:
-    client = MlflowClient(tracking_uri=tracking)
-    exp = client.get_experiment_by_name(name)
-    return client.search_runs([exp.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
 
 
 def test_baseline_lands_beside_prompt_runs_and_its_model_loads_and_predicts(

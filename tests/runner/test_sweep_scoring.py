@@ -15,10 +15,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers.sweeps import examples_of
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 6
 
@@ -38,17 +39,11 @@ concurrency: 2
 def test_an_unknown_first_name_is_a_wrong_top1_but_a_right_category(
     tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
 ) -> None:
-    from promptgrade.config import load_experiment
-    from promptgrade.data.loaders import load_dataset_split
-    from promptgrade.task import load_task
-
     path = tmp_path / "exp.yaml"
     path.write_text(
         EXPERIMENT.format(base_url=gemini_server.base_url, model="gemini-2.5-flash"), encoding="utf-8"
     )
-    experiment = load_experiment(path)
-    task = load_task(experiment.resolve(experiment.task))
-    examples = load_dataset_split(experiment.dataset, task, experiment.base_dir).examples
+    examples = examples_of(path)
     truth = {e.image.sha256: e.labels for e in examples}
     first_half = {e.image.sha256 for e in sorted(examples, key=lambda e: e.id)[: N // 2]}
 

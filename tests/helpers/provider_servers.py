@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pytest
 
+from helpers import ROOT
 from promptgrade.config import ModelSpec
 from promptgrade.providers.base import Provider
 from promptgrade.providers.records import ProviderRecord, find
@@ -27,7 +28,6 @@ from promptgrade.testing.gemini_server import FakeGemini, Fault
 from promptgrade.testing.openai_server import ChatFault, FakeOpenAI
 from promptgrade.testing.scripted import ScriptedAPI
 
-ROOT = Path(__file__).resolve().parents[1]
 FAKE_API_KEY = "test-key-not-real"  # the dummy GEMINI_API_KEY (also tests/conftest.py's fake_api_key)
 FaultName = Literal["server_error", "rate_limited"]
 MODELS = {"gemini": "gemini-2.5-flash", "bedrock": "amazon.nova-lite-v1:0", "openai": "qwen2.5-vl-7b"}

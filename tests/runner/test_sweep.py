@@ -14,77 +14,25 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers.e2e import EXPERIMENT, Truth, script_answers, truth_of, write_experiment
+from helpers.sweeps import candidate_runs
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import FakeGemini, Fault, RequestInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})  # wide enough that tables are not truncated
 N = 10  # examples per candidate: enough to see every behaviour, small enough to be quick
-
-EXPERIMENT = """\
-name: e2e-prompts
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {root}/prompts
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset:
-  kind: folder
-  path: {root}/data/sample
-  split: test
-  limit: {n}
-  image_max_side: 256
-prompts:
-  - meal_tray_freetext@1
-  - meal_tray_json@1
-models:
-  - model: gemini-2.5-flash
-    settings: {{temperature: 0.0, max_output_tokens: 256}}
-concurrency: 4
-max_retries: 2
-"""
 
 
 @pytest.fixture
 def experiment_file(tmp_path: Path, gemini_server: FakeGemini) -> Path:
-    path = tmp_path / "exp.yaml"
-    path.write_text(EXPERIMENT.format(root=ROOT, base_url=gemini_server.base_url, n=N), encoding="utf-8")
-    return path
+    return write_experiment(tmp_path / "exp.yaml", gemini_server.base_url, n=N)
 
 
 @pytest.fixture
-def truth(experiment_file: Path) -> dict[str, tuple[str, tuple[str, ...], float]]:
+def truth(experiment_file: Path) -> Truth:
     """image sha256 → (example id, true categories, true grade), as the sweep will send them."""
-    experiment = load_experiment(experiment_file)
-    task = load_task(experiment.resolve(experiment.task))
-    dataset = load_dataset_split(experiment.dataset, task, experiment.base_dir)
-    return {e.image.sha256: (e.id, e.labels.categories, e.labels.grade or 0.0) for e in dataset.examples}
-
-
-def script_answers(server: FakeGemini, truth: dict[str, tuple[str, tuple[str, ...], float]]) -> set[str]:
-    """Answer truthfully for ids in the first half (text or JSON as asked), wrongly for the rest."""
-    ordered = sorted(truth.items(), key=lambda item: item[1][0])
-    right = {sha for sha, _ in ordered[: len(ordered) // 2]}
-
-    def answer(request: RequestInfo) -> str:
-        _, categories, grade = truth[request.image_sha256 or ""]
-        if request.image_sha256 not in right:
-            categories, grade = ("snack",), 100 - grade if grade < 50 else 0.0
-        if request.has_response_schema:
-            return json.dumps({"categories": list(categories), "food_remaining_pct": grade})
-        return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
-
-    server.default_answer = answer
-    return {truth[sha][0] for sha in right}
-
-
-def candidate_runs(tracking: str, experiment: str = "e2e-prompts") -> list:
-    client = MlflowClient(tracking_uri=tracking)
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None
-    return client.search_runs([exp.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    return truth_of(experiment_file)
 
 
 def test_sweep_logs_one_nested_run_per_candidate_with_metrics_params_and_artifacts(
@@ -100,7 +48,7 @@ def test_sweep_logs_one_nested_run_per_candidate_with_metrics_params_and_artifac
     exp = client.get_experiment_by_name("e2e-prompts")
     sweeps = client.search_runs([exp.experiment_id], "tags.`promptgrade.kind` = 'sweep'")
     assert len(sweeps) == 1
-    runs = candidate_runs(tracking)
+    runs = candidate_runs(tracking, "e2e-prompts")
     assert len(runs) == 2
     for run in runs:
         assert run.data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id
@@ -175,7 +123,7 @@ def test_per_example_faults_are_recorded_and_the_sweep_continues(
     gemini_server.enqueue_fault(Fault.rate_limited(retry_delay="0.1s"), times=1)
     result = RUNNER.invoke(app, ["sweep", str(experiment_file), "--tracking-uri", tracking])
     assert result.exit_code == 0, result.output
-    for run in candidate_runs(tracking):
+    for run in candidate_runs(tracking, "e2e-prompts"):
         metrics = run.data.metrics
         assert metrics["n_examples"] == N
         assert metrics["error_rate"] == pytest.approx(1 / N)

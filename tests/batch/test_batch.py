@@ -19,18 +19,15 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_reliability import ACCURACY_METRICS
-from test_sweep import EXPERIMENT, script_answers
 from typer.testing import CliRunner
 
+from helpers import e2e
+from helpers.e2e import Truth, script_answers, truth_of
+from helpers.sweeps import ACCURACY_METRICS, candidate_runs, sweep
 from promptgrade.cli import app
-from promptgrade.config import load_experiment
-from promptgrade.data.loaders import load_dataset_split
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_batches import BatchJob, JobScript
 from promptgrade.testing.gemini_server import FakeGemini, Fault, RequestInfo
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 6  # examples per candidate
 BATCH_PATH = ":batchGenerateContent"
@@ -45,20 +42,12 @@ def server() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture(scope="module")
-def truth(
-    server: FakeGemini, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[str, tuple[str, ...], float]]:
-    path = write_experiment(tmp_path_factory.mktemp("truth"), server)
-    experiment = load_experiment(path)
-    task = load_task(experiment.resolve(experiment.task))
-    dataset = load_dataset_split(experiment.dataset, task, experiment.base_dir)
-    return {e.image.sha256: (e.id, e.labels.categories, e.labels.grade or 0.0) for e in dataset.examples}
+def truth(server: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Truth:
+    return truth_of(write_experiment(tmp_path_factory.mktemp("truth"), server))
 
 
 @pytest.fixture(autouse=True)
-def scripted(
-    server: FakeGemini, truth: dict[str, tuple[str, tuple[str, ...], float]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def scripted(server: FakeGemini, truth: Truth, monkeypatch: pytest.MonkeyPatch) -> None:
     """Right answers for the first half of the examples, wrong ones for the rest; quick jobs and polls."""
     script_answers(server, truth)
     server.clear_faults()
@@ -72,14 +61,8 @@ def scripted(
 
 
 def write_experiment(folder: Path, server: FakeGemini, name: str = "batch-e2e", batch: bool = False) -> Path:
-    path = folder / f"{name}.yaml"
-    text = EXPERIMENT.format(root=ROOT, base_url=server.base_url, n=N).replace(
-        "name: e2e-prompts", f"name: {name}"
-    )
-    if batch:
-        text = text.replace("    settings: {", "    batch: true\n    settings: {")
-    path.write_text(text, encoding="utf-8")
-    return path
+    """This file's experiment: the end-to-end one on N trays, as ``folder/<name>.yaml``."""
+    return e2e.write_experiment(folder / f"{name}.yaml", server.base_url, n=N, name=name, batch=batch)
 
 
 class Counter:
@@ -98,18 +81,6 @@ class Counter:
 
     def jobs(self) -> int:
         return self.server.batches.created - self.start_jobs
-
-
-def sweep(path: Path, tracking: str, *args: str) -> object:
-    return RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking, *args])
-
-
-def candidate_runs(tracking: str, experiment: str) -> list[object]:
-    client = MlflowClient(tracking_uri=tracking)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None
-    runs = client.search_runs([found.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
-    return sorted(runs, key=lambda run: (run.info.start_time, run.data.params["prompt_name"]))
 
 
 def by_prompt(runs: list[object], mode: str) -> dict[str, object]:
@@ -236,7 +207,7 @@ def new_jobs(server: FakeGemini, seen: Counter) -> list[BatchJob]:
 
 
 def test_partial_failure_keeps_the_answers_and_resubmits_only_the_missing(
-    tmp_path: Path, server: FakeGemini, tracking: str, truth: dict[str, tuple[str, tuple[str, ...], float]]
+    tmp_path: Path, server: FakeGemini, tracking: str, truth: Truth
 ) -> None:
     path = write_experiment(tmp_path, server, name="batch-partial", batch=True)
     seen = Counter(server)

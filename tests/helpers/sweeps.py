@@ -1,0 +1,56 @@
+"""A sweep as the user runs it (the CLI, in process) and what the tests read back from MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import Result
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from typer.testing import CliRunner
+
+from promptgrade.cli import app
+from promptgrade.config import load_experiment
+from promptgrade.data.examples import Example
+from promptgrade.data.loaders import load_dataset_split
+from promptgrade.task import load_task
+
+# The metrics that say what a candidate scored: equal when the same answers were scored, however
+# they were fetched (cache, batch, a resumed sweep). Latency is not among them.
+ACCURACY_METRICS = (
+    "category_accuracy",
+    "category_top1_accuracy",
+    "grade_accuracy",
+    "grade_mae",
+    "parse_failure_rate",
+    "error_rate",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "n_examples",
+)
+
+
+def sweep(path: Path, tracking: str, *args: str, columns: int = 200) -> Result:
+    """``promptgrade sweep PATH --tracking-uri TRACKING ARGS…``; ``columns`` wide enough that tables and
+    one-line messages are not wrapped."""
+    runner = CliRunner(env={"COLUMNS": str(columns)})
+    return runner.invoke(app, ["sweep", str(path), "--tracking-uri", tracking, *args])
+
+
+def candidate_runs(tracking: str, experiment: str) -> list[Run]:
+    """The experiment's candidate runs, oldest first (then by prompt): a later sweep's runs come last."""
+    client = MlflowClient(tracking_uri=tracking)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r} in {tracking}"
+    runs = client.search_runs([found.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    return sorted(runs, key=lambda run: (run.info.start_time, run.data.params.get("prompt_name", "")))
+
+
+def examples_of(path: Path, split: str | None = None) -> list[Example]:
+    """The trays an experiment file sweeps (its dataset's split, or ``split``), by id: loaded as the sweep
+    loads them, so their ``image.sha256`` is what the local server sees."""
+    experiment = load_experiment(path)
+    task = load_task(experiment.resolve(experiment.task))
+    dataset = load_dataset_split(experiment.dataset, task, experiment.base_dir, split=split)
+    return sorted(dataset.examples, key=lambda e: e.id)
