@@ -417,6 +417,15 @@ def _print_dry_run(report: Any) -> None:
             "estimated with Gemini 2.x's 258-per-tile rule",
             highlight=False,
         )
+    settings = _varying_settings(report.estimates)
+    for est in report.estimates:
+        candidate = est.candidate
+        if candidate.samples > 1 and candidate.settings.temperature == 0:
+            common.console.print(
+                f"[yellow]note:[/] {esc(_short_name(candidate, settings))} asks for {candidate.samples} samples "
+                "at temperature 0: they will likely agree (and cost k times one answer)",
+                highlight=False,
+            )
     if report.dataset.skipped:
         common.console.print(
             f"[yellow]{len(report.dataset.skipped)} unusable example(s) would be skipped:[/]"

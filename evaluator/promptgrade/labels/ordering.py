@@ -1,6 +1,8 @@
 """Which trays a person should label first, and why.
 
-A labeller's minute is worth most where the labels are missing, then where the sweep's candidates
+A labeller's minute is worth most where a candidate abstained (its samples did not agree enough to
+answer: in production that tray goes to a person anyway), then where the labels are missing, then where
+the sweep's candidates
 disagree (the truth there decides which prompt wins), then where answers failed to parse (the image
 may be odd), and least where every candidate already agrees — among those, first where they agree
 against the current label (a probable labelling mistake, see ``suspects``). The reason travels with each task, so
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 from promptgrade.labels.votes import Answer, SweepAnswers
 from promptgrade.task import Task
 
-UNLABELLED, DISAGREEMENT, FAILURES, AGREEMENT = "unlabelled", "disagreement", "parse_failures", "agreement"
-TIERS = (UNLABELLED, DISAGREEMENT, FAILURES, AGREEMENT)
+ABSTAINED, UNLABELLED, DISAGREEMENT = "abstained", "unlabelled", "disagreement"
+FAILURES, AGREEMENT = "parse_failures", "agreement"
+TIERS = (ABSTAINED, UNLABELLED, DISAGREEMENT, FAILURES, AGREEMENT)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,11 @@ def assess(current: Current, answers: list[Answer], chosen: Answer | None, task:
     agreement = None
     if chosen is not None and chosen.status == "ok" and answered:
         agreement = votes[_category_key(chosen)] / len(answered)
-    if not current.categories or current.grade is None:
+    abstained = [a.candidate for a in answers if a.abstained]
+    if abstained:
+        tier = ABSTAINED
+        reason = f"abstained by {', '.join(abstained)} (its samples disagree); candidates: {described or 'none answered'}{spread}"
+    elif not current.categories or current.grade is None:
         missing = "no label yet" if not current.categories else f"no {task.grade.name} label yet"
         tier, reason = UNLABELLED, f"{missing}; candidates: {described or 'none answered'}{spread}"
     elif category_split > 0 or grade_range > task.grade.tolerance:

@@ -25,6 +25,7 @@ class Answer:
     status: str  # ok | parse_failure | error
     categories: tuple[str, ...]
     grade: float | None
+    abstained: bool = False  # its samples agreed less than its ``abstain_below``: a person should look
 
 
 @dataclass(frozen=True)
@@ -106,4 +107,10 @@ def _answer(candidate: str, record: dict[str, Any]) -> Answer:
     if grade is not None and isinstance(grade, float) and math.isnan(grade):
         grade = None
     status = str(record.get("status") or "ok")
-    return Answer(candidate, status, categories if status == "ok" else (), grade if status == "ok" else None)
+    return Answer(
+        candidate,
+        status,
+        categories if status == "ok" else (),
+        grade if status == "ok" else None,
+        abstained=record.get("abstained") is True,
+    )

@@ -34,12 +34,54 @@ def _figure(width: float = 6.0, height: float = 4.5, *, left: float = 0.12, bott
 def candidate_figures(outcomes: Sequence[Outcome], task: Task, title: str) -> dict[str, Figure]:
     """artifact path → figure, for one candidate's scored examples (skipped examples left out)."""
     scored = [o for o in outcomes if o.status != "skipped"]
-    return {
+    figures = {
         "plots/category_confusion.png": confusion(scored, task, title),
         "plots/grade_predicted_vs_true.png": grade_scatter(scored, task, title),
         "plots/grade_error_distribution.png": error_histogram(scored, title),
         "plots/failures.png": failures(scored, title),
     }
+    if any(o.samples for o in scored):
+        figures["plots/accuracy_vs_coverage.png"] = accuracy_vs_coverage(scored, title)
+    return figures
+
+
+def coverage_curve(outcomes: Sequence[Outcome]) -> list[tuple[float, float, float, float]]:
+    """(threshold, coverage, category accuracy, grade accuracy) over the answered examples, for every
+    agreement threshold worth trying: abstaining below each agreement that occurs."""
+    points = []
+    n = len(outcomes)
+    for threshold in sorted({o.agreement or 0.0 for o in outcomes}):
+        answered = [o for o in outcomes if (o.agreement or 0.0) >= threshold]
+        graded = [o for o in answered if o.grade_correct is not None]
+        points.append(
+            (
+                threshold,
+                len(answered) / n,
+                sum(o.category_correct for o in answered) / len(answered),
+                sum(bool(o.grade_correct) for o in graded) / len(graded) if graded else math.nan,
+            )
+        )
+    return points
+
+
+def accuracy_vs_coverage(outcomes: Sequence[Outcome], title: str) -> Figure:
+    """What abstaining buys: as the agreement a tray needs rises, fewer trays are answered, and those
+    answered are (one hopes) answered better."""
+    points = coverage_curve(outcomes)
+    figure = _figure()
+    axes = figure.add_subplot()
+    coverage = [p[1] for p in points]
+    axes.plot(coverage, [p[2] for p in points], marker="o", label="category accuracy")
+    axes.plot(coverage, [p[3] for p in points], marker="s", label="grade accuracy")
+    for threshold, x, y, _ in points:
+        axes.annotate(f"≥{threshold:.2f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlim(0, 1.05)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("coverage (share of trays answered, not sent to a person)")
+    axes.set_ylabel("accuracy over the answered trays")
+    axes.legend(loc="lower left", fontsize=8)
+    axes.set_title(f"{title}\naccuracy against coverage as the agreement needed rises", fontsize=9)
+    return figure
 
 
 def confusion(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:

@@ -458,12 +458,25 @@ def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
         "output_tokens": [],
         "latency_ms": [],
     }
+    sampled = any(o.samples for o in result.outcomes)
+    selective = any(o.abstained for o in result.outcomes) or getattr(result.candidate, "abstain_below", None)
+    if sampled:
+        columns.update({"samples": [], "agreement": [], "grade_spread": []})
+    if sampled or selective:
+        columns["abstained"] = []
     for outcome in result.outcomes:
         row = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in outcome.model_dump().items()
         }
         row["true_categories"] = "; ".join(outcome.true_categories)
         row["predicted_categories"] = "; ".join(outcome.predicted_categories)
+        if sampled:  # each sample as it voted: status, categories, grade (a JSON list, one cell)
+            row["samples"] = json.dumps(
+                [
+                    {"status": s.status, "categories": list(s.categories), "grade": s.grade}
+                    for s in outcome.samples
+                ]
+            )
         for name, values in columns.items():
             values.append(row[name])
     return columns

@@ -135,11 +135,18 @@ def build_trace(
         inputs["references"] = list(context.references)
     if context.prompt is not None:
         inputs["prompt"] = context.prompt
-    outputs = {
+    outputs: dict[str, Any] = {
         "answer": outcome.answer,
         "prediction": {"categories": list(outcome.predicted_categories), "grade": outcome.predicted_grade},
         "status": outcome.status,
     }
+    if outcome.samples:  # the k answers, the vote above, and how far they agreed
+        outputs["samples"] = [
+            {"status": s.status, "categories": list(s.categories), "grade": s.grade} for s in outcome.samples
+        ]
+        outputs["agreement"] = outcome.agreement
+    if outcome.abstained:
+        outputs["abstained"] = True
     usage = {
         "input_tokens": outcome.input_tokens,
         "output_tokens": outcome.output_tokens,
