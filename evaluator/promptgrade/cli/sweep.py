@@ -411,6 +411,13 @@ def _print_dry_run(report: Any) -> None:
     else:
         as_of = f" (as of {plan.prices_as_of})" if plan.prices_as_of else ""
         common.console.print(esc(f"prices and image-token rules: {plan.prices_path}{as_of}"), highlight=False)
+    _print_dry_run_notes(report)
+    common.console.print("[green]experiment, dataset and templates are valid[/]")
+
+
+def _print_dry_run_notes(report: Any) -> None:
+    """What a person should know before paying: estimates resting on a guess, samples likely to agree,
+    unusable examples, unreleased prompt versions."""
     for model in sorted({e.candidate.model for e in report.estimates if not e.rule_known}):
         common.console.print(
             f"[yellow]note:[/] {esc(model)} has no image-token rule in the price table: its images are "
@@ -435,4 +442,3 @@ def _print_dry_run(report: Any) -> None:
     drafts = [ref for ref, released in report.plan.released.items() if not released]
     if drafts:
         common.console.print(f"unreleased prompt versions (fine for experiments): {esc(', '.join(drafts))}")
-    common.console.print("[green]experiment, dataset and templates are valid[/]")

@@ -124,29 +124,8 @@ def build_trace(
     end_ns = item.ended_ns
     start_ns = end_ns - latency_ns
     attachments: dict[str, Attachment] = {}
-    inputs: dict[str, Any] = {"example_id": outcome.example_id}
-    if tray is not None:
-        attachment = Attachment(content_type=tray[1], content_bytes=tray[0])
-        attachments[attachment.id] = attachment
-        inputs["tray"] = attachment.ref(trace_id)
-    inputs["image"] = context.image_refs.get(outcome.example_id, "")
-    inputs["image_sha256"] = context.image_sha256.get(outcome.example_id, "")
-    if context.references:
-        inputs["references"] = list(context.references)
-    if context.prompt is not None:
-        inputs["prompt"] = context.prompt
-    outputs: dict[str, Any] = {
-        "answer": outcome.answer,
-        "prediction": {"categories": list(outcome.predicted_categories), "grade": outcome.predicted_grade},
-        "status": outcome.status,
-    }
-    if outcome.samples:  # the k answers, the vote above, and how far they agreed
-        outputs["samples"] = [
-            {"status": s.status, "categories": list(s.categories), "grade": s.grade} for s in outcome.samples
-        ]
-        outputs["agreement"] = outcome.agreement
-    if outcome.abstained:
-        outputs["abstained"] = True
+    inputs = _inputs(context, outcome, trace_id, tray, attachments)
+    outputs = _outputs(outcome)
     usage = {
         "input_tokens": outcome.input_tokens,
         "output_tokens": outcome.output_tokens,
@@ -228,6 +207,46 @@ def _complete(info: TraceInfo | None) -> bool:
     return (
         info is not None and info.tags.get(TraceTagKey.SPANS_LOCATION) == SpansLocation.TRACKING_STORE.value
     )
+
+
+def _inputs(
+    context: TraceContext,
+    outcome: Outcome,
+    trace_id: str,
+    tray: tuple[bytes, str] | None,
+    attachments: dict[str, Attachment],
+) -> dict[str, Any]:
+    """What the model saw: the example, the tray (as an attachment MLflow renders), its file, the
+    references shown and the prompt."""
+    inputs: dict[str, Any] = {"example_id": outcome.example_id}
+    if tray is not None:
+        attachment = Attachment(content_type=tray[1], content_bytes=tray[0])
+        attachments[attachment.id] = attachment
+        inputs["tray"] = attachment.ref(trace_id)
+    inputs["image"] = context.image_refs.get(outcome.example_id, "")
+    inputs["image_sha256"] = context.image_sha256.get(outcome.example_id, "")
+    if context.references:
+        inputs["references"] = list(context.references)
+    if context.prompt is not None:
+        inputs["prompt"] = context.prompt
+    return inputs
+
+
+def _outputs(outcome: Outcome) -> dict[str, Any]:
+    """What the model said, parsed; with samples, each sample and how far they agreed."""
+    outputs: dict[str, Any] = {
+        "answer": outcome.answer,
+        "prediction": {"categories": list(outcome.predicted_categories), "grade": outcome.predicted_grade},
+        "status": outcome.status,
+    }
+    if outcome.samples:
+        outputs["samples"] = [
+            {"status": s.status, "categories": list(s.categories), "grade": s.grade} for s in outcome.samples
+        ]
+        outputs["agreement"] = outcome.agreement
+    if outcome.abstained:
+        outputs["abstained"] = True
+    return outputs
 
 
 def _tray(item: ExampleTrace) -> tuple[bytes, str] | None:
