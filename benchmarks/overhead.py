@@ -49,6 +49,7 @@ class TimedProvider:
         self.inner = inner
         self.name = inner.name
         self.model = inner.model
+        self.base_url = inner.base_url
         self.cpu = 0.0
         self.calls = 0
 

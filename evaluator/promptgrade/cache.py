@@ -33,11 +33,16 @@ def default_path() -> Path:
     return load_settings().cache
 
 
-def cache_key(provider: str, model: str, request: CompletionRequest, sample: int = 0) -> str:
+def cache_key(
+    provider: str, model: str, request: CompletionRequest, sample: int = 0, endpoint: str | None = None
+) -> str:
     """A request with reference images keys on its whole sequence (each text, each image's sha256,
     in order); one without keys exactly as before references existed, so old answers still count.
     Sample ``i`` > 0 of a candidate answering k times is its own answer: the index is in its key
-    (sample 0 keys as a single answer does, so a k = 1 sweep's answers count for k = 3)."""
+    (sample 0 keys as a single answer does, so a k = 1 sweep's answers count for k = 3).
+    ``endpoint`` — a model reached anywhere but its provider's public API (an explicit ``base_url``,
+    the experiment's, the provider's endpoint variable) — is in the key: a self-hosted server's model
+    names are its own, and another server answering under the same name is another model."""
     payload: dict[str, object] = {
         "provider": provider,
         "model": model,
@@ -48,6 +53,8 @@ def cache_key(provider: str, model: str, request: CompletionRequest, sample: int
     }
     if sample:
         payload["sample"] = sample
+    if endpoint:
+        payload["endpoint"] = endpoint.rstrip("/")
     if request.parts:
         payload["parts"] = [
             ["text", part.text] if isinstance(part, TextPart) else ["image", part.sha256]

@@ -231,7 +231,11 @@ class Caller:
         """The answer (sample ``sample`` of the candidate's k) and how many API requests it took (0 when
         it came from the cache)."""
         cache = self.cache.cache
-        key = cache_key(candidate.provider, candidate.model, request, sample) if cache is not None else ""
+        key = (
+            cache_key(candidate.provider, candidate.model, request, sample, provider.base_url)
+            if cache is not None
+            else ""
+        )
         if cache is not None and self.cache.read and (hit := cache.get(key)) is not None:
             return hit, 0
         if getattr(provider, "answers_without_calling", False):

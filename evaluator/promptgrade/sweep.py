@@ -356,8 +356,8 @@ class Sweep:
             for client in clients.values():
                 client.close()
         providers = dict(self.providers or {})
-        for provider, model in specs:
-            providers[(provider, model)] = JournalAnswers(provider, model, journal)
+        for (provider, model), client in clients.items():
+            providers[(provider, model)] = JournalAnswers(provider, model, journal, client.base_url)
         self.providers = providers
 
     async def _run_and_close(self, work: Coroutine[Any, Any, T]) -> T:

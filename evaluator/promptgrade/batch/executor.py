@@ -93,10 +93,10 @@ class BatchExecutor:
         out = []
         for example in self.dataset.examples:
             request = build_request(candidate.rendered, self.plan.task, candidate.settings, example.image)
+            endpoint = self.clients[(candidate.provider, candidate.model)].base_url
             for sample in range(candidate.samples):  # k samples: k requests, each under its own key
-                out.append(
-                    (cache_key(candidate.provider, candidate.model, request, sample), example.id, request)
-                )
+                key = cache_key(candidate.provider, candidate.model, request, sample, endpoint)
+                out.append((key, example.id, request))
         return out
 
     # -- submitting ---------------------------------------------------------------------------
@@ -306,11 +306,11 @@ class JournalAnswers:
 
     answers_without_calling = True
 
-    def __init__(self, name: str, model: str, journal: BatchJournal) -> None:
-        self.name, self.model, self.journal = name, model, journal
+    def __init__(self, name: str, model: str, journal: BatchJournal, base_url: str | None = None) -> None:
+        self.name, self.model, self.journal, self.base_url = name, model, journal, base_url
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        reason = self.journal.failure(cache_key(self.name, self.model, request))
+        reason = self.journal.failure(cache_key(self.name, self.model, request, endpoint=self.base_url))
         message = (
             f"batch job {reason}; the next run resubmits it"
             if reason

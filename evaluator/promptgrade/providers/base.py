@@ -169,6 +169,9 @@ class Provider(Protocol):
 
     name: str
     model: str
+    # the endpoint it calls when not the provider's public API (a gateway, a self-hosted server): part
+    # of the answer cache's key, since the same model name behind another endpoint is another model
+    base_url: str | None
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 

@@ -81,6 +81,7 @@ class BedrockProvider:
         self, model: str, region: str | None = None, base_url: str | None = None, timeout_s: float = 60
     ) -> None:
         self.model = model
+        self.base_url = base_url
         self.timeout_s = timeout_s
         session = boto3.session.Session(
             botocore_session=_session_reading_aws_region(), region_name=region or None
