@@ -55,6 +55,12 @@ class TrackingError(PromptgradeError):
     """The MLflow store cannot be used as asked."""
 
 
+class SweepBusy(TrackingError):
+    """Another live sweep holds the unfinished sweep run this one would resume: wait, or run it later."""
+
+    exit_code = 3
+
+
 class SweepAborted(PromptgradeError):
     """A sweep stopped before the end (provider keeps failing, quota, budget); it can be resumed."""
 

@@ -40,7 +40,7 @@ from promptgrade.runner import (
 )
 from promptgrade.scoring import Estimate, Outcome
 from promptgrade.settings import Settings, load_settings
-from promptgrade.tracking.payloads import ExampleTrace
+from promptgrade.tracking.payloads import ExampleTrace, Owner
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
@@ -236,7 +236,12 @@ class Sweep:
         report = SweepReport(plan, dataset, self.candidates)
         report.tracking_uri = tracker.uri
         report.resumed, report.sweep_run_id = tracker.call(
-            "start_sweep", plan.experiment.path, summary, len(self.candidates), self.sweep_key()
+            "start_sweep",
+            plan.experiment.path,
+            summary,
+            len(self.candidates),
+            self.sweep_key(),
+            Owner.this_process(),
         )
         all_listeners = [_TrackingListener(tracker, dataset, self.results), *listeners]
         primary = plan.experiment.primary_metric
@@ -521,6 +526,9 @@ def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:
     return out
 
 
+HEARTBEAT_S = 30.0  # how often a running sweep tells its tracking store it is alive
+
+
 class _TrackingListener:
     """Hands each answer's trace and each finished candidate to the writer — never waits for it — and
     stops the sweep as soon as the writer reports that the store is gone."""
@@ -531,6 +539,7 @@ class _TrackingListener:
         self.tracker = tracker
         self.examples = {e.id: e for e in dataset.examples}
         self.results = results
+        self.heard = time.monotonic()
 
     def candidate_started(self, candidate: Candidate, total: int) -> None:
         pass
@@ -539,6 +548,9 @@ class _TrackingListener:
         tracker = self.tracker
         if tracker.error is not None:
             raise TrackingStopped(tracker.error.message)
+        if (now := time.monotonic()) - self.heard > HEARTBEAT_S:
+            self.heard = now
+            tracker.post("heartbeat")  # this sweep's run is still in use: no other sweep takes it over
         run_id = self._run_id(candidate)
         if run_id is None or not tracker.trace_examples or outcome.status == "skipped":
             return

@@ -49,6 +49,9 @@ def _setup() -> None:
     console, err = Console(), Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     set_library_default("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's telemetry thread edits os.environ while other threads' requests read it (a KeyError
+    # against a tracking server): off before any thread starts, unless the user set it themselves
+    set_library_default("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def user_errors(fn: F) -> F:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from dataclasses import dataclass
 
 from promptgrade.scoring import Outcome
@@ -19,3 +22,18 @@ class ExampleTrace:
     ended_ns: int
     image: bytes | None = None  # the prepared tray; the writer attaches a thumbnail of it
     image_mime: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process running a sweep (the sweep's own, not its writer's)."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid())
+
+    def tag(self) -> str:
+        return json.dumps({"host": self.host, "pid": self.pid})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
 import time
@@ -32,11 +33,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import DatasetSummary
-from promptgrade.errors import TrackingError
+from promptgrade.errors import SweepBusy, TrackingError
 from promptgrade.references import Reference
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
 from promptgrade.task import Task
+from promptgrade.tracking.payloads import Owner
 from promptgrade.tracking.registry import PromptRegistry
 from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trace_examples, tracking_uri
 
@@ -106,13 +108,20 @@ class Tracker:
 
     # -- sweep ---------------------------------------------------------------------------------
     def start_sweep(
-        self, experiment_file: Path, dataset: DatasetSummary, n_candidates: int, sweep_key: str
+        self,
+        experiment_file: Path,
+        dataset: DatasetSummary,
+        n_candidates: int,
+        sweep_key: str,
+        owner: Owner | None = None,
     ) -> tuple[bool, str]:
         """Start a sweep run, or resume the unfinished one with the same key: (resumed, run id).
 
         The key hashes the candidates and the dataset, so "the same command again" finds its sweep
-        and an edited experiment starts a new one.
+        and an edited experiment starts a new one. A RUNNING sweep run is resumed only if no live
+        sweep holds it (``check_lease``): two people sweeping one experiment file never share runs.
         """
+        owner = owner or Owner.this_process()
         self.dataset = dataset
         unfinished = self.client.search_runs(
             [self.experiment_id],
@@ -121,8 +130,11 @@ class Tracker:
             max_results=1,
         )
         if unfinished:
-            self.parent_run_id = unfinished[0].info.run_id
+            found = unfinished[0]
+            check_lease(found, owner)
+            self.parent_run_id = found.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._hold(owner)
             return True, self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
@@ -131,6 +143,8 @@ class Tracker:
                 "promptgrade.kind": "sweep",
                 "experiment_file": str(experiment_file),
                 "sweep_key": sweep_key,
+                LEASE_TAG: owner.tag(),
+                HEARTBEAT_TAG: str(int(time.time())),
             },
         )
         self.parent_run_id = run.info.run_id
@@ -141,6 +155,14 @@ class Tracker:
         )
         self._log_dataset(self.parent_run_id, dataset)
         return False, self.parent_run_id
+
+    def _hold(self, owner: Owner) -> None:
+        self.client.set_tag(self.parent_run_id, LEASE_TAG, owner.tag())
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """The sweep is alive: another sweep of the same experiment will not take its run over."""
+        self.client.set_tag(self.parent_run_id, HEARTBEAT_TAG, str(int(time.time())))
 
     def finish_sweep(
         self,
@@ -398,6 +420,44 @@ class Tracker:
     @staticmethod
     def _dataset_params(dataset: DatasetSummary) -> dict[str, Any]:
         return {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": dataset.split}
+
+
+LEASE_TAG = "promptgrade.lease"  # who runs a sweep run: {"host", "pid"} of the sweeping process
+HEARTBEAT_TAG = "promptgrade.heartbeat"  # when it last said it was alive (epoch seconds)
+LEASE_TTL_S = 180  # a sweep on another host silent this long is taken to be gone
+
+
+def check_lease(run: Any, owner: Owner) -> None:
+    """Refuse to resume a RUNNING sweep run that a live sweep holds: on this host, its process exists;
+    on another, it sent a heartbeat within ``LEASE_TTL_S``. A sweep that was killed, or stopped, or
+    whose lease is ours, may be resumed."""
+    if run.info.status != "RUNNING":
+        return
+    try:
+        lease = json.loads(run.data.tags.get(LEASE_TAG, ""))
+        holder = Owner(str(lease["host"]), int(lease["pid"]))
+    except (ValueError, KeyError, TypeError):
+        return  # a sweep run from before leases: resumed as it always was
+    if holder == owner:
+        return
+    age = time.time() - float(run.data.tags.get(HEARTBEAT_TAG) or 0)
+    alive = _process_alive(holder.pid) if holder.host == owner.host else age < LEASE_TTL_S
+    if alive:
+        raise SweepBusy(
+            f"sweep run {run.info.run_id} of this experiment is being run by process {holder.pid} on "
+            f"{holder.host} (last heard from {age:.0f} s ago); wait for it to finish (or stop it), then run "
+            "the same command to continue it"
+        )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def mlflow_dataset(dataset: DatasetSummary) -> Any:

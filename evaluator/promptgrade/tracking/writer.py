@@ -59,6 +59,10 @@ MLFLOW_HTTP = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MLflow's usage telemetry sets and pops a variable of os.environ from its own thread while other
+    # threads' HTTP requests iterate os.environ (a KeyError seen against a tracking server): off in the
+    # writer unless the user set it (MLFLOW_DISABLE_TELEMETRY=false opts back in)
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 Key = tuple[str, str, bool]  # (experiment name, tracking URI, trace_examples): one Tracker each
