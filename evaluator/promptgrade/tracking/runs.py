@@ -45,6 +45,9 @@ from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trac
 __all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
 PREDICTIONS = "predictions.json"
+# trace worker processes for the sweep's writer: on a machine with cores to spare, the traces (most of
+# a sweep's MLflow writes) are written beside the run-level writes; with one core there is nothing to gain
+TRACE_WORKERS = 2 if (os.cpu_count() or 1) >= 2 else 0
 REFERENCES_DIR = "references"  # a candidate run's reference images, as sent, and their labels
 REFERENCES_FILE = "references.json"
 
@@ -72,8 +75,17 @@ class Tracker:
     """The MLflow store of one experiment, written synchronously: call it from one thread."""
 
     def __init__(
-        self, experiment_name: str, uri: str | None = None, *, trace_examples: bool | None = None
+        self,
+        experiment_name: str,
+        uri: str | None = None,
+        *,
+        trace_examples: bool | None = None,
+        trace_workers: int = 0,
     ) -> None:
+        """``trace_workers``: processes that write trace batches beside this one (the sweep's writer
+        process asks for them; they are started with ``spawn``, which is safe only where the main module
+        is promptgrade's own)."""
+        self.trace_workers = trace_workers
         self.uri = tracking_uri(uri)
         self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
         self.dataset: DatasetSummary | None = None  # the evaluated split: image references for traces
@@ -98,8 +110,9 @@ class Tracker:
         self.registry = PromptRegistry(self.client)
         self.parent_run_id = ""
         self._traces: Any = None  # a TraceWriter, made with the first trace
+        self._pool: Any = None  # the trace workers (see _trace_pool)
+        self._pending_traces: dict[str, list[Any]] = {}  # run id -> its batches in the workers
         self._contexts: dict[str, Any] = {}  # run id -> its TraceContext
-        self._traced: dict[str, set[str]] = {}  # run id -> trace ids written in this process
 
     def activate(self) -> None:
         """Some MLflow calls (linking a prompt to a run) read the global store, not the client's."""
@@ -122,6 +135,9 @@ class Tracker:
         sweep holds it (``check_lease``): two people sweeping one experiment file never share runs.
         """
         owner = owner or Owner.this_process()
+        # batches an earlier, stopped sweep left in the workers are not this sweep's: their failures are
+        # not its failures, and its own run sends every example's trace again (written if missing)
+        self._pending_traces.clear()
         self.dataset = dataset
         unfinished = self.client.search_runs(
             [self.experiment_id],
@@ -339,19 +355,48 @@ class Tracker:
         return dict(self.client.get_run(run_id).data.metrics)
 
     def log_traces(self, run_id: str, items: list[Any]) -> int:
-        """Write a batch of the run's example traces (``traces.ExampleTrace``); returns how many."""
+        """Write a batch of the run's example traces (``traces.ExampleTrace``), or hand it to a trace
+        worker where there are cores for one (``log_candidate`` waits for them); returns how many."""
         if not self.trace_examples or not items:
             return 0
+        context = self._contexts.get(run_id)
+        if context is None:
+            raise TrackingError(f"run {run_id} is not a candidate run of this sweep")
+        pool = self._trace_pool()
+        if pool is not None:
+            from promptgrade.tracking.traces import write_batch
+
+            self._pending_traces.setdefault(run_id, []).append(
+                pool.submit(write_batch, self.uri, context, items)
+            )
+            return len(items)
         from promptgrade.tracking.traces import TraceWriter
 
         if self._traces is None:
             self._traces = TraceWriter(self.uri)
-        context = self._contexts.get(run_id)
-        if context is None:
-            raise TrackingError(f"run {run_id} is not a candidate run of this sweep")
-        written = self._traces.write(context, items)
-        self._traced.setdefault(run_id, set()).update(written)
-        return len(written)
+        return len(self._traces.write(context, items))
+
+    def _trace_pool(self) -> Any:
+        """Worker processes for traces, when this machine has a core to spare for them (None: write here)."""
+        if self.trace_workers < 1:
+            return None
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            from promptgrade.tracking.traces import worker_start
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.trace_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_start,
+            )
+        return self._pool
+
+    def _traces_written(self, run_id: str) -> None:
+        """Wait for the run's trace batches in the workers; the first failure is the run's."""
+        for future in self._pending_traces.pop(run_id, []):
+            future.result()
 
     def log_candidate(self, result: CandidateResult) -> None:
         """Metrics and the predictions table; a partial result is logged too, and marked as such."""
@@ -372,6 +417,7 @@ class Tracker:
         self.log_predictions(run_id, predictions_table(result))
         self._log_figures(run_id, self._candidate_figures(result))
         if self.trace_examples:
+            self._traces_written(run_id)
             self._check_traces(result)
         self.client.set_terminated(run_id)
 

@@ -21,6 +21,7 @@ before and writes only the missing ones — never a second trace of the same exa
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,6 +51,7 @@ from mlflow.tracing.constant import (
     TraceTagKey,
 )
 
+from promptgrade.errors import TrackingError
 from promptgrade.scoring import Outcome
 from promptgrade.tracking.payloads import ExampleTrace
 from promptgrade.tracking.thumbnails import thumbnail
@@ -319,3 +321,43 @@ class TraceWriter:
             token = page.token
             if not token:
                 return total
+
+
+# -- trace workers -------------------------------------------------------------------------------------
+# A sweep's traces are most of its MLflow writes (a store transaction per trace). Where there are cores
+# to spare, the writer hands trace batches to worker processes of its own, so they are written side by
+# side (a sqlite store serialises only the commits; a tracking server takes them in parallel).
+_WRITERS: dict[str, TraceWriter] = {}
+WORKER_ATTEMPTS = 3
+
+
+def worker_start() -> None:
+    """A trace worker: no Ctrl-C of its own, background priority, MLflow's INFO lines silenced."""
+    import logging
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(5)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def write_batch(uri: str, context: TraceContext, items: list[ExampleTrace]) -> int:
+    """Write one batch in a trace worker (retried); a store that keeps failing is one TrackingError."""
+    import time
+
+    for attempt in range(WORKER_ATTEMPTS):
+        try:
+            writer = _WRITERS.get(uri)
+            if writer is None:
+                writer = _WRITERS[uri] = TraceWriter(uri)
+            return len(writer.write(context, items))
+        except Exception as exc:
+            if attempt + 1 == WORKER_ATTEMPTS:
+                message = str(getattr(exc, "message", None) or exc).strip().splitlines()
+                raise TrackingError(
+                    f"the MLflow store {uri} failed writing traces ({message[0][:300] if message else type(exc).__name__})"
+                ) from None
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")

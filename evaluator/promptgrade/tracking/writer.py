@@ -132,10 +132,12 @@ def _dispatch(
 def _tracker(trackers: dict[Key, Any], key: Key) -> Any:
     tracker = trackers.get(key)
     if tracker is None:
-        from promptgrade.tracking.runs import Tracker
+        from promptgrade.tracking.runs import TRACE_WORKERS, Tracker
 
         name, uri, trace_examples = key
-        tracker = trackers[key] = Tracker(name, uri, trace_examples=trace_examples)
+        tracker = trackers[key] = Tracker(
+            name, uri, trace_examples=trace_examples, trace_workers=TRACE_WORKERS
+        )
     else:
         tracker.activate()  # another sweep of this process may have pointed MLflow elsewhere
     return tracker
