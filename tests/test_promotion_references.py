@@ -60,37 +60,6 @@ def test_the_bundle_carries_the_reference_images_the_sweep_sent(promoted: Promot
     assert bundle.render().n_images == N_REFERENCES + 1
 
 
-def test_a_promoted_bundle_without_references_is_as_before(tmp_path: Path) -> None:
-    """A format-1 bundle (written before references existed) still loads."""
-    from promptgrade.bundle import Manifest, PromptInfo, write_bundle
-    from promptgrade.prompts import PromptLibrary
-    from promptgrade.task import load_task
-
-    root = Path(__file__).resolve().parents[1]
-    prompt = PromptLibrary(root / "prompts").get("meal_tray_json", 1)
-    manifest = Manifest(
-        prompt=PromptInfo(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
-        model="gemini-2.5-flash",
-        task=load_task(root / "experiments" / "tasks" / "meal_tray.yaml"),
-    )
-    bundle_dir = write_bundle(tmp_path / "bundle", prompt, manifest)
-    assert not (bundle_dir / "references").exists()
-    old = manifest_of(bundle_dir)
-    old["format_version"] = 1
-    del old["references"]
-    (bundle_dir / MANIFEST).write_text(json.dumps(old), encoding="utf-8")
-
-    loaded = load_bundle(bundle_dir)
-
-    assert loaded.prompt.references == () and loaded.prompt.sha256 == prompt.sha256
-    assert loaded.render().parts == ()  # a plain prompt: the tray first, then the text, as always
-
-    old["format_version"] = FORMAT_VERSION + 1
-    (bundle_dir / MANIFEST).write_text(json.dumps(old), encoding="utf-8")
-    with pytest.raises(ConfigError, match=f"bundle format {FORMAT_VERSION + 1} is newer"):
-        load_bundle(bundle_dir)
-
-
 def tamper_image(bundle_dir: Path, index: int) -> Path:
     entry = manifest_of(bundle_dir)["references"][index]
     path = bundle_dir / "references" / entry["file"]

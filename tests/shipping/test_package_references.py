@@ -1,74 +1,35 @@
 """Given a swept and promoted prompt that shows five reference trays, when I package it and the unzipped
 function grades a tray in a fresh interpreter, then the model receives exactly the request the sweep
 sent for that tray — the same bytes, reference images included — and a bundle whose reference image
-changed is refused by ``package`` before any download.
+changed is refused by ``package`` before any download. A bundle from before references still loads.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
 from promoted_references import N_REFERENCES, sweep_and_promote
 
-from promptgrade.bundle import load_bundle
+from promptgrade.bundle import FORMAT_VERSION, MANIFEST, load_bundle
+from promptgrade.errors import ConfigError
 from promptgrade.shipping.package import PackagingError, build_package
 from promptgrade.testing.gemini_server import FakeGemini
-from promptgrade.testing.lambda_runtime import runtime_dir
+from promptgrade.testing.lambda_runtime import MARK, isolated_env, run_isolated
 
 REGION = "us-east-1"
 SECRET_ID = "promptgrade/references-gemini-key"
-MARK = "GRADED:"
-
-
-def graded_in_a_fresh_interpreter(
-    task_dir: Path, tmp_path: Path, event: dict, base_url: str, moto_server: str
-) -> dict:
-    """``event`` answered by the unzipped handler, in an interpreter that sees only the zip and the
-    runtime's boto3, with its key in a Secrets Manager secret (moto) — as in AWS."""
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.path[:0] = [{str(task_dir)!r}, {str(runtime_dir(tmp_path))!r}]
-        import lambda_handler.app as app
-        print({MARK!r} + json.dumps(app.handler(json.loads(sys.stdin.read()), None)))
-        """
-    )
-    keys = ("PATH", "LANG")
-    env = {k: os.environ.get(k, "") for k in keys} | {
-        "HOME": str(tmp_path),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "PROMPTGRADE_API_KEY_SECRET_ID": SECRET_ID,
-        "PROMPTGRADE_GEMINI_BASE_URL": base_url,
-    }
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script],
-        input=json.dumps(event),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARK)), None)
-    assert line is not None, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(line.removeprefix(MARK))
+# the unzipped handler answers the event it reads from stdin (run by run_isolated)
+GRADE = f"""
+import json
+import lambda_handler.app as app
+print({MARK!r} + json.dumps(app.handler(json.loads(sys.stdin.read()), None)))
+"""
 
 
 def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
@@ -80,6 +41,7 @@ def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
     project_snapshot: Path,
     target: tuple[str, str],
     moto_server: str,
+    aws_env: None,
     request: pytest.FixtureRequest,
 ) -> None:
     promoted = sweep_and_promote(tmp_path, gemini_server, tracking)
@@ -113,13 +75,8 @@ def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
     with capture.global_and_fixture_disabled():
         print(f"\n[references zip] {report.summary()}")
 
-    boto3.client(
-        "secretsmanager",
-        region_name=REGION,
-        endpoint_url=moto_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": fake_api_key}))
+    secrets = boto3.client("secretsmanager", endpoint_url=moto_server)  # dummy credentials: aws_env
+    secrets.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": fake_api_key}))
     trays = promoted.examples[:3]
     event = {
         "images": [
@@ -128,10 +85,15 @@ def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
         ]
     }
     answer = '{"categories": ["soup"], "food_remaining_pct": 40}'
+    env = isolated_env(
+        tmp_path,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_ENDPOINT_URL=moto_server,
+        PROMPTGRADE_API_KEY_SECRET_ID=SECRET_ID,
+    )
     with FakeGemini(default_answer=answer) as production:
-        out = graded_in_a_fresh_interpreter(
-            tmp_path / "var-task", tmp_path, event, production.base_url, moto_server
-        )
+        env["PROMPTGRADE_GEMINI_BASE_URL"] = production.base_url
+        out = run_isolated(GRADE, tmp_path / "var-task", env, stdin=json.dumps(event))
         sent = {r.image_sha256: r for r in production.requests}
 
     assert "results" in out, out
@@ -171,3 +133,24 @@ def test_package_refuses_a_bundle_whose_reference_image_changed(
 
     assert name in str(refused.value)
     assert not (tmp_path / "never.zip").exists()
+
+
+def test_a_bundle_written_before_references_still_loads_and_a_newer_one_is_refused(
+    make_bundle: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    bundle_dir = make_bundle(tmp_path / "bundle")
+    assert not (bundle_dir / "references").exists()  # a prompt without references writes none
+    manifest = json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))
+    del manifest["references"]
+    manifest["format_version"] = 1
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+    loaded = load_bundle(bundle_dir)
+
+    assert loaded.prompt.references == () and loaded.prompt.sha256 == loaded.manifest.prompt.sha256
+    assert loaded.render().parts == ()  # a plain prompt: the tray first, then the text, as always
+
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"bundle format {FORMAT_VERSION + 1} is newer"):
+        load_bundle(bundle_dir)
