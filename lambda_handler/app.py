@@ -9,9 +9,11 @@ Three kinds of event are answered (see README.md for the full contract):
 * Direct invocation ``{"images": [...]}``: one result or error object per image, in order.
 
 Grading is ``promptgrade.images.prepare_image`` then ``promptgrade.grading.grade_image`` with the
-bundle's rendered prompt, task and settings — the code the evaluator measured, not a copy of it.
-Everything that does not change between invocations (bundle, rendered prompt, API key, model
-client, event loop) is built once per container on first use and reused while the container is warm.
+bundle's rendered prompt (its text, and the reference images it shows before or around the tray, in
+order), task and settings — the code the evaluator measured, not a copy of it, so for the same tray
+the request is byte for byte the sweep's. Everything that does not change between invocations
+(bundle and its verified reference images, rendered prompt, API key, model client, event loop) is
+built once per container on first use and reused while the container is warm.
 
 This module holds the entry point, the container's state, grading and the three event handlers;
 ``events`` turns events into image requests, ``outcomes`` shapes what callers get back, ``errors``
@@ -42,6 +44,7 @@ from promptgrade.errors import PromptgradeError
 from promptgrade.grading import GradingResult, grade_image
 from promptgrade.images import ImageError, prepare_image, sniff_mime
 from promptgrade.providers.base import ImageInput, Provider
+from promptgrade.references import RenderedPrompt
 
 # HandlerError, InvocationError, EventKind, ImageRequest and Outcome stay importable from here too.
 
@@ -104,7 +107,7 @@ class Runtime:
     """Everything built once per container: the bundle, its rendered prompt, the model client."""
 
     bundle: Bundle
-    prompt_text: str
+    prompt: RenderedPrompt
     provider: Provider
     max_image_bytes: int
     fetch_url: Callable[[str], fetch.Fetched]
@@ -114,9 +117,9 @@ class Runtime:
     @classmethod
     def load(cls, config: Config) -> Runtime:
         started = time.perf_counter()
-        try:
+        try:  # a template or reference image that drifted since promotion is refused here
             bundle = load_bundle(config.bundle_dir)
-            prompt_text = bundle.rendered_prompt()
+            prompt = bundle.render()
         except PromptgradeError as exc:
             raise HandlerError(500, "config_error", f"the grading bundle cannot be used: {exc}") from None
         manifest = bundle.manifest
@@ -129,7 +132,7 @@ class Runtime:
         provider = providers.build(manifest, config.model_timeout_s)
         runtime = cls(
             bundle=bundle,
-            prompt_text=prompt_text,
+            prompt=prompt,
             provider=provider,
             max_image_bytes=config.max_image_bytes,
             fetch_url=functools.partial(
@@ -141,10 +144,16 @@ class Runtime:
             prompt_name=manifest.prompt.name,
             prompt_version=manifest.prompt.version,
             prompt_sha256=manifest.prompt.sha256,
+            references=len(prompt.references),
             model=manifest.model,
             init_ms=_ms_since(started),
         )
         return runtime
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt's words (its text parts, joined), as the logs and benchmarks show them."""
+        return self.prompt.text
 
     @property
     def s3(self) -> Any:
@@ -250,7 +259,7 @@ async def _grade(runtime: Runtime, request: ImageRequest) -> Outcome:
 
         image = await asyncio.to_thread(load_and_prepare)
         result = await grade_image(
-            runtime.prompt_text, runtime.bundle.task, runtime.bundle.settings, image, runtime.provider
+            runtime.prompt, runtime.bundle.task, runtime.bundle.settings, image, runtime.provider
         )
         outcome = Outcome(200, _result_body(request.id, result, runtime, started))
     except REQUEST_ERRORS as exc:

@@ -7,6 +7,7 @@ been measured on enough examples with few enough failures to trust the figure at
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -200,14 +201,16 @@ class PromotionRefused(PromotionError):
 
 
 def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Policy) -> Decision:
-    """Alias the winner's prompt version as ``production``, tag the run, and write the Lambda bundle."""
+    """Alias the winner's prompt version as ``production``, tag the run, and write the Lambda bundle
+    (with the reference images the run sent, read from its artifacts: the registry holds only text)."""
     winner = decision.winner
     record = store.json_artifact(winner.run_id, "candidate.json")
     uri = winner.tags.get("registry_prompt_uri", "")
     name, _, registry_version = uri.removeprefix("prompts:/").partition("/")
     if not name or not registry_version:
         raise PromotionError(f"run {winner.run_id} has no registered prompt (tag registry_prompt_uri)")
-    prompt = store.registry.load(name, registry_version)
+    references = store.references(winner.run_id) if record.get("references") else ()
+    prompt = store.registry.load(name, registry_version, references)
     if prompt.sha256 != record["prompt"]["sha256"]:
         raise PromotionError(f"registry prompt {uri} does not match the text run {winner.run_id} measured")
     task = Task.model_validate(record["task"])
@@ -232,7 +235,7 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
             tracking_uri=store.uri,
         ),
     )
-    prompt = type(prompt)(prompt.name, int(record["prompt"]["version"]), prompt.text, source=uri)
+    prompt = dataclasses.replace(prompt, version=int(record["prompt"]["version"]), source=uri)
     write_bundle(bundle_dir, prompt, manifest)
 
     previous = store.production_run_id()

@@ -5,8 +5,9 @@ lever a prompt has. A template places them with ``{{ ref.image }}`` in a loop ov
 and the tray with ``{{ image }}``; rendering yields an ordered sequence of text and image slots
 (``RenderedPrompt``), and every provider sends that sequence as it is. This module is part of the
 grading path (the Lambda renders the same way with the references its bundle carries), so it holds
-only the values and the rendering; choosing references from a dataset is the lab's
-(``reference_sets``).
+only the values, the rendering and the stored form (``ReferenceRecord``: a candidate run's artifacts
+and a Lambda bundle keep each reference as its labels, hashes and the image file sent); choosing
+references from a dataset is the lab's (``reference_sets``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptgrade.errors import ConfigError
 from promptgrade.providers.base import ImageInput, Part, TextPart
 
 TRAY = -1  # the image slot of the tray being graded; a reference's slot is its index
 # Markers Jinja writes where an image goes: private-use characters no template text contains.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _MARKER = re.compile(f"{_OPEN}(-?[0-9]+){_CLOSE}")
+# The folder holding the reference images beside their records: in a candidate run's artifacts and in
+# a Lambda bundle alike, so promotion copies one into the other file for file.
+REFERENCES_DIR = "references"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,82 @@ class Reference:
             "grade": self.grade,
             "sha256": self.source_sha256 or self.image.sha256,
         }
+
+
+class ReferenceRecord(BaseModel):
+    """A reference as stored beside its image file: what a run logged and a bundle ships.
+
+    The image is the prepared one, byte for byte what the model was sent; ``sha256`` is its hash, so a
+    file that changed after it was recorded is refused rather than sent as if it had been measured.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    file: str = Field(description="The image's file name in the references folder.")
+    categories: tuple[str, ...]
+    grade: float | None = None
+    mime_type: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str = ""  # where the lab took it from (a file beside the template, or split:example id)
+    # the original file's sha256 where there was a file: the version's sha256 covers that, not the
+    # prepared image, so it travels with the reference for the version's hash to be checked anywhere
+    source_sha256: str = ""
+
+    @classmethod
+    def of(cls, reference: Reference) -> ReferenceRecord:
+        # the id, made safe for a path, and the image's type
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", reference.id).strip("-") or "reference"
+        return cls(
+            id=reference.id,
+            file=f"{safe}.{reference.image.mime_type.rpartition('/')[2]}",
+            categories=reference.categories,
+            grade=reference.grade,
+            mime_type=reference.image.mime_type,
+            sha256=reference.image.sha256,
+            source=reference.source,
+            source_sha256=reference.source_sha256,
+        )
+
+    def load(self, folder: Path) -> Reference:
+        """The reference with its image read from ``folder``; a missing or changed file is a
+        ConfigError naming it."""
+        path = folder / self.file
+        if PurePosixPath(self.file).name != self.file or self.file in ("", ".", ".."):
+            raise ConfigError(
+                f"reference {self.id}: file {self.file!r} must be a plain file name", path=folder
+            )
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise ConfigError(f"reference image of {self.id} is missing", path=path) from None
+        found = hashlib.sha256(data).hexdigest()
+        if found != self.sha256:
+            raise ConfigError(
+                f"reference image of {self.id} changed after it was recorded (sha256 {found[:12]}…, "
+                f"recorded {self.sha256[:12]}…)",
+                path=path,
+            )
+        return Reference(
+            id=self.id,
+            categories=self.categories,
+            grade=self.grade,
+            image=ImageInput(data, self.mime_type, found),
+            source=self.source,
+            source_sha256=self.source_sha256,
+        )
+
+
+def write_references(folder: Path, references: tuple[Reference, ...]) -> tuple[ReferenceRecord, ...]:
+    """Each reference's image into ``folder`` under its record's file name; returns the records."""
+    records = tuple(ReferenceRecord.of(r) for r in references)
+    files = [r.file for r in records]
+    if clash := sorted({f for f in files if files.count(f) > 1}):
+        raise ConfigError(f"two references would share the file name {clash[0]}: give them distinct ids")
+    folder.mkdir(parents=True, exist_ok=True)
+    for record, reference in zip(records, references, strict=True):
+        (folder / record.file).write_bytes(reference.image.data)
+    return records
 
 
 def references_sha256(text: str, references: tuple[Reference, ...]) -> str:

@@ -31,6 +31,7 @@ from typing import Literal, get_args
 from promptgrade.bundle import MANIFEST, Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.records import DEFAULT_PROVIDER, RECORDS, find
+from promptgrade.references import REFERENCES_DIR
 from promptgrade.shipping.bytecode import (
     Bytecode,
     BytecodeError,
@@ -121,13 +122,26 @@ class PackageReport:
     provider: str = DEFAULT_PROVIDER
     # pinned requirements (the lock) whose shipped version differs from the lab's: {name: (lab, shipped)}
     drift: dict[str, tuple[str, str]] = field(default_factory=dict)
+    references: int = 0  # reference images the bundle's prompt shows
+    # what they add to the zip: compressed bytes and zip headers (JPEG barely deflates)
+    references_zipped_bytes: int = 0
 
     def summary(self) -> str:
         return (
             f"{self.path}: {self.size_bytes / 1_048_576:.1f} MiB zipped, "
             f"{self.unzipped_bytes / 1_048_576:.1f} MiB unzipped, {self.files} files, "
             f"{len(self.dependencies)} dependencies, {self.runtime}/{self.architecture}, "
-            f"{self.bytecode.summary()}, prompt {self.prompt} on {self.provider}, sha256 {self.sha256[:12]}…"
+            f"{self.bytecode.summary()}, prompt {self.prompt} on {self.provider}{self._references()}, "
+            f"sha256 {self.sha256[:12]}…"
+        )
+
+    def _references(self) -> str:
+        if not self.references:
+            return ""
+        each = self.references_zipped_bytes / self.references / 1024
+        return (
+            f" with {self.references} reference image(s) "
+            f"({self.references_zipped_bytes / 1024:.1f} KiB zipped, {each:.1f} KiB each)"
         )
 
     def notes(self) -> list[str]:
@@ -194,6 +208,8 @@ def build_package(
         bytecode=bytecode,
         provider=inputs.provider,
         drift=_drift(inputs.requirements, dependencies),
+        references=len(inputs.bundle.manifest.references),
+        references_zipped_bytes=_zipped_bytes(out, f"{BUNDLE_IN_ZIP}/{REFERENCES_DIR}/"),
     )
     if not quiet:
         print(report.summary(), file=sys.stderr)
@@ -241,8 +257,9 @@ def _stage_first_party(staging: Path, inputs: _Inputs, project_root: Path) -> No
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     bundle_target = staging / BUNDLE_IN_ZIP
-    bundle_target.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST, inputs.bundle.manifest.prompt.file):
+    (bundle_target / REFERENCES_DIR).mkdir(parents=True, exist_ok=True)
+    # the manifest, the template and the reference images it lists: nothing else of the folder
+    for name in (MANIFEST, inputs.bundle.manifest.prompt.file, *inputs.bundle.reference_files()):
         shutil.copyfile(inputs.bundle_dir / name, bundle_target / name)
     _load_bundle(bundle_target)  # what ships must load, not just what was given
     _check_first_party_imports(staging, project_root)
@@ -548,6 +565,17 @@ def _files(root: Path) -> list[Path]:
     for directory, _, names in os.walk(root):
         found += [Path(directory) / name for name in names]
     return found
+
+
+def _zipped_bytes(path: Path, prefix: str) -> int:
+    """What the entries under ``prefix`` cost in the zip: their compressed data and both headers
+    (local: 30 bytes + name; central directory: 46 bytes + name; no extra fields are written)."""
+    with zipfile.ZipFile(path) as archive:
+        return sum(
+            info.compress_size + 76 + 2 * len(info.filename.encode())
+            for info in archive.infolist()
+            if info.filename.startswith(prefix)
+        )
 
 
 def _write_zip(staging: Path, out: Path) -> int:

@@ -16,9 +16,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from promptgrade.errors import TrackingError
+from promptgrade.errors import ConfigError, TrackingError
+from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord
 from promptgrade.tracking.registry import PromptRegistry
-from promptgrade.tracking.runs import tracking_uri
+from promptgrade.tracking.runs import REFERENCES_FILE, tracking_uri
 
 DEFAULT_PRIMARY = "category_accuracy"
 LOWER_IS_BETTER = (
@@ -108,6 +109,21 @@ class RunStore:
             return Path(self.client.download_artifacts(run_id, path))
         except (MlflowException, OSError):
             return None
+
+    def references(self, run_id: str) -> tuple[Reference, ...]:
+        """The reference images a candidate run showed, read back from its artifacts as they were sent
+        (each checked against its recorded sha256): what a promotion ships."""
+        folder = self.artifact_file(run_id, REFERENCES_DIR)
+        where = f"{REFERENCES_DIR}/{REFERENCES_FILE}"
+        if folder is None or not (folder / REFERENCES_FILE).is_file():
+            raise TrackingError(f"run {run_id} has no {where} artifact: its reference images are not logged")
+        try:
+            records = json.loads((folder / REFERENCES_FILE).read_text(encoding="utf-8"))["references"]
+            return tuple(ReferenceRecord.model_validate(record).load(folder) for record in records)
+        except ConfigError as exc:
+            raise TrackingError(f"run {run_id}: {exc.message}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TrackingError(f"run {run_id} has no readable {where}: {exc}") from None
 
     def mark_promoted(self, run_id: str, promoted_at: str, record: dict[str, Any]) -> None:
         """The promoted run says when it was promoted and why (``promotion.json``)."""

@@ -1,7 +1,9 @@
 """Prompt versions in the MLflow Prompt Registry, found by their sha256, and the ``production`` alias.
 
 The registry numbers versions itself (1, 2, 3 … per name); ours are explicit in the file name. The
-sha256 tag ties the two together, so the same text is registered once however many sweeps use it.
+sha256 tag ties the two together, so the same text is registered once however many sweeps use it. A
+version that shows reference images is registered by its sha256 over text *and* references, but the
+registry holds only the text: the images live in the artifacts of the runs that sent them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from promptgrade.errors import TrackingError
 from promptgrade.prompts import PromptVersion
+from promptgrade.references import Reference
 
 SHA_TAG = "promptgrade.sha256"
 VERSION_TAG = "promptgrade.version"
@@ -56,8 +59,12 @@ class PromptRegistry:
         self.client.link_prompt_version_to_run(run_id, uri)
         return uri
 
-    def load(self, name: str, version: str) -> PromptVersion:
-        """A registered version as a PromptVersion, checked against its sha256 tag."""
+    def load(self, name: str, version: str, references: tuple[Reference, ...] = ()) -> PromptVersion:
+        """A registered version as a PromptVersion, checked against its sha256 tag.
+
+        ``references`` are the images the version showed (from the artifacts of a run that measured
+        it, see ``RunStore.references``): its sha256 covers them, so they are attached before the check.
+        """
         try:
             found = self.client.get_prompt_version(name, version)
         except MlflowException as exc:
@@ -68,10 +75,15 @@ class PromptRegistry:
             raise TrackingError(f"prompt {name} version {version} is not in the registry")
         tags = found.tags or {}
         prompt = PromptVersion(
-            name, int(tags.get(VERSION_TAG, 0)), found.template, source=f"prompts:/{name}/{version}"
+            name,
+            int(tags.get(VERSION_TAG, 0)),
+            found.template,
+            source=f"prompts:/{name}/{version}",
+            references=references,
         )
         if tags.get(SHA_TAG) and tags[SHA_TAG] != prompt.sha256:
-            raise TrackingError(f"registry prompt {name} v{version} does not match its sha256 tag")
+            shown = f" with {len(references)} reference image(s)" if references else ""
+            raise TrackingError(f"registry prompt {name} v{version}{shown} does not match its sha256 tag")
         return prompt
 
     def production(self, name: str) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -34,7 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import SweepBusy, TrackingError
-from promptgrade.references import Reference
+from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, flatten
 from promptgrade.task import Task
@@ -48,27 +47,12 @@ PREDICTIONS = "predictions.json"
 # trace worker processes for the sweep's writer: on a machine with cores to spare, the traces (most of
 # a sweep's MLflow writes) are written beside the run-level writes; with one core there is nothing to gain
 TRACE_WORKERS = 2 if (os.cpu_count() or 1) >= 2 else 0
-REFERENCES_DIR = "references"  # a candidate run's reference images, as sent, and their labels
+# a candidate run's reference images, as sent, and their records (REFERENCES_DIR/REFERENCES_FILE)
 REFERENCES_FILE = "references.json"
 
 
-def reference_file(reference: Reference) -> str:
-    """The artifact name of a reference image: its id, made safe for a path, and its type."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", reference.id).strip("-") or "reference"
-    return f"{safe}.{reference.image.mime_type.rpartition('/')[2]}"
-
-
 def reference_record(reference: Reference) -> dict[str, Any]:
-    return {
-        "id": reference.id,
-        "file": reference_file(reference),
-        "categories": list(reference.categories),
-        "grade": reference.grade,
-        "mime_type": reference.image.mime_type,
-        "sha256": reference.image.sha256,
-        "source": reference.source,
-        "source_sha256": reference.source_sha256,
-    }
+    return ReferenceRecord.of(reference).model_dump(mode="json")
 
 
 class Tracker:
@@ -251,13 +235,12 @@ class Tracker:
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            for reference in references:
-                (folder / reference_file(reference)).write_bytes(reference.image.data)
+            records = write_references(folder, references)
             captions = [f"{r.id}: {r.grade:g}" if r.grade is not None else r.id for r in references]
             sheet = contact_sheet([r.image for r in references], captions=captions)
             (folder / "sheet.jpg").write_bytes(sheet.data)
             (folder / REFERENCES_FILE).write_text(
-                json.dumps({"references": [reference_record(r) for r in references]}, indent=2),
+                json.dumps({"references": [r.model_dump(mode="json") for r in records]}, indent=2),
                 encoding="utf-8",
             )
             self.client.log_artifacts(run_id, str(folder), REFERENCES_DIR)
