@@ -17,7 +17,7 @@ from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.base import GenerationSettings
 from promptgrade.providers.registry import PROVIDERS
-from promptgrade.stats import PairedTest, mcnemar, wilcoxon_errors
+from promptgrade.stats import PairedTest, holm, mcnemar, wilcoxon_errors
 from promptgrade.task import Task
 from promptgrade.tracking.read import RunRow, RunStore, ranked
 
@@ -43,6 +43,15 @@ class Policy:
     force: bool = False
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """One eligible challenger's test against the incumbent on the promotion metric, Holm-adjusted."""
+
+    run: RunRow
+    test: PairedTest
+    adjusted_p: float
+
+
 @dataclass
 class Decision:
     winner: RunRow
@@ -51,6 +60,7 @@ class Decision:
     incumbent: RunRow | None = None
     tests: list[PairedTest] = field(default_factory=list)
     gating_test: PairedTest | None = None
+    challengers: list[Challenger] = field(default_factory=list)  # the Holm family; the winner first
     ineligible: dict[str, str] = field(default_factory=dict)  # run id → why not
     forced: bool = False
     bundle_dir: Path | None = None
@@ -115,8 +125,31 @@ def _paired(
         PairedTest(f"{t.name} — {name}", t.n, t.p_value, t.challenger_better, t.detail)
         for name, t in named.items()
     ]
-    gating = next(t for t in tests if t.name.endswith(f"— {metric}"))
+    gating = next((t for t in tests if t.name.endswith(f"— {metric}")), None)
+    if gating is None:
+        raise PromotionError(
+            f"promotion tests example by example on {', '.join(named)}; {metric} has no paired test"
+        )
     return tests, gating
+
+
+def holm_family(
+    store: RunStore, incumbent: RunRow, winner: RunRow, gate: PairedTest, rivals: list[RunRow], metric: str
+) -> list[Challenger]:
+    """The winner and every other eligible challenger, each tested against the incumbent, adjusted together.
+
+    The winner is the best of the sweep: the family is every candidate it was picked from, not only
+    the one that came out on top, or a sweep of twelve would beat production by luck alone.
+    """
+    others = [r for r in rivals if r.run_id not in (winner.run_id, incumbent.run_id)]
+    tests = [gate, *(_paired(store, incumbent, row, metric)[1] for row in others)]
+    adjusted = holm([t.p_value for t in tests])
+    return [Challenger(row, t, p) for row, t, p in zip([winner, *others], tests, adjusted, strict=True)]
+
+
+def _same_candidate(a: RunRow, b: RunRow) -> bool:
+    """The same prompt text on the same model: promoting one over the other would change nothing."""
+    return all(a.params.get(k) == b.params.get(k) for k in ("prompt_sha256", "model", "provider"))
 
 
 def _comparable_incumbent(store: RunStore, production: RunRow, winner: RunRow) -> RunRow | None:
@@ -160,9 +193,7 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
     production_id = store.production_run_id()
     if production_id and production_id != winner.run_id:
         production = store.run(production_id)
-        if production.params.get("prompt_sha256") == winner.params.get("prompt_sha256") and all(
-            production.params.get(k) == winner.params.get(k) for k in ("model", "provider")
-        ):
+        if _same_candidate(production, winner):
             decision.incumbent = production
         else:
             comparable = _comparable_incumbent(store, production, winner)
@@ -177,7 +208,9 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
                 decision.incumbent = comparable
                 decision.tests, decision.gating_test = _paired(store, comparable, winner, metric)
                 gate = decision.gating_test
-                better = gate.challenger_better and gate.significant(policy.alpha)
+                rivals = [r for r in eligible if not _same_candidate(r, production)]
+                decision.challengers = holm_family(store, comparable, winner, gate, rivals, metric)
+                better = gate.challenger_better and decision.challengers[0].adjusted_p < policy.alpha
                 if not better:
                     if not policy.force:
                         raise PromotionRefused(decision, policy)
@@ -192,9 +225,13 @@ class PromotionRefused(PromotionError):
         self.decision = decision
         gate = decision.gating_test
         assert gate is not None
+        family = decision.challengers
+        adjusted = ""
+        if len(family) > 1:
+            adjusted = f", Holm-adjusted over {len(family)} challengers p={family[0].adjusted_p:.3g}"
         super().__init__(
             f"{decision.winner.name} is not measurably better than production ({decision.incumbent.name if decision.incumbent else '?'}) "
-            f"on {decision.metric}: {gate.name} p={gate.p_value:.3g} (needs < {policy.alpha}), {gate.detail}. "
+            f"on {decision.metric}: {gate.name} p={gate.p_value:.3g}{adjusted} (needs < {policy.alpha}), {gate.detail}. "
             "Use --force to promote anyway."
         )
 
@@ -265,6 +302,29 @@ def promotion_record(decision: Decision, policy: Policy, promoted_at: str) -> di
                 "detail": t.detail,
             }
             for t in decision.tests
+        ],
+        "multiple_comparisons": holm_record(decision),
+    }
+
+
+def holm_record(decision: Decision) -> dict[str, Any] | None:
+    """What the decision's p-value was corrected for: None when no challenger was tested against production."""
+    if not decision.challengers:
+        return None
+    return {
+        "method": "holm",
+        "metric": decision.metric,
+        "family_size": len(decision.challengers),
+        "challengers": [
+            {
+                "run_id": c.run.run_id,
+                "name": c.run.name,
+                "p_value": c.test.p_value,
+                "adjusted_p_value": c.adjusted_p,
+                "challenger_better": c.test.challenger_better,
+                "detail": c.test.detail,
+            }
+            for c in decision.challengers
         ],
     }
 

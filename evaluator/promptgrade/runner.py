@@ -335,7 +335,7 @@ class _Run:
         for skip in self.dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
         price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
-        result.metrics = summarise(result.outcomes, price)
+        result.metrics = summarise(result.outcomes, price, self.plan.task)
         result.partial = partial
         for listener in self.listeners:
             listener.candidate_done(result)

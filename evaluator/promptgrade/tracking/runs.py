@@ -35,7 +35,7 @@ from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import TrackingError
 from promptgrade.references import Reference
 from promptgrade.runner import CandidateResult
-from promptgrade.scoring import Estimate, flatten
+from promptgrade.scoring import Estimate, Outcome, flatten, per_category
 from promptgrade.task import Task
 from promptgrade.tracking.registry import PromptRegistry
 from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trace_examples, tracking_uri
@@ -43,6 +43,7 @@ from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trac
 __all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
 PREDICTIONS = "predictions.json"
+PER_CATEGORY = "per_category.json"  # precision, recall and F1 of each category (see scoring.per_category)
 REFERENCES_DIR = "references"  # a candidate run's reference images, as sent, and their labels
 REFERENCES_FILE = "references.json"
 
@@ -347,19 +348,28 @@ class Tracker:
             self.client.log_dict(run_id, predictions_table(result), "predictions_partial.json")
             self.client.set_terminated(run_id, status="KILLED")
             return
-        self.log_predictions(run_id, predictions_table(result))
+        categories = self.task.categories if self.task is not None else ()
+        self.log_tables(
+            run_id,
+            {
+                PREDICTIONS: predictions_table(result),
+                PER_CATEGORY: per_category_table(result.outcomes, categories),
+            },
+        )
         self._log_figures(run_id, self._candidate_figures(result))
         if self.trace_examples:
             self._check_traces(result)
         self.client.set_terminated(run_id)
 
-    def log_predictions(self, run_id: str, columns: dict[str, list[Any]]) -> None:
-        """The predictions table in the form ``log_table`` writes (pandas' split orient, the runs page's
-        table view), written whole: a resumed candidate replaces its table instead of appending to it."""
-        rows = [list(values) for values in zip(*columns.values(), strict=True)]
-        self.client.log_dict(run_id, {"columns": list(columns), "data": rows}, PREDICTIONS)
+    def log_tables(self, run_id: str, tables: dict[str, dict[str, list[Any]]]) -> None:
+        """Tables in the form ``log_table`` writes (pandas' split orient, the runs page's table view),
+        each written whole: a resumed candidate replaces its tables instead of appending to them. The
+        tag that makes the UI show them as tables names them all at once, as it is one value."""
+        for path, columns in tables.items():
+            rows = [list(values) for values in zip(*columns.values(), strict=True)]
+            self.client.log_dict(run_id, {"columns": list(columns), "data": rows}, path)
         self.client.set_tag(
-            run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": PREDICTIONS, "type": "table"}])
+            run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": path, "type": "table"} for path in tables])
         )
 
     def _check_traces(self, result: CandidateResult) -> None:
@@ -466,6 +476,34 @@ def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
         row["predicted_categories"] = "; ".join(outcome.predicted_categories)
         for name, values in columns.items():
             values.append(row[name])
+    return columns
+
+
+def per_category_table(outcomes: list[Outcome], categories: tuple[str, ...]) -> dict[str, list[Any]]:
+    """One row per category of the task (undefined ratios as null), for the runs page's table view."""
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "category",
+            "support",
+            "predicted",
+            "true_positives",
+            "false_positives",
+            "false_negatives",
+            "precision",
+            "recall",
+            "f1",
+        )
+    }
+    for score in per_category(outcomes, categories):
+        row = {
+            **score.model_dump(),
+            "false_positives": score.false_positives,
+            "false_negatives": score.false_negatives,
+        }
+        for name, values in columns.items():
+            value = row[name]
+            values.append(None if isinstance(value, float) and math.isnan(value) else value)
     return columns
 
 
