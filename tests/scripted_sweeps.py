@@ -24,17 +24,27 @@ prices: {root}/experiments/prices.yaml
 base_url: {base_url}
 dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
 prompts: [{prompts}]
-models: [{{model: gemini-2.5-flash}}]
+models: {models}
 concurrency: 4
 {extra}"""
 TWO_PROMPTS = "meal_tray_freetext@1, meal_tray_json@1"
+ONE_MODEL = "[{model: gemini-2.5-flash}]"
 
 
 def write_experiment(
-    path: Path, *, name: str, base_url: str, n: int, prompts: str = TWO_PROMPTS, extra: str = ""
+    path: Path,
+    *,
+    name: str,
+    base_url: str,
+    n: int,
+    prompts: str = TWO_PROMPTS,
+    extra: str = "",
+    models: str = ONE_MODEL,
 ) -> list[Example]:
     """The experiment file on the sample set's first ``n`` test trays; returns those trays by id."""
-    text = EXPERIMENT.format(name=name, root=ROOT, base_url=base_url, n=n, prompts=prompts, extra=extra)
+    text = EXPERIMENT.format(
+        name=name, root=ROOT, base_url=base_url, n=n, prompts=prompts, extra=extra, models=models
+    )
     path.write_text(text, encoding="utf-8")
     experiment = load_experiment(path)
     task = load_task(experiment.resolve(experiment.task))

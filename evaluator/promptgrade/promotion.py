@@ -141,15 +141,16 @@ def holm_family(
     The winner is the best of the sweep: the family is every candidate it was picked from, not only
     the one that came out on top, or a sweep of twelve would beat production by luck alone.
     """
-    others = [r for r in rivals if r.run_id not in (winner.run_id, incumbent.run_id)]
+    key = incumbent.tags.get("candidate_key")  # production's re-run in this sweep is no challenger
+    others = [
+        r
+        for r in rivals
+        if r.run_id not in (winner.run_id, incumbent.run_id)
+        and (key is None or r.tags.get("candidate_key") != key)
+    ]
     tests = [gate, *(_paired(store, incumbent, row, metric)[1] for row in others)]
     adjusted = holm([t.p_value for t in tests])
     return [Challenger(row, t, p) for row, t, p in zip([winner, *others], tests, adjusted, strict=True)]
-
-
-def _same_candidate(a: RunRow, b: RunRow) -> bool:
-    """The same prompt text on the same model: promoting one over the other would change nothing."""
-    return all(a.params.get(k) == b.params.get(k) for k in ("prompt_sha256", "model", "provider"))
 
 
 def _comparable_incumbent(store: RunStore, production: RunRow, winner: RunRow) -> RunRow | None:
@@ -193,7 +194,9 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
     production_id = store.production_run_id()
     if production_id and production_id != winner.run_id:
         production = store.run(production_id)
-        if _same_candidate(production, winner):
+        if production.params.get("prompt_sha256") == winner.params.get("prompt_sha256") and all(
+            production.params.get(k) == winner.params.get(k) for k in ("model", "provider")
+        ):
             decision.incumbent = production
         else:
             comparable = _comparable_incumbent(store, production, winner)
@@ -208,8 +211,7 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
                 decision.incumbent = comparable
                 decision.tests, decision.gating_test = _paired(store, comparable, winner, metric)
                 gate = decision.gating_test
-                rivals = [r for r in eligible if not _same_candidate(r, production)]
-                decision.challengers = holm_family(store, comparable, winner, gate, rivals, metric)
+                decision.challengers = holm_family(store, comparable, winner, gate, eligible, metric)
                 better = gate.challenger_better and decision.challengers[0].adjusted_p < policy.alpha
                 if not better:
                     if not policy.force:
