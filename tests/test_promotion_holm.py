@@ -6,17 +6,18 @@ from the planted discordant counts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from scripted_sweeps import write_experiment
-from typer.testing import CliRunner
+from scripted_sweeps import planted_by, write_experiment
+from typer.testing import CliRunner, Result
 
 from promptgrade.bundle import load_bundle
 from promptgrade.cli import app
+from promptgrade.data.examples import Example
 from promptgrade.stats import holm, mcnemar
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
 
@@ -48,75 +49,71 @@ def test_exact_mcnemar_by_hand() -> None:
     assert mcnemar([False] * 4 + [True] * 3, [True] * 4 + [False] * 3).p_value == 1.0
 
 
+@dataclass
+class Lab:
+    """One MLflow store and one scripted Gemini server: sweep with planted answers, promote, read back."""
+
+    path: Path
+    examples: list[Example]
+    server: FakeGemini
+    tracking: str
+
+    def cli(self, *args: str) -> Result:
+        return RUNNER.invoke(app, [*args, "--tracking-uri", self.tracking])
+
+    def sweep(self, plan: Plan) -> None:
+        """Each candidate answers the trays of its range right, the others wrong (the first 40 test
+        trays of the sample set: none of them has the "snack" a wrong answer names)."""
+        rank = {e.id: i for i, e in enumerate(self.examples)}
+
+        def right(example: Example, request: RequestInfo) -> bool:
+            return rank[example.id] in plan[(request.has_response_schema, request.model.rpartition("/")[2])]
+
+        self.server.default_answer = planted_by(self.examples, right)
+        swept = self.cli("sweep", str(self.path), "--no-cache")  # other answers each time: no replay
+        assert swept.exit_code == 0, swept.output
+
+    def promote(self, bundle: Path, *extra: str) -> Result:
+        return self.cli("promote", "-e", "holm", "--bundle-dir", str(bundle), *extra)
+
+    def record(self, bundle: Path) -> dict[str, Any]:
+        """The promoted run's promotion.json."""
+        client = MlflowClient(tracking_uri=self.tracking)
+        run_id = load_bundle(bundle).manifest.provenance.run_id or ""
+        return json.loads(Path(client.download_artifacts(run_id, "promotion.json")).read_text())
+
+    def family(self, data: dict[str, Any]) -> dict[tuple[bool, str], tuple[float, float]]:
+        """Challenger (JSON prompt?, model) → (raw p, Holm-adjusted p), as promotion.json has them."""
+        holm_record = data["multiple_comparisons"]
+        assert holm_record["method"] == "holm" and holm_record["metric"] == "category_accuracy"
+        assert holm_record["family_size"] == len(holm_record["challengers"])
+        client = MlflowClient(tracking_uri=self.tracking)
+        found = {}
+        for challenger in holm_record["challengers"]:
+            params = client.get_run(challenger["run_id"]).data.params
+            key = (params["prompt_name"] == "meal_tray_json", params["model"])
+            found[key] = (challenger["p_value"], challenger["adjusted_p_value"])
+        return found
+
+
 @pytest.fixture
-def sweep(
-    tmp_path: Path, gemini_server: FakeGemini, tracking: str, fake_api_key: str
-) -> Callable[[Plan], None]:
-    """Run a sweep where each candidate answers the trays of its range right and the others wrong."""
+def lab(tmp_path: Path, gemini_server: FakeGemini, tracking: str, fake_api_key: str) -> Lab:
+    """JSON on flash, right on the first 20 trays, is promoted to production first (with no
+    production before it, nothing is Holm-adjusted: the tests against the runner-up gate nothing)."""
     path = tmp_path / "exp.yaml"
     examples = write_experiment(
         path, name="holm", base_url=gemini_server.base_url, n=N, prompts=PROMPTS, models=MODELS
     )
-    by_sha = {e.image.sha256: (rank, e) for rank, e in enumerate(examples)}
-    categories = ("snack", "soup", "curry")  # a wrong answer names one the tray does not have
-
-    def run(plan: Plan) -> None:
-        def answer(request: RequestInfo) -> str:
-            rank, example = by_sha[request.image_sha256 or ""]
-            truth = example.labels
-            right = rank in plan[(request.has_response_schema, request.model.rpartition("/")[2])]
-            wrong = next(c for c in categories if c not in truth.categories)
-            named = list(truth.categories) if right else [wrong]
-            grade = truth.grade if right else (0.0 if (truth.grade or 0) > 50 else 100.0)
-            if request.has_response_schema:
-                return json.dumps({"categories": named, "food_remaining_pct": grade})
-            return f"Category: {', '.join(named)}\nFood %: {grade:g}%"
-
-        gemini_server.default_answer = answer
-        result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking, "--no-cache"])
-        assert result.exit_code == 0, result.output
-
-    return run
-
-
-def promote(tracking: str, bundle: Path, *extra: str) -> object:
-    return RUNNER.invoke(
-        app, ["promote", "-e", "holm", "--tracking-uri", tracking, "--bundle-dir", str(bundle), *extra]
-    )
-
-
-def record(tracking: str, bundle: Path) -> dict[str, Any]:
-    client = MlflowClient(tracking_uri=tracking)
-    run_id = load_bundle(bundle).manifest.provenance.run_id or ""
-    return json.loads(Path(client.download_artifacts(run_id, "promotion.json")).read_text())
-
-
-def family(tracking: str, data: dict[str, Any]) -> dict[tuple[bool, str], tuple[float, float]]:
-    """Challenger (JSON prompt?, model) → (raw p, Holm-adjusted p), as promotion.json recorded them."""
-    holm_record = data["multiple_comparisons"]
-    assert holm_record["method"] == "holm" and holm_record["metric"] == "category_accuracy"
-    assert holm_record["family_size"] == len(holm_record["challengers"])
-    client = MlflowClient(tracking_uri=tracking)
-    found = {}
-    for challenger in holm_record["challengers"]:
-        params = client.get_run(challenger["run_id"]).data.params
-        key = (params["prompt_name"] == "meal_tray_json", params["model"])
-        found[key] = (challenger["p_value"], challenger["adjusted_p_value"])
-    return found
-
-
-@pytest.fixture
-def production(sweep: Callable[[Plan], None], tracking: str, tmp_path: Path) -> None:
-    """JSON on flash, right on the first 20 trays, becomes production (no incumbent yet: no family)."""
-    sweep({PRODUCTION: range(20), TEXT_FLASH: range(5), JSON_PRO: range(5), TEXT_PRO: range(5)})
-    bundle = tmp_path / "first"
-    first = promote(tracking, bundle)
+    lab = Lab(path, examples, gemini_server, tracking)
+    lab.sweep({PRODUCTION: range(20), TEXT_FLASH: range(5), JSON_PRO: range(5), TEXT_PRO: range(5)})
+    first = lab.promote(tmp_path / "first")
     assert first.exit_code == 0, first.output
-    assert record(tracking, bundle)["multiple_comparisons"] is None
+    assert lab.record(tmp_path / "first")["multiple_comparisons"] is None
+    return lab
 
 
 def test_a_win_that_holm_does_not_support_is_refused_then_forced_with_the_family_recorded(
-    production: None, sweep: Callable[[Plan], None], tracking: str, tmp_path: Path
+    lab: Lab, tmp_path: Path
 ) -> None:
     # against production (right on 0–19), each challenger's discordant trays:
     #   text·flash 0–25:  6 only it right, 0 the reverse → p = 2 / 2^6 = 0.03125 (< 0.05 alone)
@@ -124,8 +121,8 @@ def test_a_win_that_holm_does_not_support_is_refused_then_forced_with_the_family
     #   text·pro   3–23:  4 (20–23) and 3 (0–2)          → p = 2·(1 + 7 + 21 + 35) / 2^7 = 1
     # Holm over 3: 0.03125 × 3 = 0.09375; 0.0625 × 2 = 0.125; 1 × 1 = 1
     # production's re-run (JSON·flash again) is the incumbent, not a challenger
-    sweep({PRODUCTION: range(20), TEXT_FLASH: range(26), JSON_PRO: range(25), TEXT_PRO: range(3, 24)})
-    refused = promote(tracking, tmp_path / "refused")
+    lab.sweep({PRODUCTION: range(20), TEXT_FLASH: range(26), JSON_PRO: range(25), TEXT_PRO: range(3, 24)})
+    refused = lab.promote(tmp_path / "refused")
     assert refused.exit_code == 2, refused.output
     text = " ".join(refused.output.split())
     assert "not measurably better than production" in text
@@ -133,36 +130,34 @@ def test_a_win_that_holm_does_not_support_is_refused_then_forced_with_the_family
     assert "→ adjusted p=0.125" in text and "→ adjusted p=1" in text  # the family, printed
     assert not (tmp_path / "refused").exists()
 
-    forced = promote(tracking, tmp_path / "forced", "--force")
+    forced = lab.promote(tmp_path / "forced", "--force")
     assert forced.exit_code == 0, forced.output
-    data = record(tracking, tmp_path / "forced")
+    data = lab.record(tmp_path / "forced")
     assert data["forced"] is True
-    assert family(tracking, data) == {
+    assert lab.family(data) == {
         TEXT_FLASH: pytest.approx((2 / 64, 0.09375)),
         JSON_PRO: pytest.approx((2 / 32, 0.125)),
         TEXT_PRO: pytest.approx((1.0, 1.0)),
     }
 
 
-def test_a_win_that_survives_holm_is_promoted(
-    production: None, sweep: Callable[[Plan], None], tracking: str, tmp_path: Path
-) -> None:
+def test_a_win_that_survives_holm_is_promoted(lab: Lab, tmp_path: Path) -> None:
     # text·flash 0–27:  8 and 0                      → p = 2 / 2^8 = 0.0078125
     # json·pro   3–25:  6 (20–25) and 3 (0–2)         → p = 2·(1 + 9 + 36 + 84) / 2^9 = 0.5078125
     # text·pro   0–24:  5 and 0                      → p = 2 / 2^5 = 0.0625
     # Holm over 3: 0.0078125 × 3 = 0.0234375; 0.0625 × 2 = 0.125; max(0.125, 0.5078125) = 0.5078125
-    sweep({PRODUCTION: range(20), TEXT_FLASH: range(28), JSON_PRO: range(3, 26), TEXT_PRO: range(25)})
+    lab.sweep({PRODUCTION: range(20), TEXT_FLASH: range(28), JSON_PRO: range(3, 26), TEXT_PRO: range(25)})
     bundle = tmp_path / "second"
-    result = promote(tracking, bundle)
+    result = lab.promote(bundle)
     assert result.exit_code == 0, result.output
     manifest = load_bundle(bundle).manifest
     assert (manifest.prompt.name, manifest.model) == ("meal_tray_freetext", "gemini-2.5-flash")
-    data = record(tracking, bundle)
+    data = lab.record(bundle)
     assert data["forced"] is False and data["multiple_comparisons"]["family_size"] == 3
     winner = data["multiple_comparisons"]["challengers"][0]  # the winner comes first
     assert winner["run_id"] == manifest.provenance.run_id
     assert (winner["p_value"], winner["adjusted_p_value"]) == pytest.approx((2 / 256, 3 * 2 / 256))
-    assert family(tracking, data) == {
+    assert lab.family(data) == {
         TEXT_FLASH: pytest.approx((2 / 256, 0.0234375)),
         JSON_PRO: pytest.approx((0.5078125, 0.5078125)),
         TEXT_PRO: pytest.approx((2 / 32, 0.125)),
