@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -229,14 +230,13 @@ def flatten(metrics: dict[str, Estimate | float]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-class CategoryScore(BaseModel):
+@dataclass(frozen=True)
+class CategoryScore:
     """One category's row of ``per_category.json``, counted multi-label over the named sets.
 
     Both the truth and the answer are sets of categories, so each category is a yes/no question on
     every example; the first-named category alone would throw the second true category away.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     category: str
     support: int  # examples whose truth includes it
@@ -253,6 +253,13 @@ class CategoryScore(BaseModel):
     @property
     def false_negatives(self) -> int:
         return self.support - self.true_positives
+
+    def row(self) -> dict[str, str | int | float]:
+        return {
+            **asdict(self),
+            "false_positives": self.false_positives,
+            "false_negatives": self.false_negatives,
+        }
 
 
 def per_category(outcomes: Iterable[Outcome], categories: Sequence[str] = ()) -> list[CategoryScore]:

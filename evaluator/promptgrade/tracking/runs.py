@@ -496,11 +496,7 @@ def per_category_table(outcomes: list[Outcome], categories: tuple[str, ...]) -> 
         )
     }
     for score in per_category(outcomes, categories):
-        row = {
-            **score.model_dump(),
-            "false_positives": score.false_positives,
-            "false_negatives": score.false_negatives,
-        }
+        row = score.row()
         for name, values in columns.items():
             value = row[name]
             values.append(None if isinstance(value, float) and math.isnan(value) else value)
