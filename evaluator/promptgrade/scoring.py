@@ -300,7 +300,7 @@ def macro_f1(scores: Sequence[CategoryScore]) -> float:
 def grade_bin(grade: float, tolerance: float) -> float:
     """``round(grade / tolerance)``, halves rounded up so every bin is one tolerance wide (Python's
     ``round`` rounds halves to even, which makes bins alternately wider and narrower); tolerance 0:
-    the grade itself. The 1e-9 keeps 0.35 / 0.1 = 3.4999… in the bin of 3.5, as scoring does."""
+    the grade itself. The 1e-9 makes 0.35 / 0.1 = 3.4999… the half it means, as scoring's tolerance does."""
     if tolerance == 0:
         return grade
     return float(math.floor(grade / tolerance + 0.5 + 1e-9))
