@@ -15,7 +15,7 @@ from typing import Any
 
 from promptgrade.errors import TrackingError
 from promptgrade.figures import number_text
-from promptgrade.stats import mcnemar
+from promptgrade.stats import BootstrapInterval, mcnemar, paired_bootstrap
 from promptgrade.tracking.read import RunRow, RunStore
 
 
@@ -40,6 +40,7 @@ class Flips:
     b_only: list[Flip]
     p_value: float
     n: int
+    accuracy_difference: BootstrapInterval  # B − A, with its paired bootstrap interval
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class Flips:
             "b_only": [f.example_id for f in self.b_only],
             "p_value": self.p_value,
             "n": self.n,
+            "accuracy_difference": self.accuracy_difference.as_dict(),
         }
 
 
@@ -156,7 +158,7 @@ def _flips(
         for i, ra, rb in zip(ids, right_a, right_b, strict=True)
         if rb and not ra
     ]
-    return Flips(name, a_only, b_only, test.p_value, test.n)
+    return Flips(name, a_only, b_only, test.p_value, test.n, paired_bootstrap(right_a, right_b))
 
 
 def _flip(example_id: str, name: str, row_a: dict[str, Any], row_b: dict[str, Any]) -> Flip:

@@ -18,7 +18,7 @@ from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.providers.base import GenerationSettings
 from promptgrade.providers.registry import PROVIDERS
-from promptgrade.stats import PairedTest, mcnemar, wilcoxon_errors
+from promptgrade.stats import PairedTest, holm, mcnemar, wilcoxon_errors
 from promptgrade.task import Task
 from promptgrade.tracking.read import RunRow, RunStore, ranked
 
@@ -44,6 +44,15 @@ class Policy:
     force: bool = False
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """One eligible challenger's test against the incumbent on the promotion metric, Holm-adjusted."""
+
+    run: RunRow
+    test: PairedTest
+    adjusted_p: float
+
+
 @dataclass
 class Decision:
     winner: RunRow
@@ -52,6 +61,7 @@ class Decision:
     incumbent: RunRow | None = None
     tests: list[PairedTest] = field(default_factory=list)
     gating_test: PairedTest | None = None
+    challengers: list[Challenger] = field(default_factory=list)  # the Holm family; the winner first
     ineligible: dict[str, str] = field(default_factory=dict)  # run id → why not
     forced: bool = False
     bundle_dir: Path | None = None
@@ -116,8 +126,32 @@ def _paired(
         PairedTest(f"{t.name} — {name}", t.n, t.p_value, t.challenger_better, t.detail)
         for name, t in named.items()
     ]
-    gating = next(t for t in tests if t.name.endswith(f"— {metric}"))
+    gating = next((t for t in tests if t.name.endswith(f"— {metric}")), None)
+    if gating is None:
+        raise PromotionError(
+            f"promotion tests example by example on {', '.join(named)}; {metric} has no paired test"
+        )
     return tests, gating
+
+
+def holm_family(
+    store: RunStore, incumbent: RunRow, winner: RunRow, gate: PairedTest, rivals: list[RunRow], metric: str
+) -> list[Challenger]:
+    """The winner and every other eligible challenger, each tested against the incumbent, adjusted together.
+
+    The winner is the best of the sweep: the family is every candidate it was picked from, not only
+    the one that came out on top, or a sweep of twelve would beat production by luck alone.
+    """
+    key = incumbent.tags.get("candidate_key")  # production's re-run in this sweep is no challenger
+    others = [
+        r
+        for r in rivals
+        if r.run_id not in (winner.run_id, incumbent.run_id)
+        and (key is None or r.tags.get("candidate_key") != key)
+    ]
+    tests = [gate, *(_paired(store, incumbent, row, metric)[1] for row in others)]
+    adjusted = holm([t.p_value for t in tests])
+    return [Challenger(row, t, p) for row, t, p in zip([winner, *others], tests, adjusted, strict=True)]
 
 
 def _comparable_incumbent(store: RunStore, production: RunRow, winner: RunRow) -> RunRow | None:
@@ -178,7 +212,8 @@ def decide(store: RunStore, policy: Policy, run_id: str | None = None) -> Decisi
                 decision.incumbent = comparable
                 decision.tests, decision.gating_test = _paired(store, comparable, winner, metric)
                 gate = decision.gating_test
-                better = gate.challenger_better and gate.significant(policy.alpha)
+                decision.challengers = holm_family(store, comparable, winner, gate, eligible, metric)
+                better = gate.challenger_better and decision.challengers[0].adjusted_p < policy.alpha
                 if not better:
                     if not policy.force:
                         raise PromotionRefused(decision, policy)
@@ -193,9 +228,13 @@ class PromotionRefused(PromotionError):
         self.decision = decision
         gate = decision.gating_test
         assert gate is not None
+        family = decision.challengers
+        adjusted = ""
+        if len(family) > 1:
+            adjusted = f", Holm-adjusted over {len(family)} challengers p={family[0].adjusted_p:.3g}"
         super().__init__(
             f"{decision.winner.name} is not measurably better than production ({decision.incumbent.name if decision.incumbent else '?'}) "
-            f"on {decision.metric}: {gate.name} p={gate.p_value:.3g} (needs < {policy.alpha}), {gate.detail}. "
+            f"on {decision.metric}: {gate.name} p={gate.p_value:.3g}{adjusted} (needs < {policy.alpha}), {gate.detail}. "
             "Use --force to promote anyway."
         )
 
@@ -268,6 +307,29 @@ def promotion_record(decision: Decision, policy: Policy, promoted_at: str) -> di
                 "detail": t.detail,
             }
             for t in decision.tests
+        ],
+        "multiple_comparisons": holm_record(decision),
+    }
+
+
+def holm_record(decision: Decision) -> dict[str, Any] | None:
+    """What the decision's p-value was corrected for: None when no challenger was tested against production."""
+    if not decision.challengers:
+        return None
+    return {
+        "method": "holm",
+        "metric": decision.metric,
+        "family_size": len(decision.challengers),
+        "challengers": [
+            {
+                "run_id": c.run.run_id,
+                "name": c.run.name,
+                "p_value": c.test.p_value,
+                "adjusted_p_value": c.adjusted_p,
+                "challenger_better": c.test.challenger_better,
+                "detail": c.test.detail,
+            }
+            for c in decision.challengers
         ],
     }
 

@@ -349,7 +349,9 @@ class _Run:
         for skip in self.dataset.skipped:
             result.outcomes.append(skipped(skip.id, (), None, skip.reason))
         price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
-        result.metrics = summarise(result.outcomes, price, selective=candidate.abstain_below is not None)
+        result.metrics = summarise(
+            result.outcomes, price, self.plan.task, selective=candidate.abstain_below is not None
+        )
         result.partial = partial
         for listener in self.listeners:
             listener.candidate_done(result)

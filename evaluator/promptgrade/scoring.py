@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -236,10 +237,15 @@ class Price(BaseModel):
 
 
 def summarise(
-    outcomes: Iterable[Outcome], price: Price | None = None, *, selective: bool = False
+    outcomes: Iterable[Outcome],
+    price: Price | None = None,
+    task: Task | None = None,
+    *,
+    selective: bool = False,
 ) -> dict[str, Estimate | float]:
     """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart.
 
+    Without the ``task``, the split-wide statistics that need its categories and tolerance are left out.
     Examples answered by several samples add the agreement metrics; ``selective`` (a candidate with
     ``abstain_below``) adds coverage and the accuracies over the examples not abstained."""
     rows = list(outcomes)
@@ -273,6 +279,8 @@ def summarise(
         metrics.update(sample_metrics(scored))
     if selective:
         metrics.update(selective_metrics(scored))
+    if task is not None:
+        metrics.update(split_statistics(scored, task))
     return metrics
 
 
@@ -309,3 +317,128 @@ def flatten(metrics: dict[str, Estimate | float]) -> dict[str, float]:
         else:
             flat[name] = float(value)
     return {k: v for k, v in flat.items() if not math.isnan(v)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics over the whole split: per-category F1 and the grades' weighted kappa
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """One category's row of ``per_category.json``, counted multi-label over the named sets.
+
+    Both the truth and the answer are sets of categories, so each category is a yes/no question on
+    every example; the first-named category alone would throw the second true category away.
+    """
+
+    category: str
+    support: int  # examples whose truth includes it
+    predicted: int  # examples whose answer names it (a failed answer names nothing)
+    true_positives: int
+    precision: float  # NaN: never named, so nothing to be precise about
+    recall: float  # NaN: never true, so nothing to recall
+    f1: float  # 2·TP / (support + predicted); NaN only when the category neither occurs nor is named
+
+    @property
+    def false_positives(self) -> int:
+        return self.predicted - self.true_positives
+
+    @property
+    def false_negatives(self) -> int:
+        return self.support - self.true_positives
+
+    def row(self) -> dict[str, str | int | float]:
+        return {
+            **asdict(self),
+            "false_positives": self.false_positives,
+            "false_negatives": self.false_negatives,
+        }
+
+
+def per_category(outcomes: Iterable[Outcome], categories: Sequence[str] = ()) -> list[CategoryScore]:
+    """Precision, recall and F1 of each category, in the task's order (then any other seen, sorted).
+
+    Skipped examples are not scored; a failed or unparsed answer names nothing, so it costs the
+    recall of every true category of its tray — failures stay wrong here too.
+    """
+    rows = [(set(o.true_categories), set(o.predicted_categories)) for o in outcomes if o.status != "skipped"]
+    seen = set().union(*(truth | named for truth, named in rows)) if rows else set()
+    order = [*categories, *sorted(seen.difference(categories))]
+    scores = []
+    for category in order:
+        support = sum(category in truth for truth, _ in rows)
+        predicted = sum(category in named for _, named in rows)
+        hits = sum(category in truth and category in named for truth, named in rows)
+        scores.append(
+            CategoryScore(
+                category=category,
+                support=support,
+                predicted=predicted,
+                true_positives=hits,
+                precision=hits / predicted if predicted else math.nan,
+                recall=hits / support if support else math.nan,
+                f1=2 * hits / (support + predicted) if support + predicted else math.nan,
+            )
+        )
+    return scores
+
+
+def macro_f1(scores: Sequence[CategoryScore]) -> float:
+    """Mean F1 over the categories that occur in the truth or in the answers: a category nobody ever
+    mentions has no F1 to average, and counting it as 0 or 1 would move the mean by fiat."""
+    defined = [s.f1 for s in scores if not math.isnan(s.f1)]
+    return sum(defined) / len(defined) if defined else math.nan
+
+
+def grade_bin(grade: float, tolerance: float) -> float:
+    """``round(grade / tolerance)``, halves rounded up so every bin is one tolerance wide (Python's
+    ``round`` rounds halves to even, which makes bins alternately wider and narrower); tolerance 0:
+    the grade itself. The 1e-9 makes 0.35 / 0.1 = 3.4999… the half it means, as scoring's tolerance does."""
+    if tolerance == 0:
+        return grade
+    return float(math.floor(grade / tolerance + 0.5 + 1e-9))
+
+
+def weighted_kappa(truth: Sequence[float], predicted: Sequence[float]) -> float:
+    """Cohen's kappa with quadratic weights, the weight of a disagreement being the squared distance
+    between the two values on their own scale.
+
+    With those weights the chance disagreement of all n² pairings has a closed form (the two
+    variances plus the squared difference of the means), so no confusion matrix — and no
+    scikit-learn import, a second of start-up — is needed; it equals ``cohen_kappa_score(...,
+    weights="quadratic", labels=<every integer bin in range>)``. NaN when there is nothing to agree on
+    (no pairs, or every value the same).
+    """
+    if len(truth) != len(predicted):
+        raise ValueError("paired grades must have the same length")
+    n = len(truth)
+    if n == 0:
+        return math.nan
+    mean_t, mean_p = sum(truth) / n, sum(predicted) / n
+    observed = sum((t - p) ** 2 for t, p in zip(truth, predicted, strict=True)) / n
+    chance = (
+        sum((t - mean_t) ** 2 for t in truth) / n
+        + sum((p - mean_p) ** 2 for p in predicted) / n
+        + (mean_t - mean_p) ** 2
+    )
+    return 1 - observed / chance if chance > 0 else math.nan
+
+
+def grade_weighted_kappa(outcomes: Iterable[Outcome], tolerance: float) -> float:
+    """Kappa between binned true and predicted grades, over the examples that have both: a failed
+    answer has no grade to bin, and grade_mae and grade_accuracy already count it as wrong."""
+    pairs = [
+        (grade_bin(o.true_grade, tolerance), grade_bin(o.predicted_grade, tolerance))
+        for o in outcomes
+        if o.status != "skipped" and o.true_grade is not None and o.predicted_grade is not None
+    ]
+    return weighted_kappa([t for t, _ in pairs], [p for _, p in pairs])
+
+
+def split_statistics(outcomes: Sequence[Outcome], task: Task) -> dict[str, Estimate | float]:
+    """``category_macro_f1`` and ``grade_weighted_kappa``: whole-split figures, without intervals."""
+    return {
+        "category_macro_f1": macro_f1(per_category(outcomes, task.categories)),
+        "grade_weighted_kappa": grade_weighted_kappa(outcomes, task.grade.tolerance),
+    }

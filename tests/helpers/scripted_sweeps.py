@@ -22,17 +22,27 @@ prices: {root}/experiments/prices.yaml
 base_url: {base_url}
 dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
 prompts: [{prompts}]
-models: [{{model: gemini-2.5-flash}}]
+models: {models}
 concurrency: 4
 {extra}"""
 TWO_PROMPTS = "meal_tray_freetext@1, meal_tray_json@1"
+ONE_MODEL = "[{model: gemini-2.5-flash}]"
 
 
 def write_experiment(
-    path: Path, *, name: str, base_url: str, n: int, prompts: str = TWO_PROMPTS, extra: str = ""
+    path: Path,
+    *,
+    name: str,
+    base_url: str,
+    n: int,
+    prompts: str = TWO_PROMPTS,
+    extra: str = "",
+    models: str = ONE_MODEL,
 ) -> list[Example]:
     """The experiment file on the sample set's first ``n`` test trays; returns those trays by id."""
-    text = EXPERIMENT.format(name=name, root=ROOT, base_url=base_url, n=n, prompts=prompts, extra=extra)
+    text = EXPERIMENT.format(
+        name=name, root=ROOT, base_url=base_url, n=n, prompts=prompts, extra=extra, models=models
+    )
     path.write_text(text, encoding="utf-8")
     return examples_of(path)
 
@@ -45,16 +55,29 @@ def planted_answers(
 ) -> Callable[[RequestInfo], str]:
     """The server's answer: the truth where that prompt (JSON or free text) is planted right, else a
     wrong category and a grade out of tolerance; ``special`` may answer a tray otherwise first."""
+
+    def right(example: Example, request: RequestInfo) -> bool:
+        return example.id in (json_right if request.has_response_schema else text_right)
+
+    return planted_by(examples, right, special)
+
+
+def planted_by(
+    examples: list[Example],
+    right: Callable[[Example, RequestInfo], bool],
+    special: Callable[[Example, bool], str | None] = lambda example, is_json: None,
+) -> Callable[[RequestInfo], str]:
+    """Like ``planted_answers``, with whatever decides which request is right (its model, say)."""
     by_sha = {e.image.sha256: e for e in examples}
 
     def answer(request: RequestInfo) -> str:
         example = by_sha[request.image_sha256 or ""]
         if (scripted := special(example, request.has_response_schema)) is not None:
             return scripted
-        right = example.id in (json_right if request.has_response_schema else text_right)
-        categories = list(example.labels.categories) if right else ["snack"]
+        good = right(example, request)
+        categories = list(example.labels.categories) if good else ["snack"]
         truth = example.labels.grade or 0.0
-        grade = truth if right else (100.0 if truth < 50 else 0.0)
+        grade = truth if good else (100.0 if truth < 50 else 0.0)
         if request.has_response_schema:
             return json.dumps({"categories": categories, "food_remaining_pct": grade})
         return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"

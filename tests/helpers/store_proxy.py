@@ -34,8 +34,10 @@ class StoreProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path))
-                if not proxy.lost.is_set() and proxy.lose_at is not None and proxy.lose_at(
-                    self.command, self.path, body
+                if (
+                    not proxy.lost.is_set()
+                    and proxy.lose_at is not None
+                    and proxy.lose_at(self.command, self.path, body)
                 ):
                     proxy.lost.set()
                 if proxy.lost.is_set():

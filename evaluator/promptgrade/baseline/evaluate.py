@@ -61,7 +61,7 @@ def evaluate_baseline(
             listener.example_done(candidate, outcome)
     for skip in evaluation.skipped:
         result.outcomes.append(skipped(skip.id, (), None, skip.reason))
-    result.metrics = summarise(result.outcomes, NO_COST)
+    result.metrics = summarise(result.outcomes, NO_COST, task)
     result.metrics["train_seconds"] = stats["train_seconds"]
     result.metrics["n_train"] = stats["n_train"]
     result.metrics["wall_seconds"] = time.perf_counter() - started

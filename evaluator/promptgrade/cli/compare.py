@@ -15,6 +15,7 @@ from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, experiment_name, user_errors
 from promptgrade.errors import PromptgradeError
 from promptgrade.figures import metric_text
+from promptgrade.stats import BootstrapInterval
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ def compare(
     """Show the candidates of the latest sweep as a table, best first, as MLflow recorded them.
 
     With --runs A B: the examples on which A and B disagree, for category and for grade, with the exact
-    McNemar test on each and both answers side by side.
+    McNemar test and a paired bootstrap interval of the accuracy difference on each, and both answers
+    side by side.
     """
     from promptgrade.tracking.read import candidate_rows
 
@@ -124,6 +126,7 @@ def _compare_two(
             ),
             highlight=False,
         )
+        common.console.print(esc(f"  {_difference_text(flips.accuracy_difference)}"), highlight=False)
     if result.grade_mae_difference is not None:
         common.console.print(
             esc(f"mean |grade error|, B − A: {result.grade_mae_difference:+.2f}"), highlight=False
@@ -194,6 +197,16 @@ def report(
     size_kb = written.stat().st_size / 1024
     common.console.print(
         esc(f"report written to {written} ({size_kb:,.0f} KB); open it in a browser"), highlight=False
+    )
+
+
+def _difference_text(interval: BootstrapInterval) -> str:
+    if interval.n == 0:
+        return "accuracy B − A: no examples to compare"
+    return (
+        f"accuracy B − A: {100 * interval.difference:+.1f} points, {interval.confidence:.0%} paired "
+        f"bootstrap interval [{100 * interval.ci_low:+.1f}, {100 * interval.ci_high:+.1f}] "
+        f"({interval.resamples:,} resamples of the {interval.n} examples, seed {interval.seed})"
     )
 
 

@@ -89,6 +89,21 @@ def _print_decision(decision: Any) -> None:
         common.console.print(
             esc(f"  vs {against}: {test.name}: p={test.p_value:.3g}, n={test.n}; {test.detail}")
         )
+    if len(decision.challengers) > 1:
+        common.console.print(
+            esc(
+                f"  Holm-adjusted over the sweep's {len(decision.challengers)} eligible challengers "
+                f"(on {decision.metric}, vs production):"
+            )
+        )
+        for challenger in decision.challengers:
+            common.console.print(
+                esc(
+                    f"    {challenger.run.name} ({challenger.run.run_id[:8]}): p={challenger.test.p_value:.3g}"
+                    f" → adjusted p={challenger.adjusted_p:.3g}"
+                ),
+                highlight=False,
+            )
     if decision.incumbent is None and decision.runner_up is None:
         common.console.print("  no production prompt and no runner-up to test against")
 

@@ -35,7 +35,7 @@ from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import SweepBusy, TrackingError
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
-from promptgrade.scoring import Estimate, flatten
+from promptgrade.scoring import Estimate, Outcome, flatten, per_category
 from promptgrade.task import Task
 from promptgrade.tracking.payloads import Owner
 from promptgrade.tracking.registry import PromptRegistry
@@ -48,6 +48,7 @@ PREDICTIONS = "predictions.json"
 # a sweep's MLflow writes) are written beside the run-level writes; with one core there is nothing to gain
 TRACE_WORKERS = 2 if (os.cpu_count() or 1) >= 2 else 0
 # a candidate run's reference images, as sent, and their records (REFERENCES_DIR/REFERENCES_FILE)
+PER_CATEGORY = "per_category.json"  # precision, recall and F1 of each category (see scoring.per_category)
 REFERENCES_FILE = "references.json"
 
 
@@ -397,20 +398,29 @@ class Tracker:
             self.client.log_dict(run_id, predictions_table(result), "predictions_partial.json")
             self.client.set_terminated(run_id, status="KILLED")
             return
-        self.log_predictions(run_id, predictions_table(result))
+        categories = self.task.categories if self.task is not None else ()
+        self.log_tables(
+            run_id,
+            {
+                PREDICTIONS: predictions_table(result),
+                PER_CATEGORY: per_category_table(result.outcomes, categories),
+            },
+        )
         self._log_figures(run_id, self._candidate_figures(result))
         if self.trace_examples:
             self._traces_written(run_id)
             self._check_traces(result)
         self.client.set_terminated(run_id)
 
-    def log_predictions(self, run_id: str, columns: dict[str, list[Any]]) -> None:
-        """The predictions table in the form ``log_table`` writes (pandas' split orient, the runs page's
-        table view), written whole: a resumed candidate replaces its table instead of appending to it."""
-        rows = [list(values) for values in zip(*columns.values(), strict=True)]
-        self.client.log_dict(run_id, {"columns": list(columns), "data": rows}, PREDICTIONS)
+    def log_tables(self, run_id: str, tables: dict[str, dict[str, list[Any]]]) -> None:
+        """Tables in the form ``log_table`` writes (pandas' split orient, the runs page's table view),
+        each written whole: a resumed candidate replaces its tables instead of appending to them. The
+        tag that makes the UI show them as tables names them all at once, as it is one value."""
+        for path, columns in tables.items():
+            rows = [list(values) for values in zip(*columns.values(), strict=True)]
+            self.client.log_dict(run_id, {"columns": list(columns), "data": rows}, path)
         self.client.set_tag(
-            run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": PREDICTIONS, "type": "table"}])
+            run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": path, "type": "table"} for path in tables])
         )
 
     def _check_traces(self, result: CandidateResult) -> None:
@@ -568,6 +578,30 @@ def predictions_table(result: CandidateResult) -> dict[str, list[Any]]:
             )
         for name, values in columns.items():
             values.append(row[name])
+    return columns
+
+
+def per_category_table(outcomes: list[Outcome], categories: tuple[str, ...]) -> dict[str, list[Any]]:
+    """One row per category of the task (undefined ratios as null), for the runs page's table view."""
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "category",
+            "support",
+            "predicted",
+            "true_positives",
+            "false_positives",
+            "false_negatives",
+            "precision",
+            "recall",
+            "f1",
+        )
+    }
+    for score in per_category(outcomes, categories):
+        row = score.row()
+        for name, values in columns.items():
+            value = row[name]
+            values.append(None if isinstance(value, float) and math.isnan(value) else value)
     return columns
 
 
