@@ -16,9 +16,11 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from provider_servers import serve
 from scripted_sweeps import ROOT, write_experiment
 from typer.testing import CliRunner, Result
 
@@ -83,60 +85,63 @@ def split_truth(experiment: Path, split: str) -> Truth:
     return {e.image.sha256: (e.labels.categories, e.labels.grade or 0.0) for e in examples}
 
 
-def optimize(experiment: Path, cache: Path, tracking: str) -> Result:
-    args = ["optimize", str(experiment), "--prompt", "anchors@1", *ARGS, "--references", "1"]
-    return RUNNER.invoke(app, [*args, "--candidates", "1", "--cache", str(cache), "--tracking-uri", tracking])
+def optimize(tmp: Path) -> Result:
+    """The search under test, on the experiment in ``tmp`` with its MLflow store and answer cache there."""
+    args = ["optimize", str(tmp / "exp.yaml"), "--prompt", "anchors@1", *ARGS, "--references", "1"]
+    args += ["--candidates", "1", "--cache", str(tmp / "cache.sqlite")]
+    return RUNNER.invoke(app, [*args, "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"])
 
 
 @dataclass
 class Searched:
+    """What the module's one search left behind: its folder (prompts, MLflow store, answer cache)."""
+
     tmp: Path
     server: FakeGemini
-    experiment: Path
-    tracking: str
-    cache: Path
-    truth: dict[str, Truth]
+    truth: dict[str, Truth]  # split → image sha256 → labels
     result: Result
     requests: list[RequestInfo]
 
-    def again(self) -> Result:
-        return optimize(self.experiment, self.cache, self.tracking)
+    @property
+    def experiment(self) -> Path:
+        return self.tmp / "exp.yaml"
+
+    @property
+    def tracking(self) -> str:
+        return f"sqlite:///{self.tmp / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searched]:
+def searched(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[Searched]:
     """One search from two anchors (0, 100), end to end through the CLI."""
     tmp = tmp_path_factory.mktemp("optimize-references")
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-            env.delenv(name, raising=False)
-        env.setenv("GEMINI_API_KEY", "test-key-not-real")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
+    with pytest.MonkeyPatch.context() as env, serve("gemini", monkeypatch=env) as (gemini,):
+        server = gemini.server
+        assert isinstance(server, FakeGemini)
         experiment = experiment_with(tmp, server, {"anchors": TWO_ANCHORS})
         truth = {split: split_truth(experiment, split) for split in ("train", "validation", "test")}
-        everything = truth["train"] | truth["validation"] | truth["test"]
-        server.default_answer = PlantedReferences(everything, WANTED)
+        server.default_answer = PlantedReferences(
+            truth["train"] | truth["validation"] | truth["test"], WANTED
+        )
         server.model_answers[REFLECTION_MODEL] = ScriptedProposals([fenced(REWORDED)])
-        tracking, cache = f"sqlite:///{tmp / 'mlflow.db'}", tmp / "cache.sqlite"
-        result = optimize(experiment, cache, tracking)
-        yield Searched(tmp, server, experiment, tracking, cache, truth, result, list(server.requests))
+        result = optimize(tmp)
+        yield Searched(tmp, server, truth, result, list(server.requests))
 
 
 def shown_grades(searched: Searched, request: RequestInfo) -> list[float]:
     return [searched.truth["train"][sha][1] for sha in request.image_sha256s[:-1]]
 
 
-def children(searched: Searched) -> dict[str, object]:
+def first_search(searched: Searched) -> dict[str, Any]:
+    """The first search's runs (a re-run logs another): ``run`` and each proposal's, by proposal id."""
     client = MlflowClient(tracking_uri=searched.tracking)
-    experiment = client.get_experiment_by_name("optimize-references")
-    run = client.search_runs(
-        [experiment.experiment_id],
-        "tags.`promptgrade.kind` = 'optimization'",
-        order_by=["attributes.start_time ASC"],
-    )[0]
-    nested = client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
-    )
-    return {"run": run, **{c.data.tags["proposal"]: c for c in nested}}
+    experiment = client.get_experiment_by_name("optimize-references").experiment_id
+    query = "tags.`promptgrade.kind` = 'proposal'"
+    proposals = client.search_runs([experiment], query, order_by=["attributes.start_time ASC"])
+    parent = proposals[0].data.tags["mlflow.parentRunId"]
+    first = [p for p in proposals if p.data.tags["mlflow.parentRunId"] == parent]
+    return {"run": client.get_run(parent), **{p.data.tags["proposal"]: p for p in first}}
 
 
 def test_the_search_finds_the_reference_set_and_writes_it_frozen(searched: Searched) -> None:
@@ -180,7 +185,7 @@ def test_every_request_shows_references_from_the_training_split_and_no_test_tray
 
 
 def test_mlflow_records_each_proposals_references_and_what_changed(searched: Searched) -> None:
-    runs = children(searched)
+    runs = first_search(searched)
     start, rewrite, change = runs["p0"], runs["p1"], runs["p2"]
     library = PromptLibrary(searched.tmp / "prompts")
     ids = ",".join(r.id for r in library.get("anchors", 2).references)
@@ -202,7 +207,7 @@ def test_mlflow_records_each_proposals_references_and_what_changed(searched: Sea
 
 def test_the_same_command_again_buys_nothing_and_writes_nothing_new(searched: Searched) -> None:
     before = searched.server.calls
-    again = searched.again()
+    again = optimize(searched.tmp)
     assert again.exit_code == 0, again.output
     assert searched.server.calls == before and "0 API calls" in again.output
     assert "p2 is anchors@2, written by an earlier run of this search" in again.output

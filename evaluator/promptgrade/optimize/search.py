@@ -590,16 +590,9 @@ class Optimization:
         if not failures:
             self.say(f"{parent.id} is perfect on this minibatch: nothing to reflect on")
             return None
-        node = Node(
-            f"p{len(self.nodes)}",
-            "",
-            parent.id,
-            round_number,
-            "rejected",
-            references=parent.references,
-            change="instruction rewritten by the reflection model",
+        node = self._child(
+            parent, round_number, "", parent.references, "instruction rewritten by the reflection model"
         )
-        self.nodes.append(node)
         images = {e.id: e.image for e in batch}
         shown = [
             reflection.Shown(o, images[o.example_id], reflection.wrong_on(o))
@@ -640,16 +633,7 @@ class Optimization:
         if change is None:
             self.say(f"{parent.id}: every reference change from it was tried")
             return None
-        node = Node(
-            f"p{len(self.nodes)}",
-            parent.body,
-            parent.id,
-            round_number,
-            "rejected",
-            references=change.references,
-            change=change.change,
-        )
-        self.nodes.append(node)
+        node = self._child(parent, round_number, parent.body, change.references, change.change)
         batch = _unshown(batch, change.references)
         kept = {e.id for e in batch}
         parent_scores = self._scores({k: o for k, o in parent_out.items() if o.example_id in kept})
@@ -657,6 +641,15 @@ class Optimization:
             node.reason = f"renders too long: {size:,} characters (at most {self.max_rendered_chars:,})"
             return node
         return await self._try(node, batch, parent_scores)
+
+    def _child(
+        self, parent: Node, round_number: int, body: str, references: tuple[Reference, ...], change: str
+    ) -> Node:
+        """A new proposal in the population, rejected until it is shown to do better."""
+        node = Node(f"p{len(self.nodes)}", body, parent.id, round_number, "rejected")
+        node.references, node.change = references, change
+        self.nodes.append(node)
+        return node
 
     async def _try(self, node: Node, batch: list[Example], parent_scores: dict[str, float]) -> Node:
         """A checked proposal on the parent's minibatch, then — only if it does better there — on the
