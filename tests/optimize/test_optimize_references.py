@@ -29,6 +29,7 @@ from promptgrade.config import load_experiment
 from promptgrade.data.examples import LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.errors import DatasetError
+from promptgrade.optimize.proposals import check_proposal
 from promptgrade.optimize.reference_changes import ReferenceMoves
 from promptgrade.optimize.search import Optimization, Options
 from promptgrade.prompts import PromptLibrary
@@ -308,3 +309,22 @@ def test_reference_changes_are_seeded_and_each_parent_takes_the_steps_in_turn(
     assert [len(ids) for ids in first] == [3, 2, 2, 1]  # one more, a swap, both re-drawn, one fewer
     assert not set(first[2]) & {r.id for r in start}
     assert search.bound().references_per_round == 1 and search.bound().reference_calls == 2 * N + N
+
+
+def test_a_rewrite_may_place_the_images_and_is_checked_with_its_parents_references(
+    tmp_path: Path, server: FakeGemini
+) -> None:
+    experiment = experiment_with(tmp_path, server, {"anchors": TWO_ANCHORS})
+    parent = Optimization(experiment, Options(prompt="anchors@1", reflection_model=REFLECTION_MODEL)).start
+    task = load_task(ROOT / "experiments/tasks/meal_tray.yaml")
+
+    def check(body: str) -> str | None:
+        options = {"forbidden": set(), "seen": {}, "max_chars": 4000}
+        return check_proposal(fenced(body), parent, task, structured_output=True, **options).reason  # type: ignore[arg-type]
+
+    assert len(parent.references) == 2 and check(REWORDED) is None  # `references` and `image` are known
+    assert (check(REWORDED.replace("{{ ref.image }}\n", "")) or "").startswith("unrenderable: reference(s)")
+    assert (check(REWORDED.replace("{{ image }}", "{{ image }} {{ image }}")) or "").startswith(
+        "unrenderable: the tray ({{ image }}) is placed twice"
+    )
+    assert server.calls == 0
