@@ -94,6 +94,25 @@ def _mlflow_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         mlflow.set_registry_uri(None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_globals_per_module() -> Iterator[None]:
+    """The same for a module-scoped fixture (one search or sweep a module's tests read back): it runs
+    before any test's ``_mlflow_globals``, which would then keep what it set; put back when the module
+    ends, so a later module's client does not read another store's registry."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def gemini_server() -> Iterator[FakeGemini]:
     """A started fake Gemini API on 127.0.0.1, fresh per test so scripts and logs never leak."""

@@ -212,7 +212,7 @@ def _rule(
     else:
         chosen = _per_category(prompt, spec["per_category"], pool, rng, split)
     origins = load_split(split).image_refs
-    return [_from_example(example, split, origins.get(example.id, "")) for example in chosen]
+    return [from_example(example, split, origins.get(example.id, "")) for example in chosen]
 
 
 def _per_grade(
@@ -261,7 +261,7 @@ def _per_category(
     return [e for name in sorted(by_category) for e in rng.sample(by_category[name], count)]
 
 
-def _from_example(example: Example, split: str, origin: str) -> Reference:
+def from_example(example: Example, split: str, origin: str) -> Reference:
     """A dataset tray as a reference; ``source`` is its file where it has one (a release copies that)."""
     return Reference(
         id=example.id,

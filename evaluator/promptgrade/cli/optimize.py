@@ -36,7 +36,16 @@ def optimize(
     minibatch: Annotated[int, typer.Option(min=1, help="Training trays shown per reflection.")] = 8,
     metric: Annotated[str | None, typer.Option(help="Optimise this metric (default: primary).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples of each split.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of parent choice and minibatches.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of parent choice, minibatches and reference draws.")] = 0,
+    references: Annotated[
+        int,
+        typer.Option(
+            "--references",
+            min=0,
+            help="Reference changes tried per round besides the rewrites: another choice of training "
+            "trays shown as references (the start must place {{ ref.image }}).",
+        ),
+    ] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the call and cost bound only.")] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the answer cache.")
@@ -64,6 +73,7 @@ def optimize(
         metric=metric,
         limit=limit,
         seed=seed,
+        references=references,
     )
     search = Optimization(experiment, options)
     bound = search.bound()
@@ -99,10 +109,18 @@ def _print_plan(search: Optimization, bound: Bound) -> None:
         f"{len(search.train.examples)} training examples); never the evaluation split "
         f"{search.plan.experiment.dataset.split!r}"
     )
+    per_round = f"{bound.per_round} proposals × {bound.proposal_calls} calls"
+    if bound.references_per_round:
+        per_round = (
+            f"({per_round} + {bound.references_per_round} reference changes × {bound.reference_calls} calls)"
+        )
     _say(
         f"bound: at most {bound.calls} calls, {cost} — start prompt {bound.seed_calls} calls, then up to "
-        f"{bound.rounds} rounds × {bound.per_round} proposals × {bound.proposal_calls} calls"
+        f"{bound.rounds} rounds × {per_round}"
     )
+    if search.start.references:
+        shown = ", ".join(r.id for r in search.start.references)
+        _say(f"{search.start.ref} shows {len(search.start.references)} references: {shown}")
 
 
 def _say(text: str) -> None:
@@ -124,7 +142,10 @@ def _print_report(report: Report) -> None:
     elif not report.written and not earlier:
         _say(f"no proposal beat {start.score:.1%}; nothing written")
     for node, path in report.written:
-        _say(f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased)")
+        frozen = f", {len(node.references)} references frozen beside it" if node.references else ""
+        _say(
+            f"wrote {node.written_as} ({path}): score {start.score:.1%} → {node.score:.1%} (unreleased{frozen})"
+        )
     if report.written:
         _say("next: read the diff, sweep the new versions on the evaluation split, then promote as usual")
     _say(f"MLflow run {report.run_id} in {report.tracking_uri}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promptgrade.data.examples import Example
+from promptgrade.references import Reference
 from promptgrade.scoring import Outcome
 
 Status = Literal["start", "improved", "evaluated", "not_better", "rejected", "unfinished"]
@@ -17,7 +18,8 @@ Status = Literal["start", "improved", "evaluated", "not_better", "rejected", "un
 
 @dataclass
 class Node:
-    """One template of the search: the start prompt or a proposal."""
+    """One prompt of the search: the start prompt or a proposal — its template and the reference
+    trays it shows (both are what the prompt is; its answers are cached under both)."""
 
     id: str
     body: str
@@ -32,6 +34,12 @@ class Node:
     reflection_answer: str | None = None
     written_as: str | None = None
     run_id: str | None = None
+    references: tuple[Reference, ...] = field(default=(), repr=False)
+    change: str = ""  # what this proposal changed in its parent, in words (the lineage's)
+
+    @property
+    def reference_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.references)
 
     @property
     def score(self) -> float:

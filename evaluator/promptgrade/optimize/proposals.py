@@ -26,6 +26,8 @@ _FRONT_MATTER_RE = re.compile(r"\A\s*\{#-?.*?-?#\}[ \t]*\n?", re.DOTALL)
 _HEX_RE = re.compile(r"\b[0-9a-f]{16,64}\b")
 # Parsing only (never rendering): the template's free variables, checked against the task's.
 _PARSER = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+# What rendering adds to the task's variables: where the tray goes, and the references shown
+IMAGE_VARIABLES = frozenset({"image", "references"})
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,13 @@ def check_proposal(
         names = meta.find_undeclared_variables(_PARSER.parse(body))
     except jinja2.TemplateSyntaxError as exc:
         return Checked(body, f"unrenderable: template syntax error on line {exc.lineno}: {exc.message}")
-    unknown = sorted(names - set(task.template_variables()))
+    variables = set(task.template_variables()) | IMAGE_VARIABLES
+    unknown = sorted(names - variables)
     if unknown:
-        allowed = ", ".join(sorted(task.template_variables()))
+        allowed = ", ".join(sorted(variables))
         return Checked(body, f"unknown variables: {', '.join(unknown)} (available: {allowed})")
-    candidate = PromptVersion(parent.name, 0, body, source="proposal")
+    # rendered with the parent's references, as it would be sent: a rewrite keeps what its parent shows
+    candidate = PromptVersion(parent.name, 0, body, source="proposal").with_references(parent.references)
     try:
         rendered = candidate.render(task)
     except PromptError as exc:
@@ -123,4 +127,4 @@ def check_proposal(
     return Checked(body)
 
 
-__all__ = ["Checked", "answer_format", "check_proposal", "extract_template"]
+__all__ = ["IMAGE_VARIABLES", "Checked", "answer_format", "check_proposal", "extract_template"]

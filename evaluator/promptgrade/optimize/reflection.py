@@ -16,6 +16,7 @@ from typing import Any
 
 from promptgrade.config import ModelSpec, Plan, price_for
 from promptgrade.errors import ConfigError
+from promptgrade.optimize.proposals import IMAGE_VARIABLES
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import GenerationSettings, ImageInput
 from promptgrade.scoring import Outcome
@@ -127,18 +128,23 @@ def render_reflection(
                 "wrong_on": list(item.wrong_on),
             }
         )
+    rendered = parent.render_prompt(task)
+    # a parent that shows references: its text with each image named where it goes, and the names
+    # that place them among what a proposal may use
+    shown_text = rendered.display if parent.references else rendered.text
+    variables = set(task.template_variables()) | (IMAGE_VARIABLES if parent.references else set())
     return template.render(
         task,
         parent_template=parent.body.strip(),
         parent_ref=parent_ref,
-        rendered_prompt=parent.render(task).strip(),
+        rendered_prompt=shown_text.strip(),
         failures=failures,
         n_shown=n_minibatch,
         n_failed=len(failures),
         has_sheet=bool(shown),
         answer_format=answer_format,
         metric=metric,
-        variables=sorted(task.template_variables()),
+        variables=sorted(variables),
         proposal_id=proposal_id,
     )
 

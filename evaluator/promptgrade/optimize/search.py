@@ -10,6 +10,11 @@ parsers and one budget for the whole search.
 
 The evaluation split is never touched: proposals are evaluated on ``validation`` when the dataset
 has one (failures are shown from ``train_split``), else on ``train_split`` alone.
+
+A prompt that shows reference trays is searched with them: every node carries its references, a
+rewrite keeps its parent's, and with ``--references N`` each round also tries N reference changes
+(``reference_changes``) drawn from ``train_split``. A tray a prompt shows is never one it is scored on
+in a minibatch.
 """
 
 from __future__ import annotations
@@ -32,9 +37,16 @@ from promptgrade.grading import build_request, effective_settings
 from promptgrade.optimize import reflection
 from promptgrade.optimize.pool import Minibatches, Node, per_example_score, select_parent, worth_writing
 from promptgrade.optimize.proposals import answer_format, check_proposal
+from promptgrade.optimize.reference_changes import (
+    ReferenceMoves,
+    max_references,
+    reference_ids,
+    resolve_start,
+)
 from promptgrade.optimize.versions import Provenance, write_versions
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import Provider
+from promptgrade.references import Reference
 from promptgrade.runner import Budget, CacheMode, Caller, SweepStopped, run_sweep
 from promptgrade.scoring import Outcome, summarise
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
@@ -63,6 +75,7 @@ class Options:
     validation_split: str = "validation"
     limit: int | None = None  # the first N examples of each split (tests, trials)
     seed: int = 0
+    references: int = 0  # reference changes tried per round, besides the ``candidates`` rewrites
 
 
 @dataclass(frozen=True)
@@ -75,16 +88,21 @@ class Bound:
     per_round: int
     seed_cost: float | None
     proposal_cost: float | None
+    references_per_round: int = 0
+    reference_calls: int = 0  # one reference change tried in full: as a proposal, without reflection
+    reference_cost: float | None = 0.0
 
     @property
     def calls(self) -> int:
-        return self.seed_calls + self.rounds * self.per_round * self.proposal_calls
+        per_round = self.per_round * self.proposal_calls + self.references_per_round * self.reference_calls
+        return self.seed_calls + self.rounds * per_round
 
     @property
     def cost_usd(self) -> float | None:
-        if self.seed_cost is None or self.proposal_cost is None:
+        if self.seed_cost is None or self.proposal_cost is None or self.reference_cost is None:
             return None
-        return self.seed_cost + self.rounds * self.per_round * self.proposal_cost
+        per_round = self.per_round * self.proposal_cost + self.references_per_round * self.reference_cost
+        return self.seed_cost + self.rounds * per_round
 
     @property
     def min_calls(self) -> int:
@@ -125,6 +143,8 @@ class Optimization:
         self.options = options
         if options.candidates < 1 or options.max_rounds < 1 or options.minibatch < 1:
             raise ConfigError("--candidates, --max-rounds and --minibatch must be at least 1")
+        if options.references < 0:
+            raise ConfigError("--references must be 0 or more")
         plan = plan_experiment(load_experiment(experiment_path))
         experiment = plan.experiment
         if not experiment.models:
@@ -147,6 +167,16 @@ class Optimization:
         )
         self.train, self.validation = self._splits()
         self.evaluated_on = self.validation or self.train
+        if options.references and self.validation is None:
+            raise DatasetError(
+                f"--references needs a validation split to score proposals on (none named "
+                f"{options.validation_split!r}): the references come from the training split "
+                f"{self.train.split!r}, and a prompt may not be scored on the trays it shows",
+                path=experiment.path,
+            )
+        self._full_splits: dict[str, LoadedDataset] = {}
+        self.start = self._start_references()
+        self.moves = self._reference_moves()
         self.structured = {
             spec.model: effective_settings(self.start, s, explicit=e).structured_output
             for spec in experiment.models
@@ -154,7 +184,7 @@ class Optimization:
         }
         self.max_chars = max(GROWTH * len(self.start.body), MIN_MAX_CHARS)
         # the longest rendered prompt a proposal may have: what the bound assumes for every proposal
-        self.max_rendered_chars = len(self.start.render(self.task)) + self.max_chars
+        self.max_rendered_chars = len(self._widest().render(self.task)) + self.max_chars
         self.max_calls = options.max_calls if options.max_calls is not None else experiment.max_calls
         self.max_cost_usd = (
             options.max_cost_usd if options.max_cost_usd is not None else experiment.max_cost_usd
@@ -219,6 +249,57 @@ class Optimization:
                 validation = None
         return train, validation
 
+    def _full_split(self, split: str) -> LoadedDataset:
+        """A whole split (``--limit`` is for the trays scored): what a reference rule draws from."""
+        if split not in self._full_splits:
+            experiment = self.plan.experiment
+            limited = self.options.limit is not None or experiment.dataset.limit is not None
+            if not limited and split == self.train.split:
+                self._full_splits[split] = self.train
+            else:
+                config = experiment.dataset.model_copy(update={"limit": None})
+                self._full_splits[split] = load_dataset_split(
+                    config, self.task, experiment.base_dir, split=split
+                )
+        return self._full_splits[split]
+
+    def _evaluation_split(self) -> LoadedDataset | None:
+        try:
+            return self._full_split(self.plan.experiment.dataset.split)
+        except SplitNotFound:
+            return None
+
+    def _start_references(self) -> PromptVersion:
+        return resolve_start(
+            self.start,
+            self.task,
+            train_split=self.train.split,
+            image_max_side=self.plan.experiment.dataset.image_max_side,
+            scored_on=self.evaluated_on,
+            load_split=self._full_split,
+            evaluation=self._evaluation_split,
+        )
+
+    def _reference_moves(self) -> ReferenceMoves | None:
+        """``--references N``: the whole training split's labelled trays to draw from; a start that
+        cannot show them is refused before any call."""
+        if not self.options.references:
+            return None
+        cap = max_references(len(self.start.references), self.task_specs)
+        moves = ReferenceMoves(
+            self._full_split(self.train.split), self.task, max_references=cap, seed=self.options.seed
+        )
+        moves.check(self.start)
+        return moves
+
+    def _widest(self) -> PromptVersion:
+        """The start prompt showing the most references a proposal may show, each the training tray
+        with the longest labels: the longest text (and most images) a proposal's requests can have."""
+        if self.moves is None:
+            return self.start
+        longest = max(self.moves.trays, key=lambda t: len(t.id) + len("; ".join(t.categories)))
+        return self.start.with_references((longest,) * self.moves.max_references)
+
     def candidates_for(self, prompt: PromptVersion) -> list[Candidate]:
         out = []
         for spec in self.task_specs:
@@ -236,14 +317,19 @@ class Optimization:
         seed_calls = per_example * len(evaluated)
         proposal_calls = 2 * m * per_example + 1 + per_example * len(evaluated)
         longest = "x" * self.max_rendered_chars
-        seed_cost = self._cost(self.start.render(self.task), evaluated)
-        long_split = self._cost(longest, evaluated)
-        long_batch = self._cost(longest, self.train.examples[:m])
+        start_images = _sizes(self.start.references)
+        most_images = _sizes(self._widest().references)
+        seed_cost = self._cost(self.start.render(self.task), evaluated, start_images)
+        long_split = self._cost(longest, evaluated, most_images)
+        long_batch = self._cost(longest, self.train.examples[:m], most_images)
         reflect = self._reflection_cost(m)
         proposal_cost = (
             None
             if None in (seed_cost, long_split, long_batch, reflect)
             else 2 * long_batch + reflect + long_split  # type: ignore[operator]
+        )
+        reference_cost = (
+            None if None in (long_split, long_batch) else 2 * long_batch + long_split  # type: ignore[operator]
         )
         return Bound(
             seed_calls=seed_calls,
@@ -252,9 +338,14 @@ class Optimization:
             per_round=self.options.candidates,
             seed_cost=seed_cost,
             proposal_cost=proposal_cost,
+            references_per_round=self.options.references,
+            reference_calls=proposal_calls - 1 if self.options.references else 0,
+            reference_cost=reference_cost if self.options.references else 0.0,
         )
 
-    def _cost(self, prompt: str, examples: list[Example]) -> float | None:
+    def _cost(
+        self, prompt: str, examples: list[Example], references: tuple[tuple[int, int], ...] = ()
+    ) -> float | None:
         total = 0.0
         for candidate in self.candidates_for(self.start):
             price = price_for(candidate.model, self.plan.prices)
@@ -264,7 +355,7 @@ class Optimization:
             media = candidate.settings.media_resolution
             for example in examples:
                 tokens = request_input_tokens(
-                    self.plan, candidate.model, prompt, size_of(example.image), media
+                    self.plan, candidate.model, prompt, size_of(example.image), media, references
                 )
                 total += price.cost(tokens, output)
         return total
@@ -389,6 +480,12 @@ class Optimization:
             "evaluation_split": experiment.dataset.split,
             "n_train": len(self.train.examples),
             "n_optimized_on": len(self.evaluated_on.examples),
+            **(
+                {"start_references": ",".join(reference_ids(self.start.references))}
+                if self.start.references
+                else {}
+            ),
+            **({"reference_changes": self.options.references} if self.options.references else {}),
         }
 
     async def _search_and_close(self) -> None:
@@ -398,9 +495,9 @@ class Optimization:
             for provider in (self.providers or {}).values():
                 await provider.aclose()
 
-    async def _evaluate(self, body: str, examples: list[Example], split: str) -> dict[str, Outcome]:
+    async def _evaluate(self, node: Node, examples: list[Example], split: str) -> dict[str, Outcome]:
         """Outcomes by instance (candidate label · example id), through the runner, on the shared budget."""
-        prompt = self._prompt(body)
+        prompt = self._prompt(node)
         dataset = LoadedDataset(self.train.name, split, "", examples)
         results = await run_sweep(
             self.plan,
@@ -418,11 +515,13 @@ class Optimization:
             if o.status != "skipped"
         }
 
-    def _prompt(self, body: str) -> PromptVersion:
-        """A proposal as a prompt version: the body, with the start prompt's output preference."""
+    def _prompt(self, node: Node) -> PromptVersion:
+        """A node as a prompt version: its body with the start prompt's output preference, showing its
+        references (their images and labels are part of the prompt's sha256, so of every cache key)."""
         preference = self.start.structured_output
         head = "" if preference is None else f"{{#-\nstructured_output: {str(preference).lower()}\n-#}}\n"
-        return PromptVersion(self.start.name, 0, head + body, source="proposal")
+        prompt = PromptVersion(self.start.name, 0, head + node.body, source="proposal")
+        return prompt.with_references(node.references) if node.references else prompt
 
     def _scores(self, outcomes: dict[str, Outcome]) -> dict[str, float]:
         span = self.task.grade.maximum - self.task.grade.minimum
@@ -440,10 +539,10 @@ class Optimization:
 
     async def _search(self) -> None:
         split = self.evaluated_on.split
-        seed = Node("p0", self.start.body, None, 0, "start")
+        seed = Node("p0", self.start.body, None, 0, "start", references=self.start.references)
         self.nodes.append(seed)
         try:
-            outcomes = await self._evaluate(seed.body, self.evaluated_on.examples, split)
+            outcomes = await self._evaluate(seed, self.evaluated_on.examples, split)
         except SweepStopped as stop:
             self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
             return
@@ -457,9 +556,11 @@ class Optimization:
         best = seed.score
         for round_number in range(1, self.options.max_rounds + 1):
             improved = False
-            for _ in range(self.options.candidates):
+            proposers = [self._propose] * self.options.candidates
+            proposers += [self._change_references] * self.options.references
+            for propose in proposers:
                 try:
-                    node = await self._propose(round_number, select_parent(self.pool, rng), sampler.next())
+                    node = await propose(round_number, select_parent(self.pool, rng), sampler.next())
                 except SweepStopped as stop:
                     self.stop_reason, self.stop_kind = f"stopped: {stop.message}", stop.kind
                     return
@@ -480,15 +581,18 @@ class Optimization:
         return [n for n in self.nodes if n.scores and n.status in ("start", "improved", "evaluated")]
 
     async def _propose(self, round_number: int, parent: Node, batch: list[Example]) -> Node | None:
+        """A rewrite of the parent's template by the reflection model (its references kept)."""
         train = self.train.split
-        parent_out = await self._evaluate(parent.body, batch, train)
+        batch = _unshown(batch, parent.references)
+        parent_out = await self._evaluate(parent, batch, train)
         parent_scores = self._scores(parent_out)
         failures = [key for key, score in parent_scores.items() if score < 1.0]
         if not failures:
             self.say(f"{parent.id} is perfect on this minibatch: nothing to reflect on")
             return None
-        node = Node(f"p{len(self.nodes)}", "", parent.id, round_number, "rejected")
-        self.nodes.append(node)
+        node = self._child(
+            parent, round_number, "", parent.references, "instruction rewritten by the reflection model"
+        )
         images = {e.id: e.image for e in batch}
         shown = [
             reflection.Shown(o, images[o.example_id], reflection.wrong_on(o))
@@ -499,14 +603,13 @@ class Optimization:
         node.reflection_answer = answer
         if node.reason is not None:  # the reflection call itself failed
             return node
-        parent_prompt = self._prompt(parent.body)
         checked = check_proposal(
             answer,
-            parent_prompt,
+            self._prompt(parent),
             self.task,
             structured_output=all(self.structured.values()),
-            forbidden=self._forbidden,
-            seen={n.body: n.id for n in self.nodes if n.body},
+            forbidden=self._forbidden - set(parent.reference_ids),  # a template may name what it shows
+            seen={n.body: n.id for n in self.nodes if n.body and n.reference_ids == parent.reference_ids},
             max_chars=self.max_chars,
             max_rendered_chars=self.max_rendered_chars,
         )
@@ -514,19 +617,56 @@ class Optimization:
         if not checked.ok:
             node.reason = checked.reason
             return node
-        child_out = await self._evaluate(node.body, batch, train)
+        return await self._try(node, batch, parent_scores)
+
+    async def _change_references(self, round_number: int, parent: Node, batch: list[Example]) -> Node | None:
+        """The parent's template with another choice of training trays as references (``--references``)."""
+        assert self.moves is not None
+        train = self.train.split
+        batch = _unshown(batch, parent.references)
+        parent_out = await self._evaluate(parent, batch, train)
+        if all(score >= 1.0 for score in self._scores(parent_out).values()):
+            self.say(f"{parent.id} is perfect on this minibatch: no reference change to try")
+            return None
+        tried = {n.reference_ids for n in self.nodes if n.body == parent.body}
+        change = self.moves.propose(parent.id, parent.references, tried)
+        if change is None:
+            self.say(f"{parent.id}: every reference change from it was tried")
+            return None
+        node = self._child(parent, round_number, parent.body, change.references, change.change)
+        batch = _unshown(batch, change.references)
+        kept = {e.id for e in batch}
+        parent_scores = self._scores({k: o for k, o in parent_out.items() if o.example_id in kept})
+        if (size := len(self._prompt(node).render(self.task))) > self.max_rendered_chars:
+            node.reason = f"renders too long: {size:,} characters (at most {self.max_rendered_chars:,})"
+            return node
+        return await self._try(node, batch, parent_scores)
+
+    def _child(
+        self, parent: Node, round_number: int, body: str, references: tuple[Reference, ...], change: str
+    ) -> Node:
+        """A new proposal in the population, rejected until it is shown to do better."""
+        node = Node(f"p{len(self.nodes)}", body, parent.id, round_number, "rejected")
+        node.references, node.change = references, change
+        self.nodes.append(node)
+        return node
+
+    async def _try(self, node: Node, batch: list[Example], parent_scores: dict[str, float]) -> Node:
+        """A checked proposal on the parent's minibatch, then — only if it does better there — on the
+        whole optimisation split."""
+        child_out = await self._evaluate(node, batch, self.train.split)
         before, after = sum(parent_scores.values()), sum(self._scores(child_out).values())
         node.minibatch = (before, after)
         if after <= before:
             node.status, node.reason = "not_better", f"minibatch {after:g} ≤ parent's {before:g}"
             return node
-        outcomes = await self._evaluate(node.body, self.evaluated_on.examples, self.evaluated_on.split)
+        outcomes = await self._evaluate(node, self.evaluated_on.examples, self.evaluated_on.split)
         node.scores, node.metrics = self._scores(outcomes), self._metrics(outcomes)
         node.status = "evaluated"
         return node
 
     async def _reflect(self, node: Node, parent: Node, shown: list[reflection.Shown], n: int) -> str | None:
-        parent_prompt = self._prompt(parent.body)
+        parent_prompt = self._prompt(parent)
         ref = self.start.ref if parent.id == "p0" else f"proposal {parent.id} (from {self.start.ref})"
         text = reflection.render_reflection(
             self.reflect_prompt,
@@ -554,6 +694,14 @@ class Optimization:
         return completion.text
 
     @property
+    def _references_from(self) -> str | None:
+        """Where the written versions' references came from: drawn from the training split (by the
+        search, or by the start's rule), or the start version's own files."""
+        if self.moves is not None or isinstance(self.start.reference_spec, dict):
+            return self.train.split
+        return self.start.ref if self.start.references else None
+
+    @property
     def _forbidden(self) -> set[str]:
         """Example ids: a template naming one is answering for that tray, not for trays in general."""
         return {e.id for e in self.train.examples} | {e.id for e in self.evaluated_on.examples}
@@ -570,8 +718,22 @@ class Optimization:
             reflected_on=self.train.split,
             n_optimized_on=len(self.evaluated_on.examples),
             run_id=run_id,
+            references_from=self._references_from,
         )
         return write_versions(chosen, self.nodes, self.start, self.library, provenance)
+
+
+def _unshown(batch: list[Example], references: tuple[Reference, ...]) -> list[Example]:
+    """The minibatch without the trays the prompt shows as references: a tray shown with its answer
+    is not a tray the prompt is measured on."""
+    if not references:
+        return batch
+    shown = {r.id for r in references} | {r.image.sha256 for r in references}
+    return [e for e in batch if e.id not in shown and e.image.sha256 not in shown]
+
+
+def _sizes(references: tuple[Reference, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple(size_of(r.image) for r in references)
 
 
 class OptimizationInterrupted(PromptgradeError):

@@ -4,6 +4,9 @@ The task model answers every tray right only when the prompt contains a given in
 half of them without it; the reflection model (another model id, so another request path) answers
 with scripted proposals in order. A search that works finds the instruction, and a test can assert
 exactly which proposal won, what was rejected and why, and which images were sent.
+
+``PlantedReferences`` plants a reference set instead: the grade comes out right only when the trays
+shown before the one graded carry exactly the planted grades, in order.
 """
 
 from __future__ import annotations
@@ -45,6 +48,24 @@ class PlantedTaskModel:
         return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
 
 
+class PlantedReferences:
+    """Answers as a task model would: categories right, the grade right only when the references shown
+    (every image before the tray, known by hash in ``truth``) are graded exactly ``wanted``, in order."""
+
+    def __init__(self, truth: Truth, wanted: Sequence[float]) -> None:
+        self.truth = truth
+        self.wanted = [float(g) for g in wanted]
+
+    def shown(self, request: RequestInfo) -> list[float | None]:
+        return [self.truth[s][1] if s in self.truth else None for s in request.image_sha256s[:-1]]
+
+    def __call__(self, request: RequestInfo) -> str:
+        categories, grade = self.truth.get(request.image_sha256 or "", (("snack",), 0.0))
+        if self.shown(request) != self.wanted:
+            grade = 100.0 if grade < 50 else 0.0
+        return json.dumps({"categories": list(categories), "food_remaining_pct": grade})
+
+
 class ScriptedProposals:
     """A reflection model's answers, in order (the last one repeats); records the prompts it was sent."""
 
@@ -67,4 +88,4 @@ def fenced(template: str) -> str:
     )
 
 
-__all__ = ["PlantedTaskModel", "ScriptedProposals", "Truth", "fenced"]
+__all__ = ["PlantedReferences", "PlantedTaskModel", "ScriptedProposals", "Truth", "fenced"]

@@ -3,7 +3,9 @@
 The parent run holds what was asked (start prompt, models, budget, splits) and what came of it (the
 best score, the calls and dollars spent, the versions written, ``lineage.json``); each nested run holds
 one template's text, the reflection answer it came from and its metrics on the optimisation split, so
-a person can read the search afterwards and see why each proposal was kept or rejected.
+a person can read the search afterwards and see why each proposal was kept or rejected. A prompt that
+shows reference trays names them on its run (tag ``references``, param ``n_references``, as a sweep's
+candidate does), with what the proposal changed (tag ``change``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class OptimizationTracker(Tracker):
                 "proposal": node.id,
                 "proposal_status": node.status,
                 **({"rejected_reason": node.reason[:5000]} if node.reason else {}),
+                **({"change": node.change[:5000]} if node.change else {}),
+                **({"references": ",".join(node.reference_ids)[:5000]} if node.references else {}),
             },
         )
         node.run_id = run_id = run.info.run_id
@@ -61,6 +65,8 @@ class OptimizationTracker(Tracker):
             Param("parent", node.parent or ""),
             Param("round", str(node.round)),
         ]
+        if node.references:
+            params.append(Param("n_references", str(len(node.references))))
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in flatten(node.metrics).items()]
         if node.scores:
@@ -127,6 +133,8 @@ def lineage(nodes: list[Node]) -> dict[str, Any]:
                 "minibatch": None if n.minibatch is None else list(n.minibatch),
                 "written_as": n.written_as,
                 "run_id": n.run_id,
+                "change": n.change,
+                "references": list(n.reference_ids),
             }
             for n in nodes
         ]
@@ -143,8 +151,9 @@ def lineage_text(nodes: list[Node]) -> str:
     def walk(node: Node, depth: int) -> None:
         score = "" if not node.scores else f" score={node.score:.3f}"
         written = f" → {node.written_as}" if node.written_as else ""
+        shown = f" refs={','.join(node.reference_ids)}" if node.references else ""
         reason = f" ({node.reason})" if node.reason else ""
-        lines.append(f"{'  ' * depth}{node.id} [{node.status}]{score}{written}{reason}")
+        lines.append(f"{'  ' * depth}{node.id} [{node.status}]{score}{written}{shown}{reason}")
         for child in children.get(node.id, []):
             walk(child, depth + 1)
 
