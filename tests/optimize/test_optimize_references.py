@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from provider_servers import serve
-from scripted_sweeps import ROOT, write_experiment
 from typer.testing import CliRunner, Result
 
+from helpers.provider_servers import serve
+from helpers.scripted_sweeps import ROOT, write_experiment
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.examples import LoadedDataset

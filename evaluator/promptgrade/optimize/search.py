@@ -531,7 +531,7 @@ class Optimization:
         """The split's usual metrics; with several task models pooled, their cost is not one price."""
         models = {spec.model for spec in self.task_specs}
         price = price_for(next(iter(models)), self.plan.prices) if len(models) == 1 else None
-        return summarise(outcomes.values(), price)
+        return summarise(outcomes.values(), price, self.task)
 
     def _log(self, node: Node) -> None:
         if self.tracker is not None:
