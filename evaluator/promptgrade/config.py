@@ -27,7 +27,7 @@ MAX_SAMPLES = 20  # answers per example: beyond this a vote buys little and the 
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
 ProviderName = Literal[NAMES]  # type: ignore[valid-type]
 # model fields that only some providers take (their records say which): checked against the provider
-PROVIDER_FIELDS = tuple(sorted(set().union(*(record.fields for record in RECORDS))))
+PROVIDER_FIELDS = tuple(sorted(set().union(*(record.fields | record.batch_fields for record in RECORDS))))
 
 
 class PromptRef(BaseModel):
@@ -83,14 +83,24 @@ class ModelSpec(BaseModel):
         description="openai: the NAME of the variable holding the key (default OPENAI_API_KEY); never the key.",
     )
     region: str | None = Field(None, description="bedrock: the AWS region (else the AWS chain's).")
+    batch_s3_uri: str | None = Field(
+        None,
+        description="bedrock, with `batch`: the S3 prefix (s3://bucket/prefix) its batch jobs' input and "
+        "output files go under.",
+    )
+    batch_role_arn: str | None = Field(
+        None,
+        description="bedrock, with `batch`: the service role Bedrock's batch jobs run as (reads and writes "
+        "batch_s3_uri).",
+    )
     settings: GenerationSettings = GenerationSettings()
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     timeout_s: float = Field(60.0, gt=0)
     limits: Limits = Limits()
     batch: bool = Field(
         False,
-        description="gemini: send this model's uncached requests as Batch API jobs (half price, "
-        "up to 24 h) instead of one call each; `sweep --batch` sets it for every model.",
+        description="send this model's uncached requests as batch jobs (Gemini, Bedrock, OpenAI: half "
+        "price, up to 24 h) instead of one call each; `sweep --batch` sets it for every model.",
     )
     samples: int = Field(
         1,
@@ -117,7 +127,7 @@ class ModelSpec(BaseModel):
                 f"batch: only {batched} models run as batch jobs; {self.provider} models are swept online"
             )
         for name in PROVIDER_FIELDS:
-            if getattr(self, name) is not None and name not in record.fields:
+            if getattr(self, name) is not None and name not in record.fields | record.batch_fields:
                 owners = " or ".join(r.name for r in accepting(name))
                 raise ValueError(f"{name} is for provider: {owners}, not {self.provider}")
         return self
@@ -126,6 +136,13 @@ class ModelSpec(BaseModel):
         """The fields only this model's provider takes (``region``, ``api_key_env``), as its arguments."""
         record = find(self.provider)
         return {name: getattr(self, name) for name in sorted(record.fields)} if record else {}
+
+    def batch_fields(self) -> dict[str, str]:
+        """The fields set on this model that its batch jobs need (``region``, ``batch_s3_uri``,
+        ``api_key_env``…): what the journal keeps so that ``batches cancel`` reaches a job again."""
+        record = find(self.provider)
+        names = record.fields | record.batch_fields if record else frozenset()
+        return {name: str(getattr(self, name)) for name in sorted(names) if getattr(self, name) is not None}
 
     @field_validator("grid")
     @classmethod

@@ -56,6 +56,14 @@ def _byte_count(value: object) -> object:
     return value
 
 
+def _count(value: object) -> object:
+    if isinstance(value, str):
+        if not value.strip().isdigit() or int(value) < 1:
+            raise PydanticCustomError("count", "expected a whole number above 0")
+        return int(value)
+    return value
+
+
 def _seconds(value: object) -> object:
     if isinstance(value, str):
         try:
@@ -77,6 +85,7 @@ def _secret(value: object) -> object:
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 ByteCount = Annotated[int, BeforeValidator(_byte_count)]
+Count = Annotated[int, BeforeValidator(_count), Field(ge=1)]
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 # ``~`` expanded in the default and in a user's value alike (a shell does not expand it inside quotes)
@@ -131,6 +140,19 @@ class Settings(BaseSettings):
         validation_alias="PROMPTGRADE_BATCH_INLINE_BYTES",
         description="Largest batch job sent inline, in bytes (the Batch API's limit); a larger job is "
         "uploaded as a JSONL file.",
+    )
+    batch_max_requests: Count | None = Field(
+        None,
+        validation_alias="PROMPTGRADE_BATCH_MAX_REQUESTS",
+        description="Most requests in one batch job, below the provider's own limit (OpenAI and Bedrock: "
+        "50,000); a candidate with more is split into jobs of near-equal size. Unset: the provider's limit.",
+    )
+    bedrock_batch_min_records: Count = Field(
+        100,
+        validation_alias="PROMPTGRADE_BEDROCK_BATCH_MIN_RECORDS",
+        description='Fewest records a Bedrock batch job may hold (the per-model quota "Minimum number of '
+        "records per batch inference job\"; set your account's value): fewer requests are held back, not "
+        "submitted.",
     )
     mlflow_tracking_uri: str | None = Field(
         None,

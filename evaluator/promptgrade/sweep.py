@@ -24,7 +24,7 @@ from promptgrade.candidates import AnyCandidate, BaselineCandidate, Candidate, c
 from promptgrade.config import Experiment, ModelSpec, Plan, load_experiment, plan_experiment
 from promptgrade.data.examples import DatasetSummary, LoadedDataset
 from promptgrade.data.loaders import load_dataset_split
-from promptgrade.errors import ConfigError, CredentialsError, TrackingError
+from promptgrade.errors import ConfigError, CredentialsError, ProviderError, TrackingError
 from promptgrade.estimate import CandidateEstimate, estimate, size_of
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import Provider
@@ -44,7 +44,7 @@ from promptgrade.tracking.payloads import ExampleTrace, Owner
 
 if TYPE_CHECKING:
     from promptgrade.batch.executor import BatchListener, BatchOutcome
-    from promptgrade.providers.gemini_batch import GeminiBatches
+    from promptgrade.providers.batch_base import BatchBackend
     from promptgrade.tracking.writer import TrackingWriter
 
 T = TypeVar("T")
@@ -345,6 +345,7 @@ class Sweep:
             cache.cache,
             journal,
             poll_s=self.settings.batch_poll_s,
+            max_requests=self.settings.batch_max_requests,
         )
         self.batch_outcome = executor.outcome
         try:
@@ -362,7 +363,8 @@ class Sweep:
                 client.close()
         providers = dict(self.providers or {})
         for (provider, model), client in clients.items():
-            providers[(provider, model)] = JournalAnswers(provider, model, journal, client.base_url)
+            held = executor.outcome.held
+            providers[(provider, model)] = JournalAnswers(provider, model, journal, client.base_url, held)
         self.providers = providers
 
     async def _run_and_close(self, work: Coroutine[Any, Any, T]) -> T:
@@ -474,19 +476,32 @@ def provider_for(
     )
 
 
-def batch_client(spec: ModelSpec, experiment: Experiment, settings: Settings) -> GeminiBatches:
-    """The batch back-end the model's record names (config validation admits no other), at its endpoint;
-    a job waits for long polls, so its timeout is never under two minutes."""
+def batch_client(spec: ModelSpec, experiment: Experiment | None, settings: Settings) -> BatchBackend:
+    """The batch back-end the model's record names (config validation admits no other), at the model's
+    online endpoint (its answers' keys carry it), with the arguments its record says it takes; a job
+    waits for long polls, so its timeout is never under two minutes."""
     record = find(spec.provider)
     if record is None or record.batch is None:
         raise ConfigError(f"batch: {spec.provider} models have no batch back-end")
-    back_end: type[GeminiBatches] = record.batch_class()
-    return back_end(
-        spec.model,
-        endpoint(spec, experiment, settings),
-        max(spec.timeout_s, 120),
-        inline_limit_bytes=settings.batch_inline_bytes,
-    )
+    options: dict[str, Any] = {
+        **{name: getattr(spec, name) for name in record.fields | record.batch_fields},
+        "inline_limit_bytes": settings.batch_inline_bytes,
+        "min_records": settings.bedrock_batch_min_records,
+        "api_key": settings.openai_key(spec.api_key_env),  # an OpenAI-compatible key; others ignore it
+    }
+    try:
+        back_end: BatchBackend = record.batch_class()(
+            spec.model,
+            endpoint(spec, experiment, settings),
+            max(spec.timeout_s, 120),
+            **{name: value for name, value in options.items() if name in record.batch_options},
+        )
+    except ModuleNotFoundError as exc:
+        raise ProviderError(
+            f"batch jobs on {record.title} need the {record.package} package ({exc.name} is missing): "
+            f"pip install {record.package}"
+        ) from None
+    return back_end
 
 
 def batch_models(models: list[ModelSpec]) -> list[ModelSpec]:
@@ -503,11 +518,22 @@ def batch_models(models: list[ModelSpec]) -> list[ModelSpec]:
 
 
 def check_batch_models(models: list[ModelSpec]) -> None:
-    """A model is swept one way: its batch and online candidates would share one provider and price."""
+    """A model is swept one way: its batch and online candidates would share one provider and price.
+    A batch model has every field its provider's batch jobs need (a Bedrock job's S3 prefix and role)."""
     batch = {(m.provider, m.model) for m in models if m.batch}
     online = {(m.provider, m.model) for m in models if not m.batch}
     if both := sorted(batch & online):
         raise ConfigError(f"{both[0][1]} is listed both with and without `batch: true`: choose one")
+    for spec in models:
+        record = find(spec.provider)
+        missing = (
+            sorted(name for name in record.batch_fields if getattr(spec, name) is None) if record else []
+        )
+        if spec.batch and record is not None and missing:
+            raise ConfigError(
+                f"{spec.model}: {record.title} batch jobs need {' and '.join(missing)}: set "
+                f"{'them' if len(missing) > 1 else 'it'} on the model (see the README's Batch mode)"
+            )
 
 
 def unflatten(flat: dict[str, float]) -> dict[str, Estimate | float]:

@@ -314,16 +314,23 @@ def test_dry_run_shows_the_batch_price_beside_the_online_price(tmp_path: Path, s
     assert batch_cost == pytest.approx(online_cost / 2, rel=1e-3)
 
 
-def test_batch_on_a_model_without_a_batch_api_is_one_clear_line(tmp_path: Path, server: FakeGemini) -> None:
+def test_batch_on_a_model_without_what_its_batch_jobs_need_is_one_clear_line(
+    tmp_path: Path, server: FakeGemini
+) -> None:
+    """Every provider now has a batch back-end (a Bedrock or OpenAI model is no longer refused); what a
+    provider's jobs need and the model lacks — a Bedrock job's S3 prefix and role — is one line."""
     path = write_experiment(tmp_path, server)
     path.write_text(
         path.read_text().replace(
-            "  - model: gemini-2.5-flash", "  - provider: openai\n    model: gpt-4o-mini"
+            "  - model: gemini-2.5-flash", "  - provider: bedrock\n    model: amazon.nova-lite-v1:0"
         )
     )
     result = RUNNER.invoke(app, ["sweep", str(path), "--batch", "--dry-run"])
     assert result.exit_code == 2
-    assert "only Gemini models run as batch jobs, not openai/gpt-4o-mini" in result.output
+    assert (
+        "amazon.nova-lite-v1:0: Bedrock batch jobs need batch_role_arn and batch_s3_uri: set them on the model"
+        in result.output
+    )
     assert "Traceback" not in result.output
 
 

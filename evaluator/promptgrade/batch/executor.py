@@ -1,9 +1,11 @@
-"""Gemini batch jobs as the second executor of a sweep's requests (the first is the online ``Caller``).
+"""Batch jobs as the second executor of a sweep's requests (the first is the online ``Caller``).
 
 Both fill the same answer cache under the same keys; nothing downstream knows which ran. This module
-turns a batch candidate's uncached requests into jobs (journalled first, see ``journal``), follows the
-jobs until they end — polling with backoff, waiting out a 429's RetryInfo delay — and reads their
-results into the answer cache, matched by key. After that the ordinary sweep runs over the cache and
+turns a batch candidate's uncached requests into jobs (journalled first, see ``journal``) on whichever
+provider's batch service the model's record names — Gemini, Bedrock or OpenAI, each a ``BatchBackend``
+(``providers.batch_base``) — cut to that service's limits (``split``), follows the jobs until they end
+— polling with backoff, waiting out a 429's retry delay — and reads their results into the answer
+cache, matched by key. After that the ordinary sweep runs over the cache and
 makes no calls: a request the jobs did not answer reaches the runner as a recorded ``batch_failed``
 answer (``JournalAnswers``), scored as an error with its reason, and the next run resubmits it.
 """
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from promptgrade.batch.journal import SUBMITTING, BatchJournal, JobRecord
+from promptgrade.batch.split import split
 from promptgrade.cache import AnswerCache, cache_key, cacheable
 from promptgrade.candidates import Candidate
 from promptgrade.config import Plan, price_for
@@ -24,7 +27,7 @@ from promptgrade.data.examples import LoadedDataset
 from promptgrade.estimate import reference_sizes, request_input_tokens, size_of
 from promptgrade.grading import build_request
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
-from promptgrade.providers.gemini_batch import BatchAPIError, GeminiBatches, JobStatus
+from promptgrade.providers.batch_base import SUCCEEDED, BatchAPIError, BatchBackend, JobStatus, request_bytes
 from promptgrade.runner import SweepStopped
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS
 
@@ -51,6 +54,7 @@ class BatchOutcome:
     collected: list[JobRecord] = field(default_factory=list)
     failed_requests: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # label → (example, why)
     notes: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # cache key → why no job may take it (never sent)
 
     @property
     def requests_submitted(self) -> int:
@@ -72,16 +76,19 @@ class BatchExecutor:
         plan: Plan,
         dataset: LoadedDataset,
         candidates: list[Candidate],
-        clients: dict[tuple[str, str], GeminiBatches],
+        clients: Mapping[tuple[str, str], BatchBackend],
         cache: AnswerCache,
         journal: BatchJournal,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = FIRST_POLL_S,
+        max_requests: int | None = None,
     ) -> None:
+        """``max_requests``: the lab's own cap on requests per job (``PROMPTGRADE_BATCH_MAX_REQUESTS``),
+        below the provider's documented one."""
         self.plan, self.dataset, self.candidates = plan, dataset, candidates
-        self.poll_s = poll_s
+        self.poll_s, self.max_requests = poll_s, max_requests
         self.clients, self.cache, self.journal = clients, cache, journal
         self.sleep, self.clock = sleep, clock
         self.outcome = BatchOutcome()
@@ -101,7 +108,8 @@ class BatchExecutor:
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self) -> None:
-        """Adopt journalled jobs, then one job per candidate for requests neither cached nor in flight."""
+        """Adopt journalled jobs, then submit the requests neither cached nor in flight: one job per
+        candidate, or several where the provider's limits say so."""
         self._settle_intents()
         self.outcome.resumed = self.open_jobs()
         in_flight = self.journal.in_flight()
@@ -113,11 +121,30 @@ class BatchExecutor:
                     continue
                 seen.add(key)  # two examples with the same image are one request
                 todo.append((key, example_id, request))
-            if todo:
-                plans.append((candidate, todo))
+            plans.extend((candidate, chunk) for chunk in self._jobs_of(candidate, todo))
         self._check_budget(plans)
         for candidate, todo in plans:
             self.outcome.submitted.append(self._create(candidate, todo))
+
+    def _jobs_of(
+        self, candidate: Candidate, todo: list[tuple[str, str, CompletionRequest]]
+    ) -> list[list[tuple[str, str, CompletionRequest]]]:
+        """``todo`` cut to the provider's limits; what no job may hold is noted, and stays unanswered."""
+        if not todo:
+            return []
+        client = self.clients[(candidate.provider, candidate.model)]
+        cut = split(
+            [request_bytes(request) for _, _, request in todo], client.limits.tightened(self.max_requests)
+        )
+        for index, reason in cut.held.items():
+            self.outcome.held[todo[index][0]] = reason
+        if cut.held:
+            reasons = sorted(set(cut.held.values()))
+            self.outcome.notes.append(
+                f"{candidate.label}: {len(cut.held)} request(s) held back, not submitted ({'; '.join(reasons)}); "
+                "a sweep without --batch answers them online, at the online price"
+            )
+        return [[todo[index] for index in job] for job in cut.jobs]
 
     def _check_budget(self, plans: list[tuple[Candidate, list[tuple[str, str, CompletionRequest]]]]) -> None:
         """A job is paid for as a whole: the budget is checked before any is submitted, at the batch
@@ -172,6 +199,7 @@ class BatchExecutor:
             candidate_label=candidate.label,
             requests=[(key, example_id) for key, example_id, _ in todo],
             base_url=client.base_url,
+            fields=candidate.spec.batch_fields(),
         )
         record = self.journal.job(local_id)
         assert record is not None
@@ -274,10 +302,11 @@ class BatchExecutor:
             else:
                 failed[result.key] = completion.error.message if completion.error else "no answer"
         ended = status.state.removeprefix("JOB_STATE_").lower()
+        why = f" ({status.error})" if status.error else ""
         for key in expected.keys() - set(answered) - failed.keys():
             failed[key] = (
-                f"the job ended {ended} without this request's answer"
-                if status.state != "JOB_STATE_SUCCEEDED"
+                f"the job ended {ended}{why} without this request's answer"
+                if status.state != SUCCEEDED
                 else "missing from the job's results"
             )
         notes = []
@@ -306,16 +335,27 @@ class JournalAnswers:
 
     answers_without_calling = True
 
-    def __init__(self, name: str, model: str, journal: BatchJournal, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        journal: BatchJournal,
+        base_url: str | None = None,
+        held: Mapping[str, str] | None = None,
+    ) -> None:
+        """``held``: cache key → why no job may take that request (``BatchOutcome.held``)."""
         self.name, self.model, self.journal, self.base_url = name, model, journal, base_url
+        self.held = held or {}
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        reason = self.journal.failure(cache_key(self.name, self.model, request, endpoint=self.base_url))
-        message = (
-            f"batch job {reason}; the next run resubmits it"
-            if reason
-            else "no batch job has answered this request yet; the next run submits it"
-        )
+        key = cache_key(self.name, self.model, request, endpoint=self.base_url)
+        reason = self.journal.failure(key)
+        if key in self.held:
+            message = f"not sent as a batch job: {self.held[key]}; a sweep without --batch answers it online"
+        elif reason:
+            message = f"batch job {reason}; the next run resubmits it"
+        else:
+            message = "no batch job has answered this request yet; the next run submits it"
         return Completion(text=None, error=ErrorInfo(ErrorKind.BATCH_FAILED, message))
 
     async def aclose(self) -> None:

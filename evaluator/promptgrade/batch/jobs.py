@@ -1,4 +1,5 @@
-"""A store's batch jobs outside a sweep: what ``promptgrade batches`` lists, and cancelling one.
+"""A store's batch jobs (Gemini, Bedrock, OpenAI) outside a sweep: what ``promptgrade batches`` lists,
+and cancelling one.
 
 The journal beside the answer cache is the record of which jobs this store submitted (the API lists
 every job of the key, whoever submitted it), so both read the journal rather than the API.
@@ -19,19 +20,25 @@ def store_journal(cache_path: Path | None = None) -> BatchJournal:
 
 
 def cancel_job(name: str, cache_path: Path | None = None) -> JobRecord:
-    """Cancel a journalled job (by API name or local id) at the endpoint it was submitted to.
+    """Cancel a journalled job (by API name or local id) at the endpoint it was submitted to, with the
+    model fields it was submitted with (a Bedrock job's region, an OpenAI key's variable).
 
     Nothing is lost: the next sweep collects what the job answered and resubmits the rest.
     """
-    # google-genai is imported here, not above: listing jobs never needs the SDK.
-    from promptgrade.providers.gemini_batch import GeminiBatches
+    # the SDKs are imported here, not above: listing jobs never needs one
+    from promptgrade.config import ModelSpec
+    from promptgrade.settings import load_settings
+    from promptgrade.sweep import batch_client
 
     job = store_journal(cache_path).job(name)
     if job is None or job.name is None:
         raise PromptgradeError(
             f"no batch job {name!r} in this store's journal (see `promptgrade batches list`)"
         )
-    client = GeminiBatches(job.model, job.base_url)
+    spec = ModelSpec.model_validate(
+        {"provider": job.provider, "model": job.model, "base_url": job.base_url, **job.fields}
+    )
+    client = batch_client(spec, None, load_settings())
     try:
         client.cancel(job.name)
     finally:

@@ -30,7 +30,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs (local_id TEXT PRIMARY KEY, name TEXT, experiment TEXT NOT NULL, "
     "provider TEXT NOT NULL, model TEXT NOT NULL, candidate_key TEXT NOT NULL, candidate_label TEXT NOT NULL, "
     "route TEXT, requests INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, state TEXT NOT NULL, "
-    "stats TEXT NOT NULL DEFAULT '{}', error TEXT, collected REAL, base_url TEXT)",
+    "stats TEXT NOT NULL DEFAULT '{}', error TEXT, collected REAL, base_url TEXT, fields TEXT)",
     "CREATE TABLE IF NOT EXISTS job_requests (local_id TEXT NOT NULL, key TEXT NOT NULL, example_id TEXT NOT NULL, "
     "status TEXT NOT NULL DEFAULT 'pending', error TEXT, PRIMARY KEY (local_id, key))",
     "CREATE INDEX IF NOT EXISTS job_requests_key ON job_requests (key)",
@@ -53,7 +53,10 @@ class JobRecord:
     stats: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     collected: float | None = None
-    base_url: str | None = None  # the endpoint the job lives on (None: the SDK's default)
+    base_url: str | None = None  # the model's online endpoint, as in its answers' keys (None: the SDK's)
+    # the model's provider fields the job was created with (a Bedrock region, S3 prefix and role; an
+    # OpenAI key's variable): what ``batches cancel`` needs to reach the job again
+    fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -73,6 +76,9 @@ class BatchJournal:
             self._db.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "fields" not in columns:  # a journal written before Bedrock and OpenAI batch jobs
+                self._db.execute("ALTER TABLE jobs ADD COLUMN fields TEXT")
         except sqlite3.Error as exc:
             raise PromptgradeError(f"cannot open the batch journal: {exc}", path=self.path) from None
         self._lock = threading.Lock()
@@ -89,6 +95,7 @@ class BatchJournal:
         candidate_label: str,
         requests: list[tuple[str, str]],
         base_url: str | None = None,
+        fields: dict[str, str] | None = None,
     ) -> None:
         """Record a job about to be created, with its (cache key, example id) requests, in one commit."""
         now = time.time()
@@ -96,7 +103,7 @@ class BatchJournal:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO jobs (local_id, experiment, provider, model, candidate_key, candidate_label, "
-                "requests, created, updated, state, base_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "requests, created, updated, state, base_url, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     local_id,
                     experiment,
@@ -109,6 +116,7 @@ class BatchJournal:
                     now,
                     SUBMITTING,
                     base_url,
+                    json.dumps(fields or {}, sort_keys=True),
                 ),
             )
             self._db.executemany(
@@ -175,11 +183,13 @@ class BatchJournal:
         return [_record(row) for row in rows]
 
     def job(self, name: str) -> JobRecord | None:
-        """By the API's name (``batches/…``) or by local id."""
+        """By the API's name (``batches/…``, a Bedrock job ARN, an OpenAI ``batch_…`` id), the name's
+        last segment (a Bedrock job id) or local id."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM jobs WHERE name = ? OR local_id = ? OR name = ?",
-                (name, name, f"batches/{name}"),
+                "SELECT * FROM jobs WHERE name = ? OR local_id = ? OR name = ? OR name LIKE ? ESCAPE '\\' "
+                "ORDER BY created DESC",
+                (name, name, f"batches/{name}", "%/" + name.replace("%", "\\%").replace("_", "\\_")),
             ).fetchone()
         return None if row is None else _record(row)
 
@@ -233,7 +243,7 @@ def _record(row: tuple[object, ...]) -> JobRecord:
         stats,
         error,
     ) = row[:14]
-    collected, base_url = row[14], row[15]
+    collected, base_url, fields = row[14], row[15], row[16]
     return JobRecord(
         local_id=str(local_id),
         name=None if name is None else str(name),
@@ -250,4 +260,5 @@ def _record(row: tuple[object, ...]) -> JobRecord:
         error=None if error is None else str(error),
         collected=None if collected is None else float(collected),  # type: ignore[arg-type]
         base_url=None if base_url is None else str(base_url),
+        fields=json.loads(str(fields)) if fields else {},
     )

@@ -9,10 +9,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from promptgrade.cli.common import esc
 
-if TYPE_CHECKING:  # the executor imports google-genai: a sweep without --batch never loads it
+if TYPE_CHECKING:  # a sweep without --batch never loads the batch executor
     from promptgrade.batch.executor import BatchOutcome
     from promptgrade.batch.journal import JobRecord
-    from promptgrade.providers.gemini_batch import JobStatus
+    from promptgrade.providers.batch_base import JobStatus
 
 
 class BatchProgress:
@@ -58,9 +58,10 @@ def print_batch_outcome(console: Console, outcome: BatchOutcome | None, limit: i
         console.print(f"[yellow]batch:[/] {esc(note)}", highlight=False)
     for job in outcome.collected:
         if job.state != "JOB_STATE_SUCCEEDED":
+            why = f" ({esc(job.error)})" if job.error else ""
             console.print(
-                f"[yellow]batch:[/] {esc(job.name)} ended {esc(job.state.removeprefix('JOB_STATE_').lower())}: "
-                "its answers are kept; the next run resubmits the rest",
+                f"[yellow]batch:[/] {esc(job.name)} ended {esc(job.state.removeprefix('JOB_STATE_').lower())}"
+                f"{why}: its answers are kept; the next run resubmits the rest",
                 highlight=False,
             )
     for label, rows in outcome.failed_requests.items():

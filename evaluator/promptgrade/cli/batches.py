@@ -1,4 +1,4 @@
-"""``batches list|cancel``: the Gemini batch jobs this store submitted (from its journal)."""
+"""``batches list|cancel``: the batch jobs (Gemini, Bedrock, OpenAI) this store submitted (from its journal)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from rich.table import Table
 from promptgrade.cli import common
 from promptgrade.cli.common import app, esc, user_errors
 
-batches_app = typer.Typer(help="Gemini batch jobs submitted by `sweep --batch`.", no_args_is_help=True)
+batches_app = typer.Typer(
+    help="Batch jobs (Gemini, Bedrock, OpenAI) submitted by `sweep --batch`.", no_args_is_help=True
+)
 app.add_typer(batches_app, name="batches")
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Answer cache file (its journal sits beside it).")
@@ -61,7 +63,10 @@ def batches_list(cache_path: CacheOpt = None) -> None:
 @batches_app.command("cancel")
 @user_errors
 def batches_cancel(
-    name: Annotated[str, typer.Argument(help="The job's name (batches/…), as `batches list` shows it.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="The job's name (batches/…, a job ARN, batch_…), as `batches list` shows it."),
+    ],
     cache_path: CacheOpt = None,
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""

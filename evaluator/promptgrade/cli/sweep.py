@@ -220,7 +220,10 @@ def sweep(
     cache_path: Annotated[Path | None, typer.Option("--cache", help="Answer cache file.")] = None,
     tracking_uri: TrackingOpt = None,
     batch: Annotated[
-        bool, typer.Option("--batch", help="Gemini Batch API jobs instead of calls (half price, up to 24 h).")
+        bool,
+        typer.Option(
+            "--batch", help="Batch jobs (Gemini, Bedrock, OpenAI) instead of calls (half price, up to 24 h)."
+        ),
     ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="With --batch: submit, then exit 3; the same command collects.")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from google import genai
@@ -28,6 +26,13 @@ from google.genai import types
 
 from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind, redacted
+from promptgrade.providers.batch_base import (
+    BatchAPIError,
+    BatchLimits,
+    BatchResult,
+    JobStatus,
+    jsonl_objects,
+)
 from promptgrade.providers.gemini import (
     _CONNECTION_ERRORS,
     _TIMEOUT_ERRORS,
@@ -40,49 +45,13 @@ from promptgrade.providers.gemini import (
 from promptgrade.providers.gemini_wire import RequestTemplates, sdk_parts, template_key
 
 INLINE_LIMIT_BYTES = 20 * 1024 * 1024  # the API's limit on one inline batch request
-TERMINAL = frozenset(
-    {
-        "JOB_STATE_SUCCEEDED",
-        "JOB_STATE_PARTIALLY_SUCCEEDED",
-        "JOB_STATE_FAILED",
-        "JOB_STATE_CANCELLED",
-        "JOB_STATE_EXPIRED",
-    }
-)
+FILE_LIMIT_BYTES = 2 * 1024**3  # the Files API's limit on one file: a larger job is split
 _API_ERRORS: tuple[type[Exception], ...] = (genai_errors.APIError, *_TIMEOUT_ERRORS, *_CONNECTION_ERRORS)
 VERTEX_UNSUPPORTED = (
     "Gemini batch mode uses the Gemini Developer API (inline requests or an uploaded JSONL file); "
     "Vertex AI batch prediction needs a GCS or BigQuery source, which promptgrade does not create: "
     "unset GOOGLE_GENAI_USE_VERTEXAI and use GEMINI_API_KEY, or sweep online"
 )
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    name: str
-    state: str  # JOB_STATE_*
-    stats: dict[str, int] = field(default_factory=dict)  # batchStats: requestCount, successful…, failed…
-    error: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """One result of a job: the answer (or the API's error for that request), by its key."""
-
-    key: str
-    completion: Completion
-
-
-class BatchAPIError(ProviderError):
-    """The Batch API refused or failed a call (not one request inside a job)."""
-
-    def __init__(self, message: str, info: ErrorInfo | None = None) -> None:
-        self.info = info
-        super().__init__(message)
 
 
 class GeminiBatches:
@@ -112,6 +81,11 @@ class GeminiBatches:
             retry_options=types.HttpRetryOptions(attempts=1),  # polling policy is ours
         )
         self._client = genai.Client(vertexai=False, api_key=self._secret, http_options=options)
+
+    @property
+    def limits(self) -> BatchLimits:
+        """No count limit; a job larger than one file is split (a job inline or in one file is one job)."""
+        return BatchLimits(max_bytes=FILE_LIMIT_BYTES)
 
     # -- submitting ---------------------------------------------------------------------------
     def create(self, requests: list[tuple[str, CompletionRequest]], display_name: str) -> tuple[str, str]:
@@ -191,7 +165,7 @@ class GeminiBatches:
                 data = self._client.files.download(file=dest.file_name)
             except _API_ERRORS as exc:
                 raise self._error(f"downloading {dest.file_name}", exc) from None
-            for line in _lines(data):
+            for line in jsonl_objects(data):
                 response = line.get("response")
                 parsed = (
                     types.GenerateContentResponse._from_response(response=response, kwargs={})
@@ -289,14 +263,3 @@ def _status(job: types.BatchJob, raw: dict[str, Any]) -> JobStatus:
     counts = {k: int(v) for k, v in stats.items() if str(v).isdigit()}
     error = job.error.message if job.error is not None else None
     return JobStatus(job.name or "", state, counts, error)
-
-
-def _lines(data: bytes) -> Iterator[dict[str, Any]]:
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        if line.strip():
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                continue  # an unreadable line: its request shows as missing, with a reason
-            if isinstance(parsed, dict):
-                yield parsed

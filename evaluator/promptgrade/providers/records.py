@@ -66,7 +66,15 @@ class ProviderRecord:
     lab_options: frozenset[str] = frozenset()
     experiment_base_url: bool = False  # whether the experiment-level ``base_url`` is this provider's too
     role_grant: RoleGrant | None = None  # with Credential.IAM_ROLE
-    batch: str | None = None  # the batch back-end, for ``batch: true`` models
+    batch: str | None = (
+        None  # the batch back-end (a ``providers.batch_base.BatchBackend``), for ``batch: true``
+    )
+    # experiment model fields only its batch jobs use (a Bedrock job's S3 prefix and service role): the
+    # back-end's arguments, never the online provider's
+    batch_fields: frozenset[str] = frozenset()
+    # the batch back-end's arguments beyond (model, base_url, timeout_s): which of the model's fields and
+    # the lab's resolved options it takes
+    batch_options: frozenset[str] = frozenset()
     # images one request may carry (the tray and a prompt's reference images); None: no fixed limit
     # known (an OpenAI-compatible server decides: vLLM's --limit-mm-per-prompt, for one)
     max_images: int | None = None
@@ -119,6 +127,7 @@ RECORDS: tuple[ProviderRecord, ...] = (
         lab_options=frozenset({"convert_per_call"}),
         experiment_base_url=True,
         batch="promptgrade.providers.gemini_batch:GeminiBatches",
+        batch_options=frozenset({"inline_limit_bytes"}),
         max_images=3000,  # the Gemini API's documented limit is 3,600 image files per request
     ),
     ProviderRecord(
@@ -142,6 +151,9 @@ RECORDS: tuple[ProviderRecord, ...] = (
             action="bedrock:InvokeModel",
             resources=bedrock_model_arns,
         ),
+        batch="promptgrade.providers.bedrock_batch:BedrockBatches",
+        batch_fields=frozenset({"batch_s3_uri", "batch_role_arn"}),
+        batch_options=frozenset({"region", "batch_s3_uri", "batch_role_arn", "min_records"}),
         max_images=20,  # Converse: at most 20 images per request
     ),
     ProviderRecord(
@@ -158,6 +170,8 @@ RECORDS: tuple[ProviderRecord, ...] = (
         measured_settings=frozenset({"base_url"}),
         fields=frozenset({"api_key_env"}),
         lab_options=frozenset({"api_key"}),
+        batch="promptgrade.providers.openai_batch:OpenAIBatches",
+        batch_options=frozenset({"api_key", "api_key_env"}),
     ),
 )
 
@@ -172,7 +186,8 @@ def find(name: str) -> ProviderRecord | None:
 
 
 def accepting(field_name: str) -> list[ProviderRecord]:
-    """The providers whose models may set ``field_name`` (``region``, ``api_key_env``, ``batch``)."""
+    """The providers whose models may set ``field_name`` (``region``, ``api_key_env``, ``batch``,
+    ``batch_s3_uri``…)."""
     if field_name == "batch":
         return [record for record in RECORDS if record.batch is not None]
-    return [record for record in RECORDS if field_name in record.fields]
+    return [record for record in RECORDS if field_name in record.fields | record.batch_fields]

@@ -5,7 +5,9 @@ boto3's ``bedrock-runtime`` client is pointed at it with ``endpoint_url`` (or
 /model/{modelId}/converse`` with the image as base64 in an image block — so the real client is tested,
 never a stubbed one. Answers are scripted per image (sha256 of the bytes); Bedrock's exceptions
 (``ThrottlingException``, ``ValidationException``…), stop reasons and a model without tool use can be
-queued. The SigV4 signature is not checked. Standard library only.
+queued. The SigV4 signature is not checked. The same server plays the control plane's batch inference
+jobs (``bedrock_batches``, which reads and writes S3 through boto3); the Converse half needs only the
+standard library.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptgrade.testing.bedrock_batches import BedrockBatchAPI
 from promptgrade.testing.scripted import JSONHandler, ScriptedAPI
 
 TOKENS_PER_IMAGE = 1600  # scripted: roughly what a Claude model bills a ~768-px image
@@ -37,6 +40,7 @@ class ConverseRequest:
     authorization: str | None = None
     content_order: tuple[str, ...] = ()
     image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (the last is image_sha256)
+    batch_job: str | None = None  # the batch inference job that carried it (None: an online call)
 
 
 @dataclass(frozen=True)
@@ -71,41 +75,28 @@ class FakeBedrock(ScriptedAPI[ConverseRequest, ConverseFault]):
         super().__init__(_Handler, default_answer=default_answer)
         self.latency_s = latency_s
         self.tools_supported = True  # False: a tool config is a ValidationException, as for some models
+        self.batches = BedrockBatchAPI(self)  # the control plane's batch inference jobs (bedrock_batches)
 
     @property
     def endpoint_url(self) -> str:
+        """The runtime's endpoint (``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``), and the control plane's
+        (``AWS_ENDPOINT_URL_BEDROCK``): one server plays both."""
         return self.address
 
+    # -- used by the handler and the batch jobs ----------------------------------------------------
+    def _parse(self, model_id: str, body: dict[str, Any], batch_job: str | None) -> ConverseRequest:
+        return _parse(model_id, body, None, batch_job)
 
-class _Handler(JSONHandler):
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self.send_json(
-            status, body, {"x-amzn-RequestId": "00000000-0000-0000-0000-000000000000", **(headers or {})}
-        )
-
-    def do_POST(self) -> None:
-        fake = self.server.fake
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path = self.path.split("?", 1)[0]
-        if not (path.startswith("/model/") and path.endswith("/converse")):
-            self._error(404, "UnknownOperationException", f"no such operation: {path}")
-            return
-        model_id = urllib.parse.unquote(path.removeprefix("/model/").removesuffix("/converse"))
-        try:
-            request = _parse(model_id, json.loads(body or b"{}"), self.headers.get("Authorization"))
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            self._error(400, "ValidationException", f"malformed request: {exc}")
-            return
-        fault = fake._record(request)
-        if fake.latency_s:
-            time.sleep(fake.latency_s)
+    def _reply(
+        self, request: ConverseRequest, fault: ConverseFault | None
+    ) -> tuple[int, dict[str, Any], str | None]:
+        """What the server answers one Converse request (online, or inside a batch job): status,
+        body, and the error type of an error."""
         if fault is not None and fault.status != 200:
-            self._error(fault.status, fault.error_type or "InternalServerException", fault.message)
-            return
-        if request.tool_config is not None and not fake.tools_supported:
-            self._error(400, "ValidationException", "This model doesn't support tool use.")
-            return
-        text = fake._answer(request)
+            return fault.status, {"message": fault.message}, fault.error_type or "InternalServerException"
+        if request.tool_config is not None and not self.tools_supported:
+            return 400, {"message": "This model doesn't support tool use."}, "ValidationException"
+        text = self._answer(request)
         stop = fault.stop_reason if fault is not None and fault.stop_reason else None
         if request.tool_config is not None:
             name = request.tool_config["toolChoice"]["tool"]["name"]
@@ -118,27 +109,63 @@ class _Handler(JSONHandler):
             stop = stop or "end_turn"
         prompt_tokens = TOKENS_PER_IMAGE * len(request.image_sha256s) + math.ceil(len(request.prompt) / 4)
         output_tokens = max(1, math.ceil(len(text) / 4))
-        self._send(
-            200,
-            {
-                "output": {"message": {"role": "assistant", "content": content}},
-                "stopReason": stop,
-                "usage": {
-                    "inputTokens": prompt_tokens,
-                    "outputTokens": output_tokens,
-                    "totalTokens": prompt_tokens + output_tokens,
-                },
-                "metrics": {"latencyMs": int(fake.latency_s * 1000)},
+        body = {
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop,
+            "usage": {
+                "inputTokens": prompt_tokens,
+                "outputTokens": output_tokens,
+                "totalTokens": prompt_tokens + output_tokens,
             },
+            "metrics": {"latencyMs": int(self.latency_s * 1000)},
+        }
+        return 200, body, None
+
+
+class _Handler(JSONHandler):
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.send_json(
+            status, body, {"x-amzn-RequestId": "00000000-0000-0000-0000-000000000000", **(headers or {})}
         )
 
-    def _error(self, status: int, error_type: str, message: str) -> None:
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?", 1)[0]
+        if fake.batches.post(self, path, body):
+            return
+        if not (path.startswith("/model/") and path.endswith("/converse")):
+            self.error(404, "UnknownOperationException", f"no such operation: {path}")
+            return
+        model_id = urllib.parse.unquote(path.removeprefix("/model/").removesuffix("/converse"))
+        try:
+            request = _parse(model_id, json.loads(body or b"{}"), self.headers.get("Authorization"))
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            self.error(400, "ValidationException", f"malformed request: {exc}")
+            return
+        fault = fake._record(request)
+        if fake.latency_s:
+            time.sleep(fake.latency_s)
+        status, reply, error_type = fake._reply(request, fault)
+        if error_type is not None:
+            self.error(status, error_type, str(reply["message"]))
+        else:
+            self._send(status, reply)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if not self.server.fake.batches.get(self, path):
+            self.error(404, "UnknownOperationException", f"no such operation: {path}")
+
+    def error(self, status: int, error_type: str, message: str) -> None:
         self._send(
             status, {"message": message}, {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/"}
         )
 
 
-def _parse(model_id: str, body: dict[str, Any], authorization: str | None) -> ConverseRequest:
+def _parse(
+    model_id: str, body: dict[str, Any], authorization: str | None, batch_job: str | None = None
+) -> ConverseRequest:
     texts: list[str] = []
     order: list[str] = []
     images: list[str] = []
@@ -163,4 +190,5 @@ def _parse(model_id: str, body: dict[str, Any], authorization: str | None) -> Co
         tool_config=body.get("toolConfig"),
         authorization=authorization,
         content_order=tuple(order),
+        batch_job=batch_job,
     )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from promptgrade.testing.batch_scripts import JobScript, finished, phase
 from promptgrade.testing.gemini_wire import (
     STATUS_NAMES,
     Fault,
@@ -36,7 +37,7 @@ from promptgrade.testing.gemini_wire import (
 )
 
 INLINE_LIMIT_BYTES = 20 * 1024 * 1024  # the API's limit on an inline batch request
-FinalState = Literal["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
+__all__ = ["BatchAPI", "BatchJob", "JobScript"]  # JobScript: testing.batch_scripts', shared by every stand-in
 
 
 class Scripting(Protocol):
@@ -54,17 +55,6 @@ class Scripting(Protocol):
 
 
 @dataclass
-class JobScript:
-    """How one job behaves: seconds in each state, its final state, and result tampering."""
-
-    pending_s: float = 0.05
-    running_s: float = 0.15
-    final: FinalState = "SUCCEEDED"
-    drop_results: int = 0  # results left out of the output (the last N)
-    unknown_results: int = 0  # results with keys no request had
-
-
-@dataclass
 class BatchJob:
     name: str
     model: str
@@ -77,14 +67,7 @@ class BatchJob:
     polled_at: list[float] = field(default_factory=list)  # time.monotonic() of each GET batches/{id}
 
     def state(self, now: float) -> str:
-        if self.cancelled_at is not None:
-            return "CANCELLED"
-        elapsed = now - self.created
-        if elapsed < self.script.pending_s:
-            return "PENDING"
-        if elapsed < self.script.pending_s + self.script.running_s:
-            return "RUNNING"
-        return self.script.final
+        return phase(self.created, self.script, self.cancelled_at, now)
 
 
 @dataclass
@@ -115,7 +98,7 @@ class BatchAPI:
         """Every job still pending or running ends now, as scripted (a test's "a day later")."""
         with self._lock:
             for job in self.jobs.values():
-                job.script = dataclasses.replace(job.script, pending_s=0.0, running_s=0.0)
+                job.script = finished(job.script)
 
     # -- routing (called by the server's handler) ----------------------------------------------
     def post(self, handler: GeminiReplies, path: str, body: bytes) -> bool:

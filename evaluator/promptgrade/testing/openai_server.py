@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptgrade.testing.openai_batches import OpenAIBatchAPI, error_body
 from promptgrade.testing.scripted import JSONHandler, ScriptedAPI
 
 TOKENS_PER_IMAGE = 85  # what OpenAI bills a low-detail image; scripted, not a rule
@@ -41,6 +42,7 @@ class ChatRequest:
     received_at: float = 0.0
     content_order: tuple[str, ...] = ()  # the content parts' types, in the order sent
     image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (the last is image_sha256)
+    batch_job: str | None = None  # the batch job that carried it (None: an online call)
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,15 @@ class ChatFault:
     @classmethod
     def rate_limited(cls, retry_after: str | None = "2") -> ChatFault:
         headers = {"retry-after": retry_after} if retry_after is not None else {}
-        return cls(429, _error("Rate limit reached", "rate_limit_exceeded"), headers)
+        return cls(429, error_body("Rate limit reached", "rate_limit_exceeded"), headers)
 
     @classmethod
     def quota_exhausted(cls) -> ChatFault:
-        return cls(429, _error("You exceeded your current quota", "insufficient_quota"))
+        return cls(429, error_body("You exceeded your current quota", "insufficient_quota"))
 
     @classmethod
     def http_error(cls, status: int, message: str = "error") -> ChatFault:
-        return cls(status, _error(message, None))
+        return cls(status, error_body(message, None))
 
     @classmethod
     def truncated(cls) -> ChatFault:
@@ -83,10 +85,20 @@ class FakeOpenAI(ScriptedAPI[ChatRequest, ChatFault]):
     def __init__(self, *, default_answer: Answer = "{}", latency_s: float = 0.0) -> None:
         super().__init__(_Handler, default_answer=default_answer)
         self.latency_s = latency_s
+        self.batches = OpenAIBatchAPI(self)  # the Files and Batch APIs (openai_batches)
 
     @property
     def base_url(self) -> str:
         return f"{self.address}/v1"
+
+    # -- used by the handler and the Batch API -----------------------------------------------------
+    def _parse(self, body: dict[str, Any], batch_job: str | None) -> ChatRequest:
+        return parse_chat(body, None, time.monotonic(), batch_job)
+
+    def _reply(
+        self, request: ChatRequest, fault: ChatFault | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return chat_reply(self, request, fault)
 
 
 class _Handler(JSONHandler):
@@ -94,54 +106,70 @@ class _Handler(JSONHandler):
         received_at = time.monotonic()
         fake = self.server.fake
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.split("?", 1)[0] != "/v1/chat/completions":
-            self.send_json(404, _error(f"Unknown path {self.path}", None))
+        path = self.path.split("?", 1)[0]
+        if fake.batches.post(self, path, body):
+            return
+        if path != "/v1/chat/completions":
+            self.send_json(404, error_body(f"Unknown path {self.path}", None))
             return
         try:
-            request = _parse(json.loads(body or b"{}"), self.headers.get("Authorization"), received_at)
+            request = parse_chat(json.loads(body or b"{}"), self.headers.get("Authorization"), received_at)
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            self.send_json(400, _error(f"Invalid request: {exc}", "invalid_request"))
+            self.send_json(400, error_body(f"Invalid request: {exc}", "invalid_request"))
             return
         fault = fake._record(request)
         if fake.latency_s:
             time.sleep(fake.latency_s)
-        if fault is not None and fault.status != 200:
-            self.send_json(fault.status, fault.body or {}, fault.headers)
-            return
-        text = fake._answer(request)
-        finish = fault.finish_reason if fault is not None else "stop"
-        content: str | None = None if finish == "content_filter" else text
-        prompt_tokens = TOKENS_PER_IMAGE * len(request.image_sha256s) + math.ceil(len(request.prompt) / 4)
-        completion_tokens = max(1, math.ceil(len(text) / 4))
-        self.send_json(
-            200,
+        status, reply, headers = chat_reply(fake, request, fault)
+        self.send_json(status, reply, headers)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if not self.server.fake.batches.get(self, path):
+            self.send_json(404, error_body(f"Unknown path {self.path}", None))
+
+    def do_DELETE(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if not self.server.fake.batches.delete(self, path):
+            self.send_json(404, error_body(f"Unknown path {self.path}", None))
+
+
+def chat_reply(
+    fake: ScriptedAPI[ChatRequest, ChatFault], request: ChatRequest, fault: ChatFault | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """What the server answers one chat request (online, or inside a batch job): status, body, headers."""
+    if fault is not None and fault.status != 200:
+        return fault.status, fault.body or {}, fault.headers
+    text = fake._answer(request)
+    finish = fault.finish_reason if fault is not None else "stop"
+    content: str | None = None if finish == "content_filter" else text
+    prompt_tokens = TOKENS_PER_IMAGE * len(request.image_sha256s) + math.ceil(len(request.prompt) / 4)
+    completion_tokens = max(1, math.ceil(len(text) / 4))
+    body = {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [
             {
-                "id": "chatcmpl-" + uuid.uuid4().hex[:24],
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": request.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content, "refusal": None},
-                        "finish_reason": finish,
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            },
-        )
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return 200, body, {}
 
 
-def _error(message: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-
-
-def _parse(body: dict[str, Any], authorization: str | None, received_at: float) -> ChatRequest:
+def parse_chat(
+    body: dict[str, Any], authorization: str | None, received_at: float, batch_job: str | None = None
+) -> ChatRequest:
     texts: list[str] = []
     order: list[str] = []
     images: list[str] = []
@@ -176,4 +204,5 @@ def _parse(body: dict[str, Any], authorization: str | None, received_at: float) 
         authorization=authorization,
         received_at=received_at,
         content_order=tuple(order),
+        batch_job=batch_job,
     )
