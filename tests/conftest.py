@@ -113,6 +113,21 @@ def _mlflow_globals_per_module() -> Iterator[None]:
             os.environ[name] = value
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real HTTP moto endpoint (S3, Secrets Manager, Lambda…), as boto3 in another process (the
+    unzipped Lambda, a sweep killed with -9) or a local server (Bedrock's batch jobs) can reach it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def gemini_server() -> Iterator[FakeGemini]:
     """A started fake Gemini API on 127.0.0.1, fresh per test so scripts and logs never leak."""

@@ -8,11 +8,6 @@ fraction of a second; the server records every inner request, so "never sent twi
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +17,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from helpers import e2e
+from helpers.batch_servers import kill_9_while_waiting
 from helpers.e2e import Truth, script_answers, truth_of
 from helpers.sweeps import ACCURACY_METRICS, candidate_runs, sweep
 from promptgrade.cli import app
@@ -164,42 +160,13 @@ def test_kill_9_while_waiting_then_the_same_command_sends_nothing_twice(
     path = write_experiment(tmp_path, server, name="batch-kill", batch=True)
     seen = Counter(server)
     server.batches.default_script = JobScript(pending_s=0.05, running_s=60.0)
-    cache = Path(os.environ["PROMPTGRADE_CACHE"])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while journalled(cache) < 2 or not any(job.polled_at for job in new_jobs(server, seen)):  # waiting
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "the sweep never started waiting"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_9_while_waiting(path, tracking, 2, lambda: any(job.polled_at for job in new_jobs(server, seen)))
     assert seen.jobs() == 2
     server.batches.finish_all()
     resumed = sweep(path, tracking)
     assert resumed.exit_code == 0, resumed.output
     assert seen.jobs() == 2 and len(seen.batch()) == 2 * N and not seen.online()
     assert len({(r.prompt, r.image_sha256) for r in seen.batch()}) == 2 * N
-
-
-def journalled(cache: Path) -> int:
-    path = cache.with_name(f"{cache.stem}.batches{cache.suffix}")
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path) as db:
-            return int(db.execute("SELECT COUNT(*) FROM jobs WHERE name IS NOT NULL").fetchone()[0])
-    except sqlite3.OperationalError:  # created, its tables not yet
-        return 0
 
 
 def new_jobs(server: FakeGemini, seen: Counter) -> list[BatchJob]:

@@ -5,11 +5,13 @@ the trays, wrong on the rest, so every metric the tests read has a known value."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from helpers import ROOT
 from helpers.sweeps import examples_of
-from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.testing.scripted import ScriptedAPI
 
 EXPERIMENT = """\
 name: e2e-prompts
@@ -52,16 +54,23 @@ def truth_of(path: Path) -> Truth:
     return {e.image.sha256: (e.id, e.labels.categories, e.labels.grade or 0.0) for e in examples_of(path)}
 
 
-def script_answers(server: FakeGemini, truth: Truth) -> set[str]:
-    """Answer truthfully for ids in the first half (text or JSON as asked), wrongly for the rest."""
+def script_answers(
+    server: ScriptedAPI[Any, Any],
+    truth: Truth,
+    structured: Callable[[Any], bool] = lambda request: bool(request.has_response_schema),
+) -> set[str]:
+    """Answer truthfully for ids in the first half (text or JSON as asked), wrongly for the rest.
+
+    ``structured`` tells whether a request asked for JSON (Gemini's response schema by default; the
+    batch stories pass OpenAI's ``response_format`` or Bedrock's forced tool)."""
     ordered = sorted(truth.items(), key=lambda item: item[1][0])
     right = {sha for sha, _ in ordered[: len(ordered) // 2]}
 
-    def answer(request: RequestInfo) -> str:
+    def answer(request: Any) -> str:
         _, categories, grade = truth[request.image_sha256 or ""]
         if request.image_sha256 not in right:
             categories, grade = ("snack",), 100 - grade if grade < 50 else 0.0
-        if request.has_response_schema:
+        if structured(request):
             return json.dumps({"categories": list(categories), "food_remaining_pct": grade})
         return f"Category: {', '.join(categories)}\nFood %: {grade:g}%"
 

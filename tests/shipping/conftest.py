@@ -1,4 +1,5 @@
-"""Fixtures for shipping: a real promoted bundle, the real Lambda zip (built once), and a moto server.
+"""Fixtures for shipping: a real promoted bundle and the real Lambda zip (built once); the moto
+server is the suite's (tests/conftest.py).
 
 The zip is built from PyPI wheels once per session, with pip's cache kept in pytest's cache folder,
 because that download is the slow part and every package test reads the same zip. Every test that
@@ -11,12 +12,11 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.prompts import PromptLibrary, PromptVersion
@@ -119,18 +119,6 @@ def lambda_zip(
     with capture.global_and_fixture_disabled():
         print(f"\n[lambda zip] {report.summary()} — built in {built.seconds:.1f} s")
     return built
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """A real HTTP moto endpoint, as boto3 in another process (the unzipped Lambda) can reach it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -29,6 +29,11 @@ def _age(created: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _shown_name(name: str) -> str:
+    """A Bedrock job's ARN by its job id (what `batches cancel` takes too); other names as they are."""
+    return name.rsplit("/", 1)[-1] if name.startswith("arn:") else name
+
+
 def _counts(stats: dict[str, int], requests: int) -> str:
     ok, failed = stats.get("successfulRequestCount", 0), stats.get("failedRequestCount", 0)
     return f"{ok}✓ {failed}✗ / {stats.get('requestCount', requests)}"
@@ -45,11 +50,12 @@ def batches_list(cache_path: CacheOpt = None) -> None:
         common.console.print("no batch jobs in this store")
         return
     table = Table()
-    for column in ("job", "experiment", "candidate", "state", "requests", "age", "collected"):
+    table.add_column("job", no_wrap=True)  # whole, so that it can be pasted into `batches cancel`
+    for column in ("experiment", "candidate", "state", "requests", "age", "collected"):
         table.add_column(column)
     for job in jobs:
         table.add_row(
-            esc(job.name or f"({job.display_name})"),
+            esc(_shown_name(job.name) if job.name else f"({job.display_name})"),
             esc(job.experiment),
             esc(job.candidate_label),
             esc(job.state.removeprefix("JOB_STATE_")),

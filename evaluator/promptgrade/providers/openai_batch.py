@@ -175,7 +175,8 @@ class OpenAIBatches:
                 return Completion(text=None, error=ErrorInfo(ErrorKind.MALFORMED, _describe(exc)))
         error = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
         message = error.get("message") if isinstance(error, dict) else str(error)
-        described = " ".join(f"{code or ''} {message or 'no answer and no error'}".split())
+        label = code if code is not None else (error.get("code") if isinstance(error, dict) else None)
+        described = " ".join(f"{label or ''} {message or 'no answer and no error'}".split())
         info = ErrorInfo(
             ErrorKind.BATCH_FAILED,
             f"the batch job failed this request: {described}",

@@ -1,0 +1,209 @@
+"""Bedrock's and OpenAI's local servers with their batch halves, started and scripted for a batch story.
+
+``batch_server(name, …)`` serves one provider (``provider_servers.serve``) and sets what its batch jobs
+need: for Bedrock, the control plane's endpoint (the same local server), S3 at a moto server with a
+bucket, a prefix of the test's own and a service role; for OpenAI, nothing more (``base_url`` reaches
+the Files and Batch APIs too). ``BatchServer`` counts what the server saw — requests carried by batch
+jobs, online calls, jobs created — so "never sent twice" and "0 online calls" are counted at the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from helpers import ROOT
+from helpers.e2e import Truth
+from helpers.provider_servers import serve
+from promptgrade.testing.batch_scripts import JobScript
+
+BATCH_PROVIDERS = ("bedrock", "openai")
+# priced models (experiments/prices.yaml), so cost_usd can be checked against the batch price
+MODELS = {"bedrock": "amazon.nova-lite-v1:0", "openai": "gpt-4o-mini"}
+PRICES = {"bedrock": (0.03, 0.12), "openai": (0.075, 0.30)}  # batch_input, batch_output per 1M tokens
+BUCKET = "promptgrade-batches"
+ROLE = "arn:aws:iam::123456789012:role/promptgrade-batch"
+
+EXPERIMENT = """\
+name: {name}
+task: {root}/experiments/tasks/meal_tray.yaml
+prompts_dir: {root}/prompts
+prices: {root}/experiments/prices.yaml
+dataset: {{kind: folder, path: {root}/data/sample, split: test, limit: {n}, image_max_side: 256}}
+prompts:
+  - meal_tray_freetext@1
+  - meal_tray_json@1
+models:
+  - provider: {provider}
+    model: {model}
+    base_url: {endpoint}
+{fields}    settings: {{temperature: 0.0, max_output_tokens: 256}}
+concurrency: 4
+max_retries: 2
+"""
+
+
+@dataclass
+class BatchServer:
+    """One provider's started server, what its models need, and counters from a starting point."""
+
+    name: str
+    server: Any  # FakeBedrock or FakeOpenAI
+    endpoint: str
+    fields: dict[str, str] = field(default_factory=dict)  # the model's provider and batch fields
+    start_requests: int = 0
+    start_jobs: int = 0
+
+    @property
+    def batches(self) -> Any:
+        return self.server.batches
+
+    @property
+    def model(self) -> str:
+        return MODELS[self.name]
+
+    def mark(self) -> None:
+        """Count from now on."""
+        self.start_requests, self.start_jobs = len(self.server.requests), self.batches.created
+
+    def batch(self) -> list[Any]:
+        return [r for r in self.server.requests[self.start_requests :] if r.batch_job is not None]
+
+    def online(self) -> list[Any]:
+        return [r for r in self.server.requests[self.start_requests :] if r.batch_job is None]
+
+    def jobs(self) -> int:
+        return int(self.batches.created) - self.start_jobs
+
+    def new_jobs(self) -> list[Any]:
+        return list(self.batches.jobs.values())[self.start_jobs :]
+
+    def sent_once(self) -> bool:
+        """Each (prompt, image) the batch jobs carried, carried once."""
+        sent = [(r.prompt, r.image_sha256) for r in self.batch()]
+        return len(sent) == len(set(sent))
+
+    def experiment(self, folder: Path, name: str, *, n: int, batch: bool = True, **fields: str) -> Path:
+        """Both e2e prompts on the first ``n`` sample trays, with this provider's model."""
+        entries = {**self.fields, **fields, **({"batch": "true"} if batch else {})}
+        text = EXPERIMENT.format(
+            name=name,
+            root=ROOT,
+            n=n,
+            provider=self.name,
+            model=self.model,
+            endpoint=self.endpoint,
+            fields="".join(f"    {key}: {value}\n" for key, value in entries.items()),
+        )
+        path = folder / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def cost(self, metrics: dict[str, float]) -> float:
+        """The batch price of a run's tokens."""
+        price_in, price_out = PRICES[self.name]
+        return (metrics["input_tokens"] * price_in + metrics["output_tokens"] * price_out) / 1e6
+
+
+def is_structured(request: Any) -> bool:
+    """Whether a request asked for the JSON schema: OpenAI's response_format, Bedrock's forced tool."""
+    return (
+        getattr(request, "response_format", None) is not None
+        or getattr(request, "tool_config", None) is not None
+    )
+
+
+def script_truth(server: Any, truth: Truth) -> None:
+    """Right answers for the first half of the trays, wrong ones for the rest (helpers.e2e's rule)."""
+    from helpers.e2e import script_answers
+
+    script_answers(server, truth, structured=is_structured)
+
+
+@contextlib.contextmanager
+def batch_server(name: str, monkeypatch: pytest.MonkeyPatch, moto_server: str) -> Iterator[BatchServer]:
+    """The provider's local server, its batch jobs quick (ending in a fraction of a second) and polled
+    often, and — for Bedrock — S3 at ``moto_server`` with a bucket and a prefix of this block's own."""
+    monkeypatch.setenv("PROMPTGRADE_BATCH_POLL_S", "0.05")
+    for variable in ("AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "PROMPTGRADE_BATCH_MAX_REQUESTS"):
+        monkeypatch.delenv(variable, raising=False)
+    with serve(name, monkeypatch=monkeypatch) as (served,):
+        server = served.server
+        server.batches.default_script = JobScript(pending_s=0.05, running_s=0.1)
+        fields: dict[str, str] = {}
+        if name == "bedrock":
+            monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", served.endpoint)
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+            monkeypatch.setenv("PROMPTGRADE_BEDROCK_BATCH_MIN_RECORDS", "1")  # a test's jobs hold a dozen
+            server.batches.s3_endpoint = moto_server
+            server.batches.min_records = 1
+            s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=BUCKET)
+            fields = {
+                "region": str(served.spec_fields["region"]),
+                "batch_s3_uri": f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}",
+                "batch_role_arn": ROLE,
+            }
+        yield BatchServer(name, server, served.endpoint, fields)
+
+
+def objects(moto_server: str, prefix: str) -> dict[str, bytes]:
+    """Every S3 object under ``s3://BUCKET/prefix``, by key."""
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read() for item in listed}
+
+
+def jsonl(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def journalled(cache: Path) -> int:
+    """Jobs the batch journal beside ``cache`` holds with a name (created at the API)."""
+    path = cache.with_name(f"{cache.stem}.batches{cache.suffix}")
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM jobs WHERE name IS NOT NULL").fetchone()[0])
+    except sqlite3.OperationalError:  # created, its tables not yet
+        return 0
+
+
+def kill_9_while_waiting(path: Path, tracking: str, jobs: int, polled: Callable[[], bool]) -> None:
+    """``promptgrade sweep PATH`` in its own process, killed with SIGKILL once ``jobs`` jobs are
+    journalled and ``polled()`` says the sweep is waiting on them (the server saw a poll)."""
+    cache = Path(os.environ["PROMPTGRADE_CACHE"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while journalled(cache) < jobs or not polled():  # waiting
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert time.monotonic() < deadline, "the sweep never started waiting"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
