@@ -1,10 +1,14 @@
-"""Benchmark: what submitting a big sweep as Gemini batch jobs costs on the client, inline vs file.
+"""Benchmark: what submitting a big sweep as batch jobs costs on the client, per provider.
 
-A batch sweep's own work is building every request once and sending it in one job: inline (the SDK
-converts each ``InlinedRequest`` — its per-request pydantic walk) or as a JSONL file (bodies from the
-SDK's converters once per candidate, then only the image's base64 changes — ``gemini_wire``). This
-measures both on N synthetic trays against the local server (in its own process), from
-``GeminiBatches.create`` to the job's name, and the bytes per request on the wire.
+A batch sweep's own work is building every request once and sending it as jobs. Gemini: inline (the
+SDK converts each ``InlinedRequest`` — its per-request pydantic walk) or as a JSONL file (bodies from
+the SDK's converters once per candidate, then only the image's base64 changes — ``gemini_wire``).
+OpenAI: one JSONL file of Chat Completions bodies uploaded with ``purpose=batch``, then the job.
+Bedrock: one JSONL file of Converse records written to S3, then ``CreateModelInvocationJob``. This
+measures each on N synthetic trays against local servers in their own processes (the Gemini server;
+the OpenAI server, the Bedrock control plane and moto's S3 in another), from ``create`` to the job's
+name: wall time and the client's own CPU time, the jobs the provider's limits make, and the bytes per
+request on the wire.
 
     .venv/bin/python benchmarks/batch_submit.py            # 2,000 trays
     .venv/bin/python benchmarks/batch_submit.py --quick    # 500 trays
@@ -13,11 +17,17 @@ measures both on N synthetic trays against the local server (in its own process)
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import (
+    ANSWER,
     Check,
     Report,
     ServerProcess,
@@ -58,8 +68,10 @@ def main() -> int:
         sweep = Sweep(experiment, batch=True)
         load_s = time.perf_counter() - started
         candidate = sweep.prompt_candidates[0]
-        executor = BatchExecutor(sweep.plan, sweep.dataset, [candidate], {}, None, None)  # type: ignore[arg-type]
+        keys = {(candidate.provider, candidate.model): GeminiBatches(candidate.model, server.base_url)}
+        executor = BatchExecutor(sweep.plan, sweep.dataset, [candidate], keys, None, None)  # type: ignore[arg-type]
         requests = [(key, request) for key, _, request in executor.requests(candidate)]
+        keys[(candidate.provider, candidate.model)].close()
         figures: dict[str, object] = {"requests": len(requests), "dataset_load_s": load_s}
         per_request = _inline_size(requests) / len(requests)
         fits = min(len(requests), int(0.9 * INLINE_LIMIT_BYTES / per_request))  # an inline job's most
@@ -81,6 +93,9 @@ def main() -> int:
             print(f"  {route}: {len(batch)} requests submitted in {seconds:.2f} s ({per_ms:.2f} ms each)")
         figures["inline_kib_per_request"] = per_request / 1024
         figures["inline_requests_per_job_at_most"] = fits
+        with OtherServers() as servers:
+            for provider, client in servers.clients(candidate.model):
+                figures[provider] = submit(client, requests, f"bench-{provider}")
         report.figures = figures
         inline, file = figures["inline"], figures["file"]
         assert isinstance(inline, dict) and isinstance(file, dict)
@@ -96,8 +111,112 @@ def main() -> int:
                 f"~{figures['inline_kib_per_request']:.1f} KiB per request, at most {fits} inline per job",
             )
         )
+        for provider in ("openai", "bedrock"):
+            measured = figures[provider]
+            assert isinstance(measured, dict)
+            report.check(
+                Check(
+                    f"{provider}, client ms per request",
+                    measured["ms_per_request"],
+                    TARGET_MS,
+                    "ms",
+                    higher=False,
+                    note=f"{measured['requests']} requests in {measured['jobs']} job(s), "
+                    f"{measured['client_cpu_s']:.2f} s client CPU, ~{measured['kib_per_request']:.1f} KiB per request",
+                )
+            )
     report.save()
     return 0
+
+
+def submit(client: Any, requests: list[tuple[str, Any]], display_name: str) -> dict[str, object]:
+    """One provider's jobs for ``requests``, cut by its limits as the executor cuts them, timed."""
+    from promptgrade.batch.split import split
+    from promptgrade.providers.batch_base import request_bytes
+
+    sizes = [request_bytes(request) for _, request in requests]
+    jobs = split(sizes, client.limits).jobs
+    wall, cpu = time.perf_counter(), time.process_time()
+    names = [client.create([requests[i] for i in job], f"{display_name}-{n}") for n, job in enumerate(jobs)]
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    client.close()
+    per_ms = wall * 1000 / len(requests)
+    print(
+        f"  {display_name}: {len(requests)} requests in {len(jobs)} job(s), {wall:.2f} s ({per_ms:.2f} ms each)"
+    )
+    return {
+        "jobs": len(jobs),
+        "job_names": [name for name, _ in names],
+        "requests": len(requests),
+        "submit_s": wall,
+        "client_cpu_s": cpu,
+        "ms_per_request": per_ms,
+        "kib_per_request": sum(sizes) / len(sizes) / 1024,
+    }
+
+
+SERVERS = """
+import json, sys, boto3
+from moto.server import ThreadedMotoServer
+from promptgrade.testing.bedrock_server import FakeBedrock
+from promptgrade.testing.openai_server import FakeOpenAI
+moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+moto.start()
+host, port = moto.get_host_and_port()
+s3 = f"http://{host}:{port}"
+boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="x",
+             aws_secret_access_key="x").create_bucket(Bucket="bench")
+answer = sys.argv[1]
+with FakeOpenAI(default_answer=answer) as openai_server, FakeBedrock(default_answer=answer) as bedrock:
+    bedrock.batches.s3_endpoint = s3
+    print(json.dumps({"openai": openai_server.base_url, "bedrock": bedrock.endpoint_url, "s3": s3}), flush=True)
+    sys.stdin.read()
+moto.stop()
+"""
+
+
+class OtherServers:
+    """The OpenAI-compatible server, the Bedrock control plane and moto's S3, in one process of their own."""
+
+    def __enter__(self) -> OtherServers:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVERS, ANSWER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.urls: dict[str, str] = json.loads(self.process.stdout.readline())
+        return self
+
+    def clients(self, model: str) -> list[tuple[str, Any]]:
+        from promptgrade.providers.bedrock_batch import BedrockBatches
+        from promptgrade.providers.openai_batch import OpenAIBatches
+
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_ENDPOINT_URL_BEDROCK=self.urls["bedrock"],
+            AWS_ENDPOINT_URL_S3=self.urls["s3"],
+        )
+        bedrock = BedrockBatches(
+            "amazon.nova-lite-v1:0",
+            self.urls["bedrock"],
+            timeout_s=600,
+            region="us-east-1",
+            batch_s3_uri="s3://bench/promptgrade",
+            batch_role_arn="arn:aws:iam::123456789012:role/bench",
+        )
+        return [
+            ("openai", OpenAIBatches("gpt-4o-mini", self.urls["openai"], timeout_s=600)),
+            ("bedrock", bedrock),
+        ]
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 if __name__ == "__main__":

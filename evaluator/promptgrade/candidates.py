@@ -55,7 +55,7 @@ class Candidate:
 
     @property
     def batch(self) -> bool:
-        """Answered by Gemini batch jobs: the same requests and cache keys, its own price and run."""
+        """Answered by its provider's batch jobs: the same requests and cache keys, its own price and run."""
         return self.spec.batch
 
     @cached_property

@@ -222,7 +222,7 @@ class Price(BaseModel):
 
     input: float
     output: float
-    # Gemini's Batch API bills its own (usually half) price; unset: a batch of this model has no price
+    # a provider's batch jobs bill their own (usually half) price; unset: a batch of this model has no price
     batch_input: float | None = None
     batch_output: float | None = None
 

@@ -1,1 +1,1 @@
-"""Gemini batch jobs: a second executor of a sweep's requests, filling the same answer cache."""
+"""Batch jobs (Gemini, Bedrock, OpenAI): a second executor of a sweep's requests, filling the same answer cache."""
