@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers.batch_servers import BatchServer, batch_server, jsonl, objects, script_truth
-from helpers.e2e import truth_of
+from helpers.batch_servers import BatchServer, batch_server, jsonl, objects
 from helpers.sweeps import candidate_runs, sweep
 from promptgrade.batch.jobs import store_journal
 from promptgrade.cli import app
@@ -29,15 +28,8 @@ N = 6
 
 @pytest.fixture
 def bedrock(monkeypatch: pytest.MonkeyPatch, moto_server: str, tmp_path: Path) -> Iterator[BatchServer]:
-    with batch_server("bedrock", monkeypatch, moto_server) as server:
-        script_truth(server.server, truth_of(server.experiment(tmp_path, "truth", n=N)))
-        server.mark()
+    with batch_server("bedrock", monkeypatch, moto_server, tmp_path, N) as server:
         yield server
-
-
-def json_only(path: Path) -> Path:
-    path.write_text(path.read_text().replace("  - meal_tray_freetext@1\n", ""), encoding="utf-8")
-    return path
 
 
 def prefix_of(bedrock: BatchServer) -> str:
@@ -47,7 +39,7 @@ def prefix_of(bedrock: BatchServer) -> str:
 def test_the_records_in_s3_are_the_online_converse_requests_by_cache_key(
     bedrock: BatchServer, tmp_path: Path, tracking: str, moto_server: str
 ) -> None:
-    path = json_only(bedrock.experiment(tmp_path, "bedrock-records", n=N))
+    path = bedrock.experiment(tmp_path, "bedrock-records", n=N, json_only=True)
     result = sweep(path, tracking)
     assert result.exit_code == 0, result.output
     (job,) = store_journal().jobs()
@@ -145,7 +137,7 @@ def test_fewer_requests_than_a_job_needs_are_held_back_and_a_sweep_without_batch
     bedrock: BatchServer, tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROMPTGRADE_BEDROCK_BATCH_MIN_RECORDS")  # Bedrock's own minimum: 100 records
-    path = json_only(bedrock.experiment(tmp_path, "bedrock-minimum", n=N, batch=False))
+    path = bedrock.experiment(tmp_path, "bedrock-minimum", n=N, batch=False, json_only=True)
     result = sweep(path, tracking, "--batch")
     assert result.exit_code == 0, result.output
     assert (
@@ -166,7 +158,7 @@ def test_a_job_that_fails_validation_is_one_line_and_the_next_run_resubmits(
     bedrock: BatchServer, tmp_path: Path, tracking: str
 ) -> None:
     bedrock.batches.min_records = 10  # the account's quota is above what the lab was told
-    path = json_only(bedrock.experiment(tmp_path, "bedrock-invalid", n=N))
+    path = bedrock.experiment(tmp_path, "bedrock-invalid", n=N, json_only=True)
     first = sweep(path, tracking)
     assert first.exit_code == 0, first.output
     assert (
@@ -188,7 +180,7 @@ def test_batches_list_shows_bedrock_jobs_by_id_and_cancel_takes_it(
     from promptgrade.testing.batch_scripts import JobScript
 
     bedrock.batches.default_script = JobScript(pending_s=0.05, running_s=60.0)
-    path = json_only(bedrock.experiment(tmp_path, "bedrock-list", n=N))
+    path = bedrock.experiment(tmp_path, "bedrock-list", n=N, json_only=True)
     assert sweep(path, tracking, "--no-wait").exit_code == 3
     (created,) = bedrock.new_jobs()
     listed = RUNNER.invoke(app, ["batches", "list"])

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.batch_servers import BatchServer, batch_server, jsonl, script_truth
-from helpers.e2e import truth_of
+from helpers.batch_servers import BatchServer, batch_server, jsonl
 from helpers.sweeps import candidate_runs, sweep
 from promptgrade.batch.jobs import store_journal
 from promptgrade.providers.openai_batch import DISPLAY_NAME, ENDPOINT
@@ -25,21 +24,14 @@ N = 6
 
 @pytest.fixture
 def openai_server(monkeypatch: pytest.MonkeyPatch, moto_server: str, tmp_path: Path) -> Iterator[BatchServer]:
-    with batch_server("openai", monkeypatch, moto_server) as server:
-        script_truth(server.server, truth_of(server.experiment(tmp_path, "truth", n=N)))
-        server.mark()
+    with batch_server("openai", monkeypatch, moto_server, tmp_path, N) as server:
         yield server
-
-
-def json_only(path: Path) -> Path:
-    path.write_text(path.read_text().replace("  - meal_tray_freetext@1\n", ""), encoding="utf-8")
-    return path
 
 
 def test_the_uploaded_file_holds_the_online_bodies_by_cache_key(
     openai_server: BatchServer, tmp_path: Path, tracking: str
 ) -> None:
-    path = json_only(openai_server.experiment(tmp_path, "openai-file", n=N))
+    path = openai_server.experiment(tmp_path, "openai-file", n=N, json_only=True)
     result = sweep(path, tracking)
     assert result.exit_code == 0, result.output
     (job,) = store_journal().jobs()
@@ -84,7 +76,7 @@ def test_a_server_without_the_batch_api_is_one_line_and_nothing_is_lost(
 def test_a_job_that_fails_validation_is_reported_and_resubmitted(
     openai_server: BatchServer, tmp_path: Path, tracking: str
 ) -> None:
-    path = json_only(openai_server.experiment(tmp_path, "openai-failed", n=N))
+    path = openai_server.experiment(tmp_path, "openai-failed", n=N, json_only=True)
     openai_server.batches.script(JobScript(pending_s=0.0, running_s=0.05, final="FAILED"))
     first = sweep(path, tracking)
     assert first.exit_code == 0, first.output
@@ -100,7 +92,7 @@ def test_a_job_that_fails_validation_is_reported_and_resubmitted(
 def test_an_expired_job_is_read_from_its_error_file(
     openai_server: BatchServer, tmp_path: Path, tracking: str
 ) -> None:
-    path = json_only(openai_server.experiment(tmp_path, "openai-expired", n=N))
+    path = openai_server.experiment(tmp_path, "openai-expired", n=N, json_only=True)
     openai_server.batches.script(JobScript(pending_s=0.0, running_s=0.05, final="EXPIRED"))
     result = sweep(path, tracking)
     assert result.exit_code == 0, result.output

@@ -1,18 +1,20 @@
-"""The batch story on Bedrock and on OpenAI: the same executor and journal as Gemini's, another service.
+"""The user's story with batch jobs, on every provider: sweep --batch submits the same requests as jobs,
+waits (or not), and scores and logs every candidate exactly as an online sweep would, at the batch price —
+through one executor and one journal, whichever service runs the jobs.
 
-Each test runs once per provider, through its real SDK (boto3's ``bedrock`` and ``s3`` clients, the
-official ``openai`` client) against its local server: Bedrock's control plane reads the records from S3
-(moto's server) and writes the output back; OpenAI's takes an uploaded file and serves output and error
-files. The servers record every request a job carried, marked with the job, so "0 online calls" and
-"never sent twice" are counted there. The provider's own faults are in test_batch_bedrock.py and
-test_batch_openai.py.
+Each test runs once per provider, through its real SDK (google-genai, boto3's ``bedrock`` and ``s3``
+clients, the official ``openai`` client) against its local server: Gemini's takes inline requests or a
+file; Bedrock's control plane reads the records from S3 (moto's server) and writes the output back;
+OpenAI's takes an uploaded file and serves output and error files. Jobs finish in a fraction of a
+second, and the servers record every request a job carried, so "0 online calls" and "never sent twice"
+are counted there. Each provider's own rules and faults are in test_batch.py (Gemini),
+test_batch_bedrock.py and test_batch_openai.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from helpers.batch_servers import (
     BATCH_PROVIDERS,
     BatchServer,
     batch_server,
+    job_name,
     kill_9_while_waiting,
-    script_truth,
 )
 from helpers.e2e import Truth, truth_of
 from helpers.sweeps import ACCURACY_METRICS, candidate_runs, sweep
@@ -41,9 +43,7 @@ COMPARED = tuple(m for m in ACCURACY_METRICS if m != "cost_usd")  # batch costs 
 def batched(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: str, tmp_path: Path
 ) -> Iterator[BatchServer]:
-    with batch_server(request.param, monkeypatch, moto_server) as server:
-        script_truth(server.server, truth_of(server.experiment(tmp_path, "truth", n=N)))
-        server.mark()
+    with batch_server(request.param, monkeypatch, moto_server, tmp_path, N) as server:
         yield server
 
 
@@ -57,12 +57,17 @@ def by_prompt(runs: list[object], mode: str) -> dict[str, object]:
 
 
 def as_sent(request: object) -> object:
-    """A request as the server decoded it, without what says how it came (a job, a key, a time)."""
-    fields = {f.name for f in dataclasses.fields(request)}  # type: ignore[arg-type]
-    cleared = {"batch_job": None, "authorization": None} | (
-        {"received_at": 0.0} if "received_at" in fields else {}
-    )
-    return dataclasses.replace(request, **cleared)  # type: ignore[type-var]
+    """A request as the server decoded it, without what says how it came (a job, a key, a time, a path)."""
+    how = {
+        "batch_job": None,
+        "authorization": None,
+        "received_at": 0.0,
+        "path": "",
+        "has_api_key": False,
+        "body": b"",
+    }
+    present = {f.name for f in dataclasses.fields(request)}  # type: ignore[arg-type]
+    return dataclasses.replace(request, **{k: v for k, v in how.items() if k in present})  # type: ignore[type-var]
 
 
 def test_a_batch_sweep_scores_like_an_online_sweep_at_the_batch_price(
@@ -79,6 +84,7 @@ def test_a_batch_sweep_scores_like_an_online_sweep_at_the_batch_price(
     again = sweep(path, tracking)  # the answers are in the cache under the online keys
     assert again.exit_code == 0, again.output
     assert "0 API calls, 12 answers from the cache" in again.output and not batched.online()
+    assert len(batched.batch()) == 2 * N
     fresh = sweep(path, tracking, "--no-cache")
     assert fresh.exit_code == 0, fresh.output
     assert len(batched.online()) == 2 * N
@@ -89,6 +95,8 @@ def test_a_batch_sweep_scores_like_an_online_sweep_at_the_batch_price(
 
     runs = candidate_runs(tracking, "batch-e2e")
     batch, online = by_prompt(runs, "batch"), by_prompt(runs, "online")  # online: the uncached sweep's
+    from_cache = [r for r in runs if r.data.params["mode"] == "online" and r not in online.values()]
+    assert len(from_cache) == 2 and all("latency_p50_ms" not in r.data.metrics for r in from_cache)
     assert set(batch) == set(online) == {"meal_tray_freetext", "meal_tray_json"}
     for prompt, run in batch.items():
         metrics, reference = run.data.metrics, online[prompt].data.metrics
@@ -98,6 +106,7 @@ def test_a_batch_sweep_scores_like_an_online_sweep_at_the_batch_price(
         assert metrics["cost_usd"] == pytest.approx(batched.cost(metrics))  # the batch price
         assert metrics["cost_usd"] == pytest.approx(reference["cost_usd"] / 2)
         assert "latency_p50_ms" not in metrics and "latency_p50_ms" in reference
+    assert "batch" in next(iter(batch.values())).info.run_name
 
 
 def test_no_wait_submits_and_exits_3_then_the_same_command_collects(
@@ -113,7 +122,7 @@ def test_no_wait_submits_and_exits_3_then_the_same_command_collects(
 
     listed = RUNNER.invoke(app, ["batches", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count("batch-nowait") == 2
+    assert listed.output.count("batch-nowait") == 2 and "PENDING" in listed.output
 
     again = sweep(path, tracking, "--no-wait")  # still running: picked up, not resubmitted
     assert again.exit_code == 3 and batched.jobs() == 2
@@ -184,13 +193,15 @@ def test_a_run_killed_between_journal_and_create_adopts_the_job_or_submits_once(
         if index == 0:  # the first create reached the service, the second never did
             record = journal.job(local_id)
             assert record is not None
-            client.create([(key, request) for key, _, request in requests], record.display_name)
+            created, _ = client.create([(key, request) for key, _, request in requests], record.display_name)
     client.close()
     assert batched.jobs() == 1
 
     result = sweep(path, tracking)
     assert result.exit_code == 0, result.output
-    assert "adopted " in result.output
+    assert f"adopted {created}, created by a run that stopped before recording it" in " ".join(
+        result.output.split()
+    )
     assert batched.jobs() == 2 and len(batched.batch()) == 2 * N and batched.sent_once()
 
 
@@ -233,8 +244,7 @@ def served_fault(batched: BatchServer) -> object:
 def test_results_that_do_not_match_the_journal_and_an_expired_job(
     batched: BatchServer, tmp_path: Path, tracking: str
 ) -> None:
-    path = batched.experiment(tmp_path, "batch-tampered", n=N)
-    path.write_text(path.read_text().replace("  - meal_tray_freetext@1\n", ""), encoding="utf-8")
+    path = batched.experiment(tmp_path, "batch-tampered", n=N, json_only=True)
     batched.batches.script(JobScript(pending_s=0.0, running_s=0.05, final="EXPIRED"))
     first = sweep(path, tracking)
     assert first.exit_code == 0, first.output
@@ -264,13 +274,9 @@ def test_a_candidate_over_the_per_job_limit_is_split_into_even_jobs(
     result = sweep(path, tracking)
     assert result.exit_code == 0, result.output
     assert "batch: submitted 4 job(s), 12 requests" in result.output  # 6 → 3 + 3, per candidate
-    assert sorted(Counter(r.batch_job for r in batched.batch()).values()) == [3] * 4
+    assert sorted(len(job.results) for job in batched.new_jobs()) == [3] * 4  # each request once
     assert batched.sent_once() and not batched.online()
     assert all(r.data.metrics["error_rate"] == 0 for r in candidate_runs(tracking, "batch-split"))
-
-
-def _job_names(batched: BatchServer) -> set[str]:
-    return {r.batch_job for r in batched.batch()}
 
 
 def test_cancel_a_job_then_the_next_run_collects_what_it_ended_with(
@@ -279,17 +285,19 @@ def test_cancel_a_job_then_the_next_run_collects_what_it_ended_with(
     path = batched.experiment(tmp_path, "batch-cancel", n=N)
     batched.batches.default_script = JobScript(pending_s=0.05, running_s=60.0)
     assert sweep(path, tracking, "--no-wait").exit_code == 3
-    name = sorted(_job_names(batched))[0]
-    cancelled = RUNNER.invoke(app, ["batches", "cancel", name])
+    job = batched.new_jobs()[-1]  # meal_tray_json's
+    cancelled = RUNNER.invoke(app, ["batches", "cancel", job_name(job)])
     assert cancelled.exit_code == 0, cancelled.output
-    assert "cancelled" in cancelled.output
-    job = next(j for j in batched.new_jobs() if name in (getattr(j, "arn", None), getattr(j, "id", None)))
+    assert f"cancelled {job_name(job)}" in " ".join(cancelled.output.split())
     assert job.cancelled_at is not None
+    unknown = RUNNER.invoke(app, ["batches", "cancel", "batches/nope"])
+    assert unknown.exit_code == 2 and "no batch job 'batches/nope'" in unknown.output
 
     batched.batches.finish_all()  # the other job ends as scripted; the cancelled one stays cancelled
     after = sweep(path, tracking)
     assert after.exit_code == 0, after.output
-    assert f"{name} ended cancelled" in after.output
+    assert f"{job_name(job)} ended cancelled" in after.output
+    assert f"{N} request(s) of meal_tray_json@v1" in after.output
     assert batched.jobs() == 2 and not batched.online()
 
 

@@ -1,10 +1,12 @@
-"""Bedrock's and OpenAI's local servers with their batch halves, started and scripted for a batch story.
+"""Each provider's local server with its batch half, started and scripted for the batch story.
 
-``batch_server(name, …)`` serves one provider (``provider_servers.serve``) and sets what its batch jobs
-need: for Bedrock, the control plane's endpoint (the same local server), S3 at a moto server with a
-bucket, a prefix of the test's own and a service role; for OpenAI, nothing more (``base_url`` reaches
-the Files and Batch APIs too). ``BatchServer`` counts what the server saw — requests carried by batch
-jobs, online calls, jobs created — so "never sent twice" and "0 online calls" are counted at the server.
+``batch_server(name, …)`` serves one provider (``provider_servers.serve``), scripts its answers (right
+for the first half of the trays, wrong for the rest, as ``helpers.e2e`` does) and sets what its batch
+jobs need: for Bedrock, the control plane's endpoint (the same local server), S3 at a moto server with
+a bucket, a prefix of the block's own and a service role; for Gemini and OpenAI nothing more (the
+model's endpoint reaches their batch APIs too). ``BatchServer`` counts what the server saw — requests
+carried by batch jobs, online calls, jobs created — so "never sent twice" and "0 online calls" are
+counted at the server. ``kill_9_while_waiting`` kills a sweep run as its own process.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ import boto3
 import pytest
 
 from helpers import ROOT
-from helpers.e2e import Truth
+from helpers.e2e import script_answers, truth_of
 from helpers.provider_servers import serve
 from promptgrade.testing.batch_scripts import JobScript
 
-BATCH_PROVIDERS = ("bedrock", "openai")
+BATCH_PROVIDERS = ("gemini", "bedrock", "openai")
 # priced models (experiments/prices.yaml), so cost_usd can be checked against the batch price
-MODELS = {"bedrock": "amazon.nova-lite-v1:0", "openai": "gpt-4o-mini"}
-PRICES = {"bedrock": (0.03, 0.12), "openai": (0.075, 0.30)}  # batch_input, batch_output per 1M tokens
+MODELS = {"gemini": "gemini-2.5-flash", "bedrock": "amazon.nova-lite-v1:0", "openai": "gpt-4o-mini"}
+# batch_input, batch_output per 1M tokens: half the online price
+PRICES = {"gemini": (0.15, 1.25), "bedrock": (0.03, 0.12), "openai": (0.075, 0.30)}
+GEMINI_BATCH_PATH = ":batchGenerateContent"  # how the Gemini server records a job's requests
 BUCKET = "promptgrade-batches"
 ROLE = "arn:aws:iam::123456789012:role/promptgrade-batch"
 
@@ -62,7 +66,7 @@ class BatchServer:
     """One provider's started server, what its models need, and counters from a starting point."""
 
     name: str
-    server: Any  # FakeBedrock or FakeOpenAI
+    server: Any  # FakeGemini, FakeBedrock or FakeOpenAI
     endpoint: str
     fields: dict[str, str] = field(default_factory=dict)  # the model's provider and batch fields
     start_requests: int = 0
@@ -81,10 +85,10 @@ class BatchServer:
         self.start_requests, self.start_jobs = len(self.server.requests), self.batches.created
 
     def batch(self) -> list[Any]:
-        return [r for r in self.server.requests[self.start_requests :] if r.batch_job is not None]
+        return [r for r in self.server.requests[self.start_requests :] if is_batch(r)]
 
     def online(self) -> list[Any]:
-        return [r for r in self.server.requests[self.start_requests :] if r.batch_job is None]
+        return [r for r in self.server.requests[self.start_requests :] if not is_batch(r)]
 
     def jobs(self) -> int:
         return int(self.batches.created) - self.start_jobs
@@ -97,8 +101,10 @@ class BatchServer:
         sent = [(r.prompt, r.image_sha256) for r in self.batch()]
         return len(sent) == len(set(sent))
 
-    def experiment(self, folder: Path, name: str, *, n: int, batch: bool = True, **fields: str) -> Path:
-        """Both e2e prompts on the first ``n`` sample trays, with this provider's model."""
+    def experiment(
+        self, folder: Path, name: str, *, n: int, batch: bool = True, json_only: bool = False, **fields: str
+    ) -> Path:
+        """Both e2e prompts (or the JSON one) on the first ``n`` sample trays, with this provider's model."""
         entries = {**self.fields, **fields, **({"batch": "true"} if batch else {})}
         text = EXPERIMENT.format(
             name=name,
@@ -109,6 +115,8 @@ class BatchServer:
             endpoint=self.endpoint,
             fields="".join(f"    {key}: {value}\n" for key, value in entries.items()),
         )
+        if json_only:
+            text = text.replace("  - meal_tray_freetext@1\n", "")
         path = folder / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         return path
@@ -119,27 +127,40 @@ class BatchServer:
         return (metrics["input_tokens"] * price_in + metrics["output_tokens"] * price_out) / 1e6
 
 
+def job_name(job: Any) -> str:
+    """A local server's job by the name the client knows it by (Gemini's, a Bedrock ARN, an OpenAI id)."""
+    return str(getattr(job, "arn", None) or getattr(job, "name", None) or job.id)
+
+
+def is_batch(request: Any) -> bool:
+    """Whether a batch job carried the request (else it was an online call)."""
+    path = str(getattr(request, "path", ""))
+    return getattr(request, "batch_job", None) is not None or path.endswith(GEMINI_BATCH_PATH)
+
+
 def is_structured(request: Any) -> bool:
-    """Whether a request asked for the JSON schema: OpenAI's response_format, Bedrock's forced tool."""
-    return (
-        getattr(request, "response_format", None) is not None
-        or getattr(request, "tool_config", None) is not None
+    """Whether a request asked for the JSON schema: Gemini's response schema, OpenAI's response_format,
+    Bedrock's forced tool."""
+    return any(
+        getattr(request, name, None) not in (None, False)
+        for name in ("has_response_schema", "response_format", "tool_config")
     )
 
 
-def script_truth(server: Any, truth: Truth) -> None:
-    """Right answers for the first half of the trays, wrong ones for the rest (helpers.e2e's rule)."""
-    from helpers.e2e import script_answers
-
-    script_answers(server, truth, structured=is_structured)
-
-
 @contextlib.contextmanager
-def batch_server(name: str, monkeypatch: pytest.MonkeyPatch, moto_server: str) -> Iterator[BatchServer]:
-    """The provider's local server, its batch jobs quick (ending in a fraction of a second) and polled
-    often, and — for Bedrock — S3 at ``moto_server`` with a bucket and a prefix of this block's own."""
+def batch_server(
+    name: str, monkeypatch: pytest.MonkeyPatch, moto_server: str, folder: Path, n: int
+) -> Iterator[BatchServer]:
+    """The provider's local server answering the first ``n`` sample trays (right for their first half),
+    its batch jobs quick (ending in a fraction of a second) and polled often, and — for Bedrock — S3 at
+    ``moto_server`` with a bucket and a prefix of this block's own; counting from the block's start."""
     monkeypatch.setenv("PROMPTGRADE_BATCH_POLL_S", "0.05")
-    for variable in ("AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "PROMPTGRADE_BATCH_MAX_REQUESTS"):
+    for variable in (
+        "AWS_ENDPOINT_URL_BEDROCK",
+        "AWS_ENDPOINT_URL_S3",
+        "PROMPTGRADE_BATCH_MAX_REQUESTS",
+        "PROMPTGRADE_BATCH_INLINE_BYTES",
+    ):
         monkeypatch.delenv(variable, raising=False)
     with serve(name, monkeypatch=monkeypatch) as (served,):
         server = served.server
@@ -159,7 +180,10 @@ def batch_server(name: str, monkeypatch: pytest.MonkeyPatch, moto_server: str) -
                 "batch_s3_uri": f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}",
                 "batch_role_arn": ROLE,
             }
-        yield BatchServer(name, server, served.endpoint, fields)
+        batch = BatchServer(name, server, served.endpoint, fields)
+        script_answers(server, truth_of(batch.experiment(folder, "truth", n=n)), structured=is_structured)
+        batch.mark()
+        yield batch
 
 
 def objects(moto_server: str, prefix: str) -> dict[str, bytes]:

@@ -72,6 +72,24 @@ def _session_reading_aws_region() -> botocore.session.Session:
     )
 
 
+def aws_session(model: str, region: str | None) -> boto3.session.Session:
+    """The AWS chain's session in ``region`` (else the chain's own); one line naming ``model`` when
+    it has no region or no credentials, before any call."""
+    session = boto3.session.Session(
+        botocore_session=_session_reading_aws_region(), region_name=region or None
+    )
+    if session.region_name is None:
+        raise CredentialsError(
+            f"{model}: no AWS region: set `region` on the model, or AWS_REGION / AWS_DEFAULT_REGION"
+        )
+    if session.get_credentials() is None:
+        raise CredentialsError(
+            f"{model}: no AWS credentials: set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or run where a role provides them"
+        )
+    return session
+
+
 class BedrockProvider:
     """``converse`` with the image as an image block, then the rendered prompt as text."""
 
@@ -83,18 +101,7 @@ class BedrockProvider:
         self.model = model
         self.base_url = base_url
         self.timeout_s = timeout_s
-        session = boto3.session.Session(
-            botocore_session=_session_reading_aws_region(), region_name=region or None
-        )
-        if session.region_name is None:
-            raise CredentialsError(
-                f"{model}: no AWS region: set `region` on the model, or AWS_REGION / AWS_DEFAULT_REGION"
-            )
-        if session.get_credentials() is None:
-            raise CredentialsError(
-                f"{model}: no AWS credentials: set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "or run where a role provides them"
-            )
+        session = aws_session(model, region)
         self.region = session.region_name
         config = botocore.config.Config(
             retries={

@@ -29,11 +29,10 @@ import json
 import re
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 
-from promptgrade.errors import CredentialsError, ProviderError
+from promptgrade.errors import ProviderError
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
 from promptgrade.providers.batch_base import (
     CANCELLED,
@@ -54,7 +53,7 @@ from promptgrade.providers.batch_base import (
 )
 from promptgrade.providers.bedrock import (
     _one_line,
-    _session_reading_aws_region,
+    aws_session,
     client_error,
     completion_of,
     converse_arguments,
@@ -125,18 +124,7 @@ class BedrockBatches:
         self.base_url = base_url
         self.role_arn = str(batch_role_arn)
         self.min_records = min_records
-        session = boto3.session.Session(
-            botocore_session=_session_reading_aws_region(), region_name=region or None
-        )
-        if session.region_name is None:
-            raise CredentialsError(
-                f"{model}: no AWS region: set `region` on the model, or AWS_REGION / AWS_DEFAULT_REGION"
-            )
-        if session.get_credentials() is None:
-            raise CredentialsError(
-                f"{model}: no AWS credentials: set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "or run where a role provides them"
-            )
+        session = aws_session(model, region)
         control = botocore.config.Config(
             retries={"total_max_attempts": 1, "mode": "standard"},  # polling policy is the executor's
             connect_timeout=min(timeout_s, 10),

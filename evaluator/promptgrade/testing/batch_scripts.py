@@ -9,8 +9,11 @@ results (to test that results are matched to requests by key, and that nothing i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Literal
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 FinalState = Literal["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
 Phase = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
@@ -54,3 +57,41 @@ def tampered(results: list[dict[str, Any]], script: JobScript, key: str) -> list
         {**(results[0] if results else {}), key: f"unknown{index}"} for index in range(script.unknown_results)
     ]
     return [*kept, *unknown, *results[: script.duplicate_results]]
+
+
+class _Scripted(Protocol):
+    script: JobScript
+
+
+J = TypeVar("J", bound=_Scripted)
+
+
+@dataclass(kw_only=True)
+class ScriptedJobs(Generic[J]):
+    """What every stand-in's batch half keeps: its jobs by name, the script the next ones follow, and
+    how many were created (each a non-idempotent call, counted at the server)."""
+
+    default_script: JobScript = field(default_factory=JobScript)
+    jobs: dict[str, J] = field(default_factory=dict)
+    created: int = 0
+    _scripts: deque[JobScript] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, script: JobScript) -> None:
+        """The next created job behaves like this (then the default applies again)."""
+        with self._lock:
+            self._scripts.append(script)
+
+    def finish_all(self) -> None:
+        """Every job still pending or running ends now, as scripted (a test's "a day later")."""
+        with self._lock:
+            for job in self.jobs.values():
+                job.script = finished(job.script)
+
+    def _register(self, name: str, build: Callable[[JobScript], J]) -> J:
+        """A created job, under the next script, counted and kept by ``name``."""
+        with self._lock:
+            script = self._scripts.popleft() if self._scripts else self.default_script
+            self.created += 1
+            job = self.jobs[name] = build(script)
+        return job

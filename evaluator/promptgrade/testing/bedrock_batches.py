@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.parse
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from promptgrade.testing.batch_scripts import JobScript, finished, phase, tampered
+from promptgrade.testing.batch_scripts import JobScript, ScriptedJobs, phase, tampered
 
 ACCOUNT = "123456789012"
 STATES = {  # the script's phases in this API's words (a finished job with failed records: partial)
@@ -86,7 +84,7 @@ class InvocationJob:
 
 
 @dataclass
-class BedrockBatchAPI:
+class BedrockBatchAPI(ScriptedJobs[InvocationJob]):
     """The batch half of a ``FakeBedrock``. Attributes may change while it runs."""
 
     fake: ConverseScripting
@@ -95,22 +93,6 @@ class BedrockBatchAPI:
     min_records: int = 100  # "Minimum number of records per batch inference job"
     needs_profile: set[str] = field(default_factory=set)  # model ids refused without an inference profile
     report_counts: bool = False  # record counts in GetModelInvocationJob (else only in the manifest)
-    default_script: JobScript = field(default_factory=JobScript)
-    jobs: dict[str, InvocationJob] = field(default_factory=dict)
-    created: int = 0  # jobs created
-    _scripts: deque[JobScript] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def script(self, script: JobScript) -> None:
-        """The next created job behaves like this (then the default applies again)."""
-        with self._lock:
-            self._scripts.append(script)
-
-    def finish_all(self) -> None:
-        """Every job still pending or running ends now, as scripted."""
-        with self._lock:
-            for job in self.jobs.values():
-                job.script = finished(job.script)
 
     def _s3(self) -> Any:
         import boto3  # only a test of batch jobs needs it: the Converse half is standard library
@@ -194,10 +176,9 @@ class BedrockBatchAPI:
                 "batch inference job."
             )
         results = [] if message is not None else [self._run(model, arn, record) for record in records]
-        with self._lock:
-            script = self._scripts.popleft() if self._scripts else self.default_script
-            self.created += 1
-            self.jobs[arn] = InvocationJob(arn, request, time.monotonic(), script, results, message)
+        self._register(
+            arn, lambda script: InvocationJob(arn, request, time.monotonic(), script, results, message)
+        )
         handler.send_json(200, {"jobArn": arn})
 
     def _read_input(self, request: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 import uuid
 from collections import deque
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from promptgrade.testing.batch_scripts import JobScript, finished, phase
+from promptgrade.testing.batch_scripts import JobScript, ScriptedJobs, phase
 from promptgrade.testing.gemini_wire import (
     STATUS_NAMES,
     Fault,
@@ -71,34 +70,18 @@ class BatchJob:
 
 
 @dataclass
-class BatchAPI:
+class BatchAPI(ScriptedJobs[BatchJob]):
     """The batch half of a ``FakeGemini``: ``fake.batches``. Attributes may change while it runs."""
 
     fake: Scripting
     inline_limit_bytes: int = INLINE_LIMIT_BYTES
-    default_script: JobScript = field(default_factory=JobScript)
-    jobs: dict[str, BatchJob] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     poll_faults: deque[Fault] = field(default_factory=deque)  # for GET batches/{id}, e.g. a 429
-    created: int = 0  # jobs created (each a non-idempotent POST)
-    _scripts: deque[JobScript] = field(default_factory=deque)
     _uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def script(self, script: JobScript) -> None:
-        """The next created job behaves like this (then the default applies again)."""
-        with self._lock:
-            self._scripts.append(script)
 
     def polls(self) -> int:
         with self._lock:
             return sum(len(job.polled_at) for job in self.jobs.values())
-
-    def finish_all(self) -> None:
-        """Every job still pending or running ends now, as scripted (a test's "a day later")."""
-        with self._lock:
-            for job in self.jobs.values():
-                job.script = finished(job.script)
 
     # -- routing (called by the server's handler) ----------------------------------------------
     def post(self, handler: GeminiReplies, path: str, body: bytes) -> bool:
@@ -183,12 +166,11 @@ class BatchAPI:
             info = dataclasses.replace(info, body=json.dumps(request).encode())
             answer = self._respond(info, self.fake._record(info))
             results.append({**answer, **({"key": key} if key is not None else {"metadata": metadata})})
-        with self._lock:
-            script = self._scripts.popleft() if self._scripts else self.default_script
-            self.created += 1
-            name = f"batches/{uuid.uuid4().hex[:12]}"
-            job = BatchJob(name, model, batch.get("displayName", ""), now, script, route, results)
-            self.jobs[name] = job
+        name = f"batches/{uuid.uuid4().hex[:12]}"
+        job = self._register(
+            name,
+            lambda script: BatchJob(name, model, batch.get("displayName", ""), now, script, route, results),
+        )
         handler.send_json(200, self._operation(job))
 
     def _respond(self, info: RequestInfo, fault: Fault | None) -> dict[str, Any]:
@@ -234,6 +216,7 @@ class BatchAPI:
                 tag = f"unknown-{index}"
                 extra.update({"key": tag} if job.route == "file" else {"metadata": {"key": tag}})
                 results = [*results, extra]
+            results = [*results, *job.results[: job.script.duplicate_results]]
             if job.route == "inline":
                 metadata["output"] = {"inlinedResponses": {"inlinedResponses": results}}
             else:

@@ -14,16 +14,14 @@ without the Batch API: 404 on every one of these paths.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any, Protocol
 
-from promptgrade.testing.batch_scripts import JobScript, finished, phase, tampered
+from promptgrade.testing.batch_scripts import JobScript, ScriptedJobs, phase, tampered
 from promptgrade.testing.scripted import JSONHandler
 
 STATES = {  # the script's phases in this API's words
@@ -65,28 +63,12 @@ class OpenAIBatchJob:
 
 
 @dataclass
-class OpenAIBatchAPI:
+class OpenAIBatchAPI(ScriptedJobs[OpenAIBatchJob]):
     """The batch half of a ``FakeOpenAI``. Attributes may change while it runs."""
 
     fake: ChatScripting
     offered: bool = True
-    default_script: JobScript = field(default_factory=JobScript)
-    jobs: dict[str, OpenAIBatchJob] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id → (purpose, bytes)
-    created: int = 0  # jobs created (each a non-idempotent POST)
-    _scripts: deque[JobScript] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def script(self, script: JobScript) -> None:
-        """The next created job behaves like this (then the default applies again)."""
-        with self._lock:
-            self._scripts.append(script)
-
-    def finish_all(self) -> None:
-        """Every job still pending or running ends now, as scripted."""
-        with self._lock:
-            for job in self.jobs.values():
-                job.script = finished(job.script)
 
     # -- routing (called by the server's handler) ----------------------------------------------
     def post(self, handler: JSONHandler, path: str, body: bytes) -> bool:
@@ -184,10 +166,9 @@ class OpenAIBatchAPI:
                     "error": None,
                 }
             )
-        with self._lock:
-            script = self._scripts.popleft() if self._scripts else self.default_script
-            self.created += 1
-            job = OpenAIBatchJob(
+        job = self._register(
+            batch_id,
+            lambda script: OpenAIBatchJob(
                 batch_id,
                 request["input_file_id"],
                 time.monotonic(),
@@ -195,8 +176,8 @@ class OpenAIBatchAPI:
                 results,
                 dict(request.get("metadata") or {}),
                 request.get("endpoint", ""),
-            )
-            self.jobs[batch_id] = job
+            ),
+        )
         handler.send_json(200, self._batch(job))
 
     def _cancel(self, handler: JSONHandler, batch_id: str) -> None:
