@@ -7,11 +7,17 @@ every job of the key, whoever submitted it), so both read the journal rather tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promptgrade.batch.journal import BatchJournal, JobRecord, journal_path
 from promptgrade.cache import default_path
 from promptgrade.errors import PromptgradeError
+
+if TYPE_CHECKING:
+    from promptgrade.config import ModelSpec
+    from promptgrade.providers.batch_base import BatchBackend
 
 
 def store_journal(cache_path: Path | None = None) -> BatchJournal:
@@ -19,16 +25,16 @@ def store_journal(cache_path: Path | None = None) -> BatchJournal:
     return BatchJournal(journal_path(cache_path or default_path()))
 
 
-def cancel_job(name: str, cache_path: Path | None = None) -> JobRecord:
-    """Cancel a journalled job (by API name or local id) at the endpoint it was submitted to, with the
-    model fields it was submitted with (a Bedrock job's region, an OpenAI key's variable).
+def cancel_job(
+    name: str, client_for: Callable[[ModelSpec], BatchBackend], cache_path: Path | None = None
+) -> JobRecord:
+    """Cancel a journalled job (by API name or local id) where it was submitted: ``client_for`` builds
+    the batch back-end of the model the job was submitted for, with the fields it was submitted with
+    (its endpoint, a Bedrock job's region, an OpenAI key's variable), as the sweep builds one.
 
     Nothing is lost: the next sweep collects what the job answered and resubmits the rest.
     """
-    # the SDKs are imported here, not above: listing jobs never needs one
-    from promptgrade.config import ModelSpec
-    from promptgrade.settings import load_settings
-    from promptgrade.sweep import batch_client
+    from promptgrade.config import ModelSpec  # the experiment model's rules: not needed to list jobs
 
     job = store_journal(cache_path).job(name)
     if job is None or job.name is None:
@@ -38,7 +44,7 @@ def cancel_job(name: str, cache_path: Path | None = None) -> JobRecord:
     spec = ModelSpec.model_validate(
         {"provider": job.provider, "model": job.model, "base_url": job.base_url, **job.fields}
     )
-    client = batch_client(spec, None, load_settings())
+    client = client_for(spec)
     try:
         client.cancel(job.name)
     finally:

@@ -77,8 +77,11 @@ def batches_cancel(
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""
     from promptgrade.batch.jobs import cancel_job
+    from promptgrade.settings import load_settings
+    from promptgrade.sweep import batch_client
 
-    job = cancel_job(name, cache_path)
+    settings = load_settings()
+    job = cancel_job(name, lambda spec: batch_client(spec, None, settings), cache_path)
     common.console.print(
         esc(f"cancelled {job.name} ({job.candidate_label}, {job.requests} requests)"), highlight=False
     )
