@@ -335,7 +335,14 @@ class Sweep:
             )
         experiment = self.plan.experiment
         specs = {(c.provider, c.model): c.spec for c in candidates}
-        clients = {key: batch_client(spec, experiment, self.settings) for key, spec in specs.items()}
+        clients: dict[tuple[str, str], BatchBackend] = {}
+        try:
+            for key, spec in specs.items():
+                clients[key] = batch_client(spec, experiment, self.settings)
+        except BaseException:  # a model's fields or credentials refused: close what was opened
+            for client in clients.values():
+                client.close()
+            raise
         journal = BatchJournal(journal_path(cache.cache.path))
         executor = BatchExecutor(
             self.plan,
