@@ -250,16 +250,7 @@ class Sweep:
         except BaseException:
             self._stop_tracking(tracker, primary)
             raise
-        todo: list[Candidate] = []
-        for candidate in self.runnable:
-            result = self.results[candidate.key]
-            result.run_id, finished = tracker.call(
-                "candidate_run", candidate, summary, plan.task, plan.experiment.dataset.image_max_side
-            )
-            if finished:
-                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
-            else:
-                todo.append(candidate)
+        todo = self._candidate_runs(tracker, summary)
         self.stop_reason = None
         # Everything alive now (modules, the dataset) lives through the request phase: frozen, the
         # cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at
@@ -304,6 +295,21 @@ class Sweep:
         except TrackingError as exc:
             raise TrackingStopped(exc.message) from None
         return report
+
+    def _candidate_runs(self, tracker: TrackingWriter, summary: DatasetSummary) -> list[Candidate]:
+        """Each runnable candidate's run (created, or found when resuming); the ones still to run."""
+        plan = self.plan
+        todo: list[Candidate] = []
+        for candidate in self.runnable:
+            result = self.results[candidate.key]
+            result.run_id, finished = tracker.call(
+                "candidate_run", candidate, summary, plan.task, plan.experiment.dataset.image_max_side
+            )
+            if finished:
+                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
+            else:
+                todo.append(candidate)
+        return todo
 
     def _stop_tracking(self, tracker: TrackingWriter, primary: str, reason: str | None = None) -> None:
         """Mark what did not finish as killed — unless the store itself is what failed (then nothing
