@@ -97,7 +97,7 @@ class ModelSpec(BaseModel):
         ge=1,
         le=MAX_SAMPLES,
         description="Answers per example (k separate requests), reduced to one by a vote: see "
-        "'Repeated samples and abstention' in the README.",
+        "'Repeated samples and abstention' in docs/guides/metrics.md.",
     )
     abstain_below: float | None = Field(
         None,

@@ -243,7 +243,7 @@ def summarise(
     *,
     selective: bool = False,
 ) -> dict[str, Estimate | float]:
-    """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart.
+    """The user-visible metrics (names are stable: see metric_names and docs/reference/metrics.md). Skipped examples are counted apart.
 
     Without the ``task``, the split-wide statistics that need its categories and tolerance are left out.
     Examples answered by several samples add the agreement metrics; ``selective`` (a candidate with
