@@ -5,7 +5,6 @@ computed here by hand."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from helpers.provider_servers import ServedProvider, write_experiment
-from promptgrade.runner import run_sweep
+from helpers.sweeps import run_connected
 from promptgrade.sweep import Sweep
 
 N = 3
@@ -41,16 +40,8 @@ def test_three_samples_vote_on_every_provider(served: ServedProvider, tmp_path: 
 
     served.answer(answer)
     sweep.connect()
-    providers = sweep.providers or {}
 
-    async def go() -> Any:
-        try:
-            return await run_sweep(sweep.plan, sweep.dataset, sweep.runnable, providers)
-        finally:
-            for provider in providers.values():
-                await provider.aclose()
-
-    [result] = asyncio.run(go())
+    [result] = run_connected(sweep)
 
     assert served.server.calls == 3 * N
     metrics = {k: getattr(v, "value", v) for k, v in result.metrics.items()}
