@@ -225,6 +225,8 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
         settings=GenerationSettings.model_validate(record["settings"]),
         task=task,
         image_max_side=int(record.get("image_max_side", 1024)),
+        samples=int(record.get("samples") or 1),  # a run recorded before samples: one answer per tray
+        abstain_below=record.get("abstain_below"),
         provenance=Provenance(
             run_id=winner.run_id,
             experiment=store.name,
