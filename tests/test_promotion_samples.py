@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from helpers.promoted_references import truthful
 from helpers.scripted_sweeps import write_experiment
+from helpers.sweeps import candidate_runs, sweep
 from promptgrade.bundle import MANIFEST, load_bundle
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
@@ -41,12 +42,10 @@ def swept(tmp_path: Path, gemini_server: FakeGemini, fake_api_key: str, tracking
     )
     path.write_text(text, encoding="utf-8")
     gemini_server.default_answer = truthful(examples)
-    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+    result = sweep(path, tracking)
     assert result.exit_code == 0, result.output
     assert gemini_server.calls == 3 * N
-    client = MlflowClient(tracking_uri=tracking)
-    experiment = client.get_experiment_by_name("votes")
-    [run] = client.search_runs([experiment.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    [run] = candidate_runs(tracking, "votes")
     return str(run.info.run_id)
 
 

@@ -18,16 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.bundles import promoted_bundle, released_prompt
 from helpers.lambda_events import MODEL, b64, body_json, context, http_api_v2, make_jpeg
 from lambda_handler import app
-from promptgrade.bundle import MANIFEST, Manifest, PromptInfo, load_bundle, write_bundle
+from promptgrade.bundle import MANIFEST, load_bundle
 from promptgrade.images import prepare_image
-from promptgrade.prompts import PromptLibrary
 from promptgrade.providers.base import GenerationSettings
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import FakeGemini, Fault, RequestInfo
 
-ROOT = Path(__file__).resolve().parents[2]
 LATENCY_S = 0.4  # each answer's: three calls one after another would span at least twice this
 
 
@@ -66,16 +64,14 @@ def vote_settings() -> tuple[int, float | None]:
 def bundle_dir(tmp_path: Path, vote_settings: tuple[int, float | None]) -> Path:
     """A bundle as `promote` writes it for a candidate swept with samples (overrides conftest's)."""
     samples, abstain_below = vote_settings
-    prompt = PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1)
-    manifest = Manifest(
-        prompt=PromptInfo(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
-        model=MODEL,
-        settings=GenerationSettings(structured_output=True, temperature=0.7),
-        task=load_task(ROOT / "experiments" / "tasks" / "meal_tray.yaml"),
+    settings = GenerationSettings(structured_output=True, temperature=0.7)
+    return promoted_bundle(
+        tmp_path / "bundle",
+        released_prompt(),
+        settings=settings,
         samples=samples,
         abstain_below=abstain_below,
     )
-    return write_bundle(tmp_path / "bundle", prompt, manifest)
 
 
 def grade(tray: bytes) -> dict[str, object]:
