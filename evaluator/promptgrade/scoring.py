@@ -127,7 +127,7 @@ def score_vote(
         task,
         estimated_input_tokens=estimated_input_tokens,
     )
-    abstained = abstain_below is not None and voted.agreement < abstain_below
+    abstained = voted.abstained(abstain_below)
     if len(voted.samples) == 1:
         return outcome.model_copy(update={"abstained": True}) if abstained else outcome
     truth = set(true_categories)

@@ -516,7 +516,8 @@ def mlflow_dataset(dataset: DatasetSummary) -> Any:
 
 
 def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> dict[str, Any]:
-    """Exactly what was run, so promotion can ship the same prompt, model, settings, task and image size."""
+    """Exactly what was run, so promotion can ship the same prompt, model, settings, vote, task and image
+    size."""
     return {
         "key": candidate.key,
         "label": candidate.label,
@@ -533,6 +534,9 @@ def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> d
         "endpoint": {"region": candidate.spec.region, "base_url": candidate.spec.base_url},
         # the images are beside it, in references/ (see _log_references): promotion ships those bytes
         "references": [reference_record(r) for r in candidate.references],
+        # the vote the Lambda must take to answer as measured (a record without them: one sample)
+        "samples": candidate.samples,
+        "abstain_below": candidate.abstain_below,
     }
 
 
