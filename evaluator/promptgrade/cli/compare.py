@@ -28,10 +28,12 @@ def ui(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Open the MLflow UI on the same store the sweeps log to."""
+    from promptgrade.ports import check_free
     from promptgrade.settings import child_environment
     from promptgrade.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
+    check_free(host, port)  # once exec'd, a busy port would be MLflow's traceback under our URL
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [
         mlflow_bin,
