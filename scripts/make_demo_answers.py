@@ -52,7 +52,9 @@ STYLES = {
 }
 
 
-def answer(style: Style, truth: tuple[str, ...], grade: float, vocabulary: list[str], rng: random.Random) -> str:
+def answer(
+    style: Style, truth: tuple[str, ...], grade: float, vocabulary: list[str], rng: random.Random
+) -> str:
     categories = list(truth)
     if rng.random() >= style.right:
         wrong = rng.choice([c for c in vocabulary if c not in truth])
