@@ -23,7 +23,13 @@ def promote(
     experiment: Annotated[
         str, typer.Option("--experiment", "-e", help="MLflow experiment name or experiment file.")
     ],
-    run: Annotated[str | None, typer.Option("--run", help="Promote this run instead of the best.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="Promote this run (id or its first 6+ characters, or name@version) instead of the best.",
+        ),
+    ] = None,
     metric: Annotated[
         str | None, typer.Option(help="Rank and test by this metric (default: the sweep's).")
     ] = None,
@@ -41,14 +47,16 @@ def promote(
     """Promote the best prompt: registry alias `production`, run tag, and the Lambda bundle."""
     from promptgrade.promotion import Policy, PromotionRefused, decide
     from promptgrade.promotion import promote as do_promote
+    from promptgrade.tracking import refs
     from promptgrade.tracking.read import RunStore
 
     store = RunStore(experiment_name(experiment), tracking_uri)
     policy = Policy(
         metric=metric, alpha=alpha, min_examples=min_examples, max_failure_rate=max_failure_rate, force=force
     )
+    run_id = refs.candidate(store, run).run_id if run is not None else None
     try:
-        decision = decide(store, policy, run)
+        decision = decide(store, policy, run_id)
     except PromotionRefused as refused:
         _print_decision(refused.decision)
         raise

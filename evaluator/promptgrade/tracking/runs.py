@@ -33,6 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import SweepBusy, TrackingError
+from promptgrade.ranking import rank_results
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, Outcome, flatten, per_category
@@ -184,9 +185,8 @@ class Tracker:
         ]
         record = {"primary_metric": primary_metric, "stop_reason": stop_reason, "candidates": summary}
         self.client.log_dict(self.parent_run_id, record, "summary.json")
-        ran = [
-            (r.candidate.label, r.metrics.get(primary_metric)) for r in results if r.skipped_reason is None
-        ]
+        ranked = rank_results([r for r in results if r.skipped_reason is None], primary_metric)
+        ran = [(r.candidate.label, r.metrics.get(primary_metric)) for r in ranked]  # best first
         if any(value is not None for _, value in ran):
             from promptgrade.tracking import plots
 
