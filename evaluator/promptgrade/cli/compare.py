@@ -34,6 +34,10 @@ def ui(
     from promptgrade.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        # a tracking server serves its own UI: starting another one on it is MLflow's traceback
+        common.console.print(esc(f"the tracking server's UI is at {uri.rstrip('/')}/ — open it in a browser"))
+        return
     check_free(host, port)  # once exec'd, a busy port would be MLflow's traceback under our URL
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [
