@@ -45,9 +45,17 @@ from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trac
 __all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
 PREDICTIONS = "predictions.json"
-# trace worker processes for the sweep's writer: on a machine with cores to spare, the traces (most of
-# a sweep's MLflow writes) are written beside the run-level writes; with one core there is nothing to gain
-TRACE_WORKERS = 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def trace_workers_for(uri: str) -> int:
+    """Trace worker processes for the sweep's writer. A tracking server takes writes side by side, so
+    on a machine with cores to spare the traces (most of a sweep's MLflow writes) go to two workers; a
+    sqlite file takes one writer at a time, and workers there only wait for each other's locks."""
+    if uri.startswith("sqlite:") or (os.cpu_count() or 1) < 2:
+        return 0
+    return 2
+
+
 # a candidate run's reference images, as sent, and their records (REFERENCES_DIR/REFERENCES_FILE)
 PER_CATEGORY = "per_category.json"  # precision, recall and F1 of each category (see scoring.per_category)
 REFERENCES_FILE = "references.json"
