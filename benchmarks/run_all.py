@@ -28,6 +28,7 @@ BENCHMARKS = [
     "lambda_cold_start",
     "startup",
     "tracing",
+    "references",
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -209,7 +209,7 @@ def request_bodies(sweep: Any, server: ServerProcess) -> tuple[str, list[bytes]]
     bodies = []
     for example in sweep.dataset.examples:
         request = build_request(candidate.rendered_prompt, sweep.plan.task, candidate.settings, example.image)
-        template = templates.request(request.prompt, request.image.mime_type, _config(request), ("bench",))
+        template = templates.request(request, _config(request), ("bench",))
         bodies.append(json.dumps(template.fill(request.image.data)).encode())
     return f"{server.base_url}/v1beta/{template.path}", bodies
 

@@ -11,9 +11,10 @@ Three kinds of event are answered (see README.md for the full contract):
 Grading is ``promptgrade.images.prepare_image`` then ``promptgrade.grading.grade_image`` with the
 bundle's rendered prompt (its text, and the reference images it shows before or around the tray, in
 order), task and settings — the code the evaluator measured, not a copy of it, so for the same tray
-the request is byte for byte the sweep's. Everything that does not change between invocations
-(bundle and its verified reference images, rendered prompt, API key, model client, event loop) is
-built once per container on first use and reused while the container is warm.
+the request is byte for byte the sweep's. A bundle measured with ``samples: k`` asks k times at once
+and reduces the answers with ``promptgrade.grading.vote``, as the sweep did. Everything that does not
+change between invocations (bundle and its verified reference images, rendered prompt, API key, model
+client, event loop) is built once per container on first use and reused while the container is warm.
 
 This module holds the entry point, the container's state, grading and the three event handlers;
 ``events`` turns events into image requests, ``outcomes`` shapes what callers get back, ``errors``
@@ -41,7 +42,7 @@ from lambda_handler.events import EventKind, ImageRequest, too_large
 from lambda_handler.outcomes import Outcome, failure, http_response
 from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
-from promptgrade.grading import GradingResult, grade_image
+from promptgrade.grading import GradingResult, Voted, grade_image, vote
 from promptgrade.images import ImageError, prepare_image, sniff_mime
 from promptgrade.providers.base import ImageInput, Provider
 from promptgrade.references import RenderedPrompt
@@ -57,6 +58,7 @@ DEFAULT_OUTPUT_PREFIX = "results/"
 MAX_BATCH_IMAGES = 100
 BATCH_CONCURRENCY = 4
 _RESULT_KEYS = frozenset({"id", "categories", "prompt", "model", "timing_ms", "usage", "error"})
+_VOTE_KEYS = frozenset({"agreement", "needs_review"})  # results of a bundle with samples > 1 only
 
 T = TypeVar("T")
 # The bundle's provider SDK is imported during the init phase, as the other modules are.
@@ -123,7 +125,7 @@ class Runtime:
         except PromptgradeError as exc:
             raise HandlerError(500, "config_error", f"the grading bundle cannot be used: {exc}") from None
         manifest = bundle.manifest
-        if bundle.task.grade.name in _RESULT_KEYS:
+        if bundle.task.grade.name in _RESULT_KEYS | (_VOTE_KEYS if manifest.samples > 1 else frozenset()):
             raise HandlerError(
                 500,
                 "config_error",
@@ -146,6 +148,7 @@ class Runtime:
             prompt_sha256=manifest.prompt.sha256,
             references=len(prompt.references),
             model=manifest.model,
+            samples=manifest.samples,
             init_ms=_ms_since(started),
         )
         return runtime
@@ -214,29 +217,64 @@ def _prepare(data: bytes, item_id: str, runtime: Runtime) -> ImageInput:
         raise HandlerError(400, "invalid_image", exc.message) from None
 
 
-def _result_body(item_id: str, result: GradingResult, runtime: Runtime, started: float) -> dict[str, Any]:
-    """The result a client reads, or the HandlerError saying why there is none (never a guessed grade)."""
-    completion, prediction = result.completion, result.prediction
-    if prediction is None:
-        error = completion.error
-        if error is None:
-            reason = result.failure.message if result.failure else "no answer"
-            raise HandlerError(
-                502, "unparseable_answer", f"the model's answer is not a valid grade: {reason}"
-            )
-        status, code = model_error(error.kind)
-        raise HandlerError(
-            status,
-            code,
-            f"the model call failed: {result.error_message or error.kind.value}",
-            retry_after_s=error.retry_after_s,
-            retryable=error.transient,
+async def _ask(runtime: Runtime, image: ImageInput) -> Voted:
+    """The bundle's k samples of the tray, asked at once (the tray waits for the slowest, not for the
+    sum), then the sweep's vote. Each sample is one call with the model timeout, as a single grade is:
+    the function never retries a model call itself. One sample votes alone, so k = 1 is one call."""
+    bundle = runtime.bundle
+    calls = [
+        asyncio.ensure_future(
+            grade_image(runtime.prompt, bundle.task, bundle.settings, image, runtime.provider)
         )
+        for _ in range(bundle.manifest.samples)
+    ]
+    try:
+        return vote(await asyncio.gather(*calls))
+    except BaseException:  # a surprise in one call: the others are not left running on the warm loop
+        for call in calls:
+            call.cancel()
+        raise
+
+
+def _no_grade(samples: tuple[GradingResult, ...]) -> HandlerError:
+    """Why a tray none of whose samples answered has no grade: as one failed call is answered. Of
+    several samples, the first failure a retry may cure is told (an S3 event is then retried, and may
+    be answered); else the first sample's."""
+    failed = next((r for r in samples if r.completion.error and r.completion.error.transient), samples[0])
+    error = failed.completion.error
+    if error is None:
+        reason = failed.failure.message if failed.failure else "no answer"
+        return HandlerError(502, "unparseable_answer", f"the model's answer is not a valid grade: {reason}")
+    status, code = model_error(error.kind)
+    return HandlerError(
+        status,
+        code,
+        f"the model call failed: {failed.error_message or error.kind.value}",
+        retry_after_s=error.retry_after_s,
+        retryable=error.transient,
+    )
+
+
+def _result_body(item_id: str, voted: Voted, runtime: Runtime, started: float) -> dict[str, Any]:
+    """The result a client reads, or the HandlerError saying why there is none (never a guessed grade).
+
+    Tokens are the samples' sum and the model time the slowest sample's (``vote`` merges them). A
+    bundle with samples adds how far they agreed and whether a person should look; with one sample
+    the result is as it always was (its agreement would be 1 by construction, telling nothing).
+    """
+    completion, prediction = voted.result.completion, voted.result.prediction
+    if prediction is None:
+        raise _no_grade(voted.samples)
     manifest = runtime.bundle.manifest
-    return {
+    body: dict[str, Any] = {
         "id": item_id,
         "categories": list(prediction.categories),
         runtime.bundle.task.grade.name: prediction.grade,
+    }
+    if manifest.samples > 1:
+        body["agreement"] = voted.agreement
+        body["needs_review"] = voted.abstained(manifest.abstain_below)
+    return body | {
         "prompt": {
             "name": manifest.prompt.name,
             "version": manifest.prompt.version,
@@ -251,17 +289,15 @@ def _result_body(item_id: str, result: GradingResult, runtime: Runtime, started:
 async def _grade(runtime: Runtime, request: ImageRequest) -> Outcome:
     started = time.perf_counter()
     image: ImageInput | None = None
-    result: GradingResult | None = None
+    voted: Voted | None = None
     try:
 
         def load_and_prepare() -> ImageInput:
             return _prepare(request.load(runtime), request.id, runtime)
 
         image = await asyncio.to_thread(load_and_prepare)
-        result = await grade_image(
-            runtime.prompt, runtime.bundle.task, runtime.bundle.settings, image, runtime.provider
-        )
-        outcome = Outcome(200, _result_body(request.id, result, runtime, started))
+        voted = await _ask(runtime, image)
+        outcome = Outcome(200, _result_body(request.id, voted, runtime, started))
     except REQUEST_ERRORS as exc:
         outcome = failure(request.id, exc)
     except Exception:  # one image's surprise must not cost the rest of a batch their results
@@ -271,7 +307,7 @@ async def _grade(runtime: Runtime, request: ImageRequest) -> Outcome:
     code = outcome.body.get("error", {}).get("code")
     if code == "model_auth_failed":
         runtime.stale = True
-    completion = result.completion if result is not None else None
+    completion = voted.result.completion if voted is not None else None
     logs.info(
         "graded" if outcome.ok else "not graded",
         id=request.id,
@@ -285,8 +321,20 @@ async def _grade(runtime: Runtime, request: ImageRequest) -> Outcome:
         model_ms=round(completion.latency_ms, 1) if completion else None,
         input_tokens=completion.input_tokens if completion else None,
         output_tokens=completion.output_tokens if completion else None,
+        **(_vote_fields(voted, runtime) if voted is not None and len(voted.samples) > 1 else {}),
     )
     return outcome
+
+
+def _vote_fields(voted: Voted, runtime: Runtime) -> dict[str, Any]:
+    """How the samples voted, for the logs: ``answered`` tells an agreement of 1 among three samples
+    from one of 1 where two samples failed (the vote counts only those that answered)."""
+    return {
+        "samples": len(voted.samples),
+        "answered": sum(r.prediction is not None for r in voted.samples),
+        "agreement": voted.agreement,
+        "needs_review": voted.abstained(runtime.bundle.manifest.abstain_below),
+    }
 
 
 async def _grade_all(runtime: Runtime, entries: list[ImageRequest | Outcome]) -> list[Outcome]:

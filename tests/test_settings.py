@@ -225,23 +225,22 @@ def test_named_secrets_and_environments_for_other_programs(monkeypatch: pytest.M
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen_settings_table", ROOT / "scripts" / "gen_settings_table.py"
-    )
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_the_readme_table_is_the_one_generated_from_the_settings() -> None:
+def test_the_docs_table_is_the_one_generated_from_the_settings() -> None:
     generator = _generator()
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme == generator.splice(readme, reference_table()), (
-        f"README.md's table of environment variables differs from promptgrade.settings: run `{generator.COMMAND}`"
+    page = ROOT / "docs" / "reference" / "settings.md"
+    text = page.read_text(encoding="utf-8")
+    assert text == generator.splice(text, "settings", reference_table(), page), (
+        f"{page.name}'s table of environment variables differs from promptgrade.settings: run `{generator.COMMAND}`"
     )
     for name in VARIABLES:
-        assert f"| `{name}` |" in readme
+        assert f"| `{name}` |" in text
 
 
 def test_the_markdown_command_prints_the_table() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptgrade.errors import ConfigError
+from promptgrade.grading import MAX_SAMPLES
 from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import GenerationSettings
 from promptgrade.providers.records import DEFAULT_PROVIDER
@@ -25,9 +26,11 @@ from promptgrade.task import Task
 
 MANIFEST = "manifest.json"
 TEMPLATE = "prompt.jinja"
-# 2: the manifest may list reference images (``references``). A format-1 bundle still loads (it has
-# none); a bundle newer than this code is refused rather than half understood.
-FORMAT_VERSION = 2
+# 2: the manifest may list reference images (``references``). 3: it may ask for k samples of each
+# tray and an abstention threshold (``samples``, ``abstain_below``). Older bundles still load (no
+# references, one sample); a bundle newer than this code is refused rather than half understood — an
+# older handler would otherwise ask once where k votes were measured.
+FORMAT_VERSION = 3
 
 
 class PromptInfo(BaseModel):
@@ -71,6 +74,10 @@ class Manifest(BaseModel):
     )
     # the prepared reference images the prompt shows, in its order; each file is in references/
     references: tuple[ReferenceRecord, ...] = ()
+    # the vote production takes, as the candidate was measured: k samples of each tray reduced by
+    # ``grading.vote``, and the agreement below which a tray is flagged for a person (None: never)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    abstain_below: float | None = Field(None, gt=0, le=1)
     provenance: Provenance = Provenance()
 
 

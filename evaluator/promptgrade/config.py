@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from promptgrade.data.config import DatasetConfig
 from promptgrade.errors import ConfigError, PromptError
+from promptgrade.grading import MAX_SAMPLES
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.providers.base import GenerationSettings
 from promptgrade.providers.records import DEFAULT_PROVIDER, NAMES, RECORDS, accepting, find
@@ -23,7 +24,6 @@ from promptgrade.task import Task, load_task
 from promptgrade.tokens import ImageTokenRule, longest_prefix
 from promptgrade.yamlfile import line_of, load_model, read_yaml
 
-MAX_SAMPLES = 20  # answers per example: beyond this a vote buys little and the bill grows linearly
 PRIMARY_METRICS = ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae")
 ProviderName = Literal[NAMES]  # type: ignore[valid-type]
 # model fields that only some providers take (their records say which): checked against the provider
@@ -107,7 +107,7 @@ class ModelSpec(BaseModel):
         ge=1,
         le=MAX_SAMPLES,
         description="Answers per example (k separate requests), reduced to one by a vote: see "
-        "'Repeated samples and abstention' in the README.",
+        "'Repeated samples and abstention' in docs/guides/metrics.md.",
     )
     abstain_below: float | None = Field(
         None,

@@ -1,9 +1,9 @@
 """How a metric or a grade is written for people — one rule for the sweep summary, ``compare``,
 promotion's table and the HTML report, so the same figure never reads two ways.
 
-Shares (``*accuracy``, ``*_rate``) as whole percentages, dollars to four decimals, everything else
-(grade errors, latencies) to one; an interval, when known, follows in parentheses; nothing to
-measure (None, NaN) is a dash.
+Shares (``*accuracy``, ``*_rate``) as whole percentages, dollars to four decimals (one tray's cost to
+six), everything else (grade errors, latencies) to one; an interval, when known, follows in
+parentheses; nothing to measure (None, NaN) is a dash.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def metric_text(metric: str, value: Any, low: Any = None, high: Any = None) -> s
         pattern = "{:.0%}"
     elif metric == "cost_usd":
         pattern = "{:,.4f}"
+    elif metric == "cost_per_image_usd":  # a tray costs hundredths of a cent: four decimals would read 0
+        pattern = "{:,.6f}"
     else:
         pattern = "{:,.1f}"
     shown = pattern.format(value)

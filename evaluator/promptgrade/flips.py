@@ -16,6 +16,7 @@ from typing import Any
 from promptgrade.errors import TrackingError
 from promptgrade.figures import number_text
 from promptgrade.stats import BootstrapInterval, mcnemar, paired_bootstrap
+from promptgrade.tracking import refs
 from promptgrade.tracking.read import RunRow, RunStore
 
 
@@ -75,27 +76,8 @@ class Comparison:
 
 
 def resolve(store: RunStore, ref: str) -> RunRow:
-    """A run id, or ``name@version`` (``name@vN``) of a candidate of the latest sweep."""
-    if "@" not in ref:
-        row = store.run(ref)
-        if row.tags.get("promptgrade.kind") != "candidate":
-            raise TrackingError(f"run {ref} is not a candidate run of experiment {store.name!r}")
-        return row
-    name, _, version = ref.partition("@")
-    version = version.removeprefix("v")
-    matches = [
-        row
-        for row in store.candidates(store.latest_sweep())
-        if row.params.get("prompt_name") == name and row.params.get("prompt_version") == version
-    ]
-    if not matches:
-        raise TrackingError(f"no candidate {name}@v{version} in the latest sweep of {store.name!r}")
-    if len(matches) > 1:
-        shown = ", ".join(f"{m.run_id[:8]} ({m.params.get('model')})" for m in matches)
-        raise TrackingError(
-            f"{name}@v{version} ran on several models in the latest sweep ({shown}): pass a run id"
-        )
-    return matches[0]
+    """A candidate run as a person names it: an id or its prefix, name@version, baseline:<kind>."""
+    return refs.candidate(store, ref)
 
 
 def compare_runs(store: RunStore, ref_a: str, ref_b: str, *, unpaired: bool = False) -> Comparison:

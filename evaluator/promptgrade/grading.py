@@ -28,6 +28,9 @@ from promptgrade.references import RenderedPrompt
 from promptgrade.task import Task
 
 Call = Callable[[CompletionRequest], Awaitable[Completion]]
+# answers per example: beyond this a vote buys little and the bill grows linearly (the experiment file
+# and the Lambda bundle are both held to it, so a bundle can never ask for more than a sweep measured)
+MAX_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,11 @@ class Voted:
         float  # share of the answering samples whose first-named category is the vote (0: none answered)
     )
     grade_spread: float | None  # the answering samples' grades, max − min (None: none answered)
+
+    def abstained(self, below: float | None) -> bool:
+        """Whether a person should decide: one rule for the sweep's selective metrics and the Lambda's
+        ``needs_review``, so production flags exactly the trays the measured coverage left out."""
+        return below is not None and self.agreement < below
 
 
 def vote(samples: Sequence[GradingResult]) -> Voted:

@@ -31,6 +31,17 @@ SHOWN_METRICS = (
 )
 
 
+def cost_per_image(row: RunRow) -> tuple[float, int]:
+    """What the Lambda will pay per tray, as measured, and the k calls that make it up.
+
+    The run's cost over its evaluated trays: each tray's tokens are already its k samples' sum, so a
+    ``samples: 3`` candidate costs three calls per tray here as in production, not one (NaN: no price).
+    """
+    cost, n = row.metric("cost_usd"), row.metric("n_examples")
+    samples = int(row.params.get("samples") or 1)  # a run of k = 1 does not record it
+    return (cost / n if n > 0 else math.nan), samples
+
+
 class PromotionError(PromptgradeError):
     """No eligible run, or the challenger is not measurably better (without --force)."""
 
@@ -264,6 +275,8 @@ def promote(store: RunStore, decision: Decision, bundle_dir: Path, policy: Polic
         settings=GenerationSettings.model_validate(record["settings"]),
         task=task,
         image_max_side=int(record.get("image_max_side", 1024)),
+        samples=int(record.get("samples") or 1),  # a run recorded before samples: one answer per tray
+        abstain_below=record.get("abstain_below"),
         provenance=Provenance(
             run_id=winner.run_id,
             experiment=store.name,

@@ -23,6 +23,7 @@ import jinja2
 from promptgrade.errors import TrackingError
 from promptgrade.figures import metric_text, number_text
 from promptgrade.files import atomic_write
+from promptgrade.tracking import refs
 from promptgrade.tracking.read import RunRow, RunStore, ranked
 
 METRICS = {
@@ -146,7 +147,7 @@ def build_report(
     store: RunStore, *, sweep_run_id: str | None = None, experiment_file: Path | None = None
 ) -> str:
     """The HTML text of the report for ``sweep_run_id`` (default: the latest sweep)."""
-    sweep = sweep_run_id or store.latest_sweep()
+    sweep = refs.run_id(store, sweep_run_id, kind="sweep") if sweep_run_id else store.latest_sweep()
     primary = store.primary_metric(sweep)
     runs = [r for r in ranked(store.candidates(sweep), primary) if r.status == "FINISHED"]
     if not runs:

@@ -127,7 +127,7 @@ def score_vote(
         task,
         estimated_input_tokens=estimated_input_tokens,
     )
-    abstained = abstain_below is not None and voted.agreement < abstain_below
+    abstained = voted.abstained(abstain_below)
     if len(voted.samples) == 1:
         return outcome.model_copy(update={"abstained": True}) if abstained else outcome
     truth = set(true_categories)
@@ -243,7 +243,7 @@ def summarise(
     *,
     selective: bool = False,
 ) -> dict[str, Estimate | float]:
-    """The user-visible metrics (names are stable: see the README). Skipped examples are counted apart.
+    """The user-visible metrics (names are stable: see metric_names and docs/reference/metrics.md). Skipped examples are counted apart.
 
     Without the ``task``, the split-wide statistics that need its categories and tolerance are left out.
     Examples answered by several samples add the agreement metrics; ``selective`` (a candidate with

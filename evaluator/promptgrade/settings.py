@@ -4,7 +4,7 @@
 Why one object: variables read where they were used (a dozen modules) could not be listed, and a
 malformed value either surfaced as a traceback in the middle of a sweep or was silently misread.
 Here each variable has a type, a default and a meaning; a bad value is one line naming it
-(``SettingsError``, which the CLI prints like any user mistake); and the README's table of variables
+(``SettingsError``, which the CLI prints like any user mistake); and the docs' table of variables (docs/reference/settings.md)
 is generated from this class (``python -m promptgrade.settings --markdown``), so it cannot go stale.
 
 Who reads it: the lab's entry points (``Sweep``, ``Tracker``, ``AnswerCache``, the dataset loaders)
@@ -244,7 +244,7 @@ def _shown(value: object) -> str:
 
 
 def reference_table() -> str:
-    """The README's table of variables (name, default, meaning), in field order."""
+    """The docs' table of variables (name, default, meaning), in field order."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for field in Settings.model_fields.values():
         rows.append(f"| `{field.validation_alias}` | {_shown(field.default)} | {field.description} |")
@@ -252,7 +252,7 @@ def reference_table() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m promptgrade.settings --markdown``: print the table (the README embeds it)."""
+    """``python -m promptgrade.settings --markdown``: print the table (docs/reference/settings.md embeds it)."""
     parser = argparse.ArgumentParser(prog="python -m promptgrade.settings", description=main.__doc__)
     parser.add_argument("--markdown", action="store_true", help="print the table of variables")
     args = parser.parse_args(argv)

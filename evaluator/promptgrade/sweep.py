@@ -30,6 +30,7 @@ from promptgrade.prompts import PromptVersion
 from promptgrade.providers.base import Provider
 from promptgrade.providers.records import accepting, find
 from promptgrade.providers.registry import make_provider
+from promptgrade.ranking import rank_results
 from promptgrade.runner import (
     CacheMode,
     CandidateResult,
@@ -74,23 +75,16 @@ class SweepReport:
         return self.plan.experiment.primary_metric
 
     def best(self) -> CandidateResult | None:
-        """Best by the primary metric; ties go to grade accuracy, then to fewer failures."""
-        ran = [r for r in self.results if r.skipped_reason is None]
-        ran = [r for r in ran if not math.isnan(primary_value(r, self.primary_metric))]
-        if not ran:
+        """The first of ``ranked()``, if any candidate was scored on the primary metric."""
+        ranked = self.ranked()
+        if not ranked or math.isnan(primary_value(ranked[0], self.primary_metric)):
             return None
-        sign = -1.0 if self.primary_metric.endswith("_mae") else 1.0
+        return ranked[0]
 
-        def rank(result: CandidateResult) -> tuple[float, float, float]:
-            grade = primary_value(result, "grade_accuracy")
-            failures = primary_value(result, "parse_failure_rate") + primary_value(result, "error_rate")
-            return (
-                sign * primary_value(result, self.primary_metric),
-                -math.inf if math.isnan(grade) else grade,
-                -failures,
-            )
-
-        return max(ran, key=rank)
+    def ranked(self) -> list[CandidateResult]:
+        """The candidates that ran, best first: the ranking every command uses (``promptgrade.ranking``),
+        so that the winner printed here is the one ``compare``, ``report`` and ``promote`` name."""
+        return rank_results([r for r in self.results if r.skipped_reason is None], self.primary_metric)
 
 
 def primary_value(result: CandidateResult, metric: str) -> float:
@@ -250,16 +244,7 @@ class Sweep:
         except BaseException:
             self._stop_tracking(tracker, primary)
             raise
-        todo: list[Candidate] = []
-        for candidate in self.runnable:
-            result = self.results[candidate.key]
-            result.run_id, finished = tracker.call(
-                "candidate_run", candidate, summary, plan.task, plan.experiment.dataset.image_max_side
-            )
-            if finished:
-                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
-            else:
-                todo.append(candidate)
+        todo = self._candidate_runs(tracker, summary)
         self.stop_reason = None
         # Everything alive now (modules, the dataset) lives through the request phase: frozen, the
         # cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at
@@ -304,6 +289,21 @@ class Sweep:
         except TrackingError as exc:
             raise TrackingStopped(exc.message) from None
         return report
+
+    def _candidate_runs(self, tracker: TrackingWriter, summary: DatasetSummary) -> list[Candidate]:
+        """Each runnable candidate's run (created, or found when resuming); the ones still to run."""
+        plan = self.plan
+        todo: list[Candidate] = []
+        for candidate in self.runnable:
+            result = self.results[candidate.key]
+            result.run_id, finished = tracker.call(
+                "candidate_run", candidate, summary, plan.task, plan.experiment.dataset.image_max_side
+            )
+            if finished:
+                result.metrics = unflatten(tracker.call("finished_metrics", result.run_id))
+            else:
+                todo.append(candidate)
+        return todo
 
     def _stop_tracking(self, tracker: TrackingWriter, primary: str, reason: str | None = None) -> None:
         """Mark what did not finish as killed — unless the store itself is what failed (then nothing

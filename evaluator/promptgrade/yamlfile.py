@@ -60,7 +60,7 @@ def validation_error(exc: ValidationError, path: str | Path, node: yaml.Node | N
     field = ".".join(str(p) for p in loc) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown field (check its spelling against the README)"
+        message = "unknown field (check its spelling against docs/guides/experiments.md)"
     return ConfigError(f"{field}: {message}", path=path, line=line_of(node, loc))
 
 

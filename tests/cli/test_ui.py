@@ -48,3 +48,18 @@ def test_ui_serves_the_sweeps_store(tracking: str, tmp_path: Path) -> None:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_ui_against_a_tracking_server_points_at_its_own_ui(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "promptgrade.cli", "ui", "--tracking-uri", "http://127.0.0.1:5999"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip() == "the tracking server's UI is at http://127.0.0.1:5999/ — open it in a browser"
+    )
+    assert "Traceback" not in done.stderr

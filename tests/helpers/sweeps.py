@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from click.testing import Result
 from mlflow import MlflowClient
@@ -54,3 +55,22 @@ def examples_of(path: Path, split: str | None = None) -> list[Example]:
     task = load_task(experiment.resolve(experiment.task))
     dataset = load_dataset_split(experiment.dataset, task, experiment.base_dir, split=split)
     return sorted(dataset.examples, key=lambda e: e.id)
+
+
+def run_connected(sweep: Any) -> list[Any]:
+    """A connected ``Sweep``'s runnable candidates through ``run_sweep`` only — no MLflow — on a fresh
+    event loop, releasing what its providers bound to it: for tests about the runner itself."""
+    import asyncio
+
+    from promptgrade.runner import run_sweep
+
+    providers = sweep.providers or {}
+
+    async def go() -> Any:
+        try:
+            return await run_sweep(sweep.plan, sweep.dataset, sweep.runnable, providers)
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
+
+    return list(asyncio.run(go()))

@@ -20,15 +20,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from helpers.lambda_events import API_KEY, HOSTNAMES, MODEL, SECRET_ID, ImageHost, make_jpeg
+from helpers.bundles import promoted_bundle, released_prompt
+from helpers.lambda_events import API_KEY, HOSTNAMES, SECRET_ID, ImageHost, make_jpeg
 from lambda_handler import app
-from promptgrade.bundle import Bundle, Manifest, PromptInfo, load_bundle, write_bundle
-from promptgrade.prompts import PromptLibrary
+from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.providers.base import GenerationSettings
-from promptgrade.task import load_task
 from promptgrade.testing.gemini_server import FakeGemini
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +39,8 @@ def fresh_container() -> Iterator[None]:
 @pytest.fixture
 def bundle_dir(tmp_path: Path) -> Path:
     """A bundle as `promote` writes it, from the released meal-tray JSON prompt and the real task."""
-    prompt = PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1)
-    task = load_task(ROOT / "experiments" / "tasks" / "meal_tray.yaml")
-    manifest = Manifest(
-        prompt=PromptInfo(name=prompt.name, version=prompt.version, sha256=prompt.sha256),
-        model=MODEL,
-        settings=GenerationSettings(structured_output=True, temperature=0.0),
-        task=task,
-    )
-    return write_bundle(tmp_path / "bundle", prompt, manifest)
+    settings = GenerationSettings(structured_output=True, temperature=0.0)
+    return promoted_bundle(tmp_path / "bundle", released_prompt(), settings=settings)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from helpers.provider_servers import ServedProvider, write_experiment
+from helpers.sweeps import run_connected
 from promptgrade.providers import Completion, CompletionRequest, ErrorKind, ImageInput, Provider
-from promptgrade.runner import run_sweep
 from promptgrade.sweep import Sweep, provider_for
 
 PROMPT = "Which dishes, and how much is left?"
@@ -108,16 +108,8 @@ def test_the_runner_retries_a_5xx_until_every_example_is_scored(
     served.answer(right_answer(truth))
     served.fail("server_error", times=2, image_sha256=sweep.dataset.examples[0].image.sha256)
     sweep.connect()
-    providers = sweep.providers or {}
 
-    async def go() -> Any:
-        try:
-            return await run_sweep(sweep.plan, sweep.dataset, sweep.runnable, providers)
-        finally:
-            for provider in providers.values():
-                await provider.aclose()
-
-    [result] = asyncio.run(go())
+    [result] = run_connected(sweep)
 
     assert served.server.calls == N + 2 and result.calls == N + 2
     assert result.metrics["category_accuracy"].value == 1.0  # type: ignore[union-attr]

@@ -12,9 +12,13 @@ from helpers.mlflow_server import MlflowServer
 
 @pytest.fixture
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    try:
+    """A server of the test's own: the test may kill it."""
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One server for a module's tests, which keep apart by experiment name (a start costs seconds)."""
+    with MlflowServer(tmp_path_factory.mktemp("shared-mlflow-server")) as server:
+        yield server

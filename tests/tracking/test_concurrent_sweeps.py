@@ -36,7 +36,7 @@ def test_a_second_sweep_never_joins_a_running_one(
     path = tmp_path / "exp.yaml"
     examples = write_experiment(path, name="shared", base_url=gemini_server.base_url, n=N)
     gemini_server.default_answer = planted_answers(examples, {e.id for e in examples}, set())
-    gemini_server.latency_s = 3.0  # 4 waves of 3 s: the first sweep still runs when the second starts
+    gemini_server.latency_s = 2.0  # 4 waves of 2 s: the first sweep still runs when the second starts
     first = spawn(path, tracking)
     deadline = time.monotonic() + 120
     while gemini_server.calls < 2:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,10 @@ from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
 
 RUNNER = CliRunner(env={"COLUMNS": "240"})
-N = 12
+N = 8
 CONCURRENCY = 4  # helpers.scripted_sweeps' experiments
 
 pytestmark = pytest.mark.traces
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    started = MlflowServer(tmp_path_factory.mktemp("shared-server"))
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def candidate_runs(uri: str, name: str) -> list[Any]:
@@ -49,9 +38,12 @@ def candidate_runs(uri: str, name: str) -> list[Any]:
 
 
 def test_a_slow_store_never_slows_the_requests(
-    tmp_path: Path, server: MlflowServer, gemini_server: FakeGemini, fake_api_key: str
+    tmp_path: Path,
+    shared_mlflow_server: MlflowServer,
+    gemini_server: FakeGemini,
+    fake_api_key: str,
 ) -> None:
-    with StoreProxy(server.uri, delay_s=0.3) as proxy:
+    with StoreProxy(shared_mlflow_server.uri, delay_s=0.2) as proxy:
         path = tmp_path / "exp.yaml"
         examples = write_experiment(path, name="slow-store", base_url=gemini_server.base_url, n=N)
         gemini_server.default_answer = planted_answers(examples, {e.id for e in examples}, set())
@@ -63,7 +55,7 @@ def test_a_slow_store_never_slows_the_requests(
         assert gemini_server.calls == 2 * N  # nothing bought twice
         runs = candidate_runs(proxy.uri, "slow-store")
         assert len(runs) == 2
-        for run in runs:  # the model answers in 100 ms; every store request takes 300 ms more
+        for run in runs:  # the model answers in 100 ms; every store request takes 200 ms more
             assert run.data.metrics["latency_p95_ms"] < 100 + 250, run.data.metrics
 
 
@@ -95,7 +87,7 @@ def lose_between_candidates() -> Trigger:
 )
 def test_a_store_lost_and_back_resumes_without_a_duplicate(
     tmp_path: Path,
-    server: MlflowServer,
+    shared_mlflow_server: MlflowServer,
     gemini_server: FakeGemini,
     fake_api_key: str,
     point: str,
@@ -106,7 +98,7 @@ def test_a_store_lost_and_back_resumes_without_a_duplicate(
         "between-candidates": lose_between_candidates(),
     }
     name = f"lost-{point}"
-    with StoreProxy(server.uri) as proxy:
+    with StoreProxy(shared_mlflow_server.uri) as proxy:
         path = tmp_path / "exp.yaml"
         examples = write_experiment(path, name=name, base_url=gemini_server.base_url, n=N)
         gemini_server.default_answer = planted_answers(examples, {e.id for e in examples}, set())

@@ -69,10 +69,7 @@ def batches_list(cache_path: CacheOpt = None) -> None:
 @batches_app.command("cancel")
 @user_errors
 def batches_cancel(
-    name: Annotated[
-        str,
-        typer.Argument(help="The job's name (batches/…, a job ARN, batch_…), as `batches list` shows it."),
-    ],
+    name: Annotated[str, typer.Argument(help="The job's name or id, as `batches list` shows it.")],
     cache_path: CacheOpt = None,
 ) -> None:
     """Cancel a pending or running job; the next sweep keeps what it answered and resubmits the rest."""

@@ -29,10 +29,16 @@ def ui(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Open the MLflow UI on the same store the sweeps log to."""
+    from promptgrade.ports import check_free
     from promptgrade.settings import child_environment
     from promptgrade.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        # a tracking server serves its own UI: starting another one on it is MLflow's traceback
+        common.console.print(esc(f"the tracking server's UI is at {uri.rstrip('/')}/ — open it in a browser"))
+        return
+    check_free(host, port)  # once exec'd, a busy port would be MLflow's traceback under our URL
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [
         mlflow_bin,
@@ -66,7 +72,8 @@ def compare(
         tuple[str, str] | None,
         typer.Option(
             "--runs",
-            help="Two runs (run ids, or name@version of the latest sweep): compare them example by example.",
+            help="Two runs (run ids or their first 6+ characters, or name@version or baseline:<kind> of the "
+            "latest sweep): compare them example by example.",
         ),
     ] = None,
     json_path: Annotated[
@@ -91,7 +98,12 @@ def compare(
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
     table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
     for column in ("", "run", "prompt", "model", *_COMPARE_METRICS.values()):
-        table.add_column(column, justify="right" if column in _COMPARE_METRICS.values() else "left")
+        table.add_column(
+            column,
+            justify="right" if column in _COMPARE_METRICS.values() else "left",
+            no_wrap=column == "run",  # `--runs` takes these ids: never cut, even at 80 columns
+            min_width=8 if column == "run" else None,
+        )
     for index, row in enumerate(rows):
         params, metrics = row["params"], row["metrics"]
         prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
@@ -176,7 +188,8 @@ def report(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     sweep: Annotated[
-        str | None, typer.Option("--sweep", help="A sweep's run id (default: the latest sweep).")
+        str | None,
+        typer.Option("--sweep", help="A sweep's run id or its first 6+ characters (default: the latest)."),
     ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:

@@ -22,7 +22,11 @@ app.add_typer(label_app, name="label")
 ExperimentArg = Annotated[Path, typer.Argument(help="Experiment file (experiments/<name>.yaml).")]
 RunOpt = Annotated[
     str | None,
-    typer.Option("--run", help="Candidate run (id, or name@version of the latest sweep); default: the best."),
+    typer.Option(
+        "--run",
+        help="Candidate run (id or its first 6+ characters, or name@version or baseline:<kind> of the "
+        "latest sweep); default: the best.",
+    ),
 ]
 
 

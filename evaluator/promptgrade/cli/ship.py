@@ -10,7 +10,7 @@ from rich.table import Table
 
 from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, experiment_name, user_errors
-from promptgrade.figures import metric_text
+from promptgrade.figures import DASH, metric_text
 
 # --------------------------------------------------------------------------------------------------
 # promote
@@ -23,7 +23,13 @@ def promote(
     experiment: Annotated[
         str, typer.Option("--experiment", "-e", help="MLflow experiment name or experiment file.")
     ],
-    run: Annotated[str | None, typer.Option("--run", help="Promote this run instead of the best.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="Promote this run (id or its first 6+ characters, or name@version) instead of the best.",
+        ),
+    ] = None,
     metric: Annotated[
         str | None, typer.Option(help="Rank and test by this metric (default: the sweep's).")
     ] = None,
@@ -41,14 +47,16 @@ def promote(
     """Promote the best prompt: registry alias `production`, run tag, and the Lambda bundle."""
     from promptgrade.promotion import Policy, PromotionRefused, decide
     from promptgrade.promotion import promote as do_promote
+    from promptgrade.tracking import refs
     from promptgrade.tracking.read import RunStore
 
     store = RunStore(experiment_name(experiment), tracking_uri)
     policy = Policy(
         metric=metric, alpha=alpha, min_examples=min_examples, max_failure_rate=max_failure_rate, force=force
     )
+    run_id = refs.candidate(store, run).run_id if run is not None else None
     try:
-        decision = decide(store, policy, run)
+        decision = decide(store, policy, run_id)
     except PromotionRefused as refused:
         _print_decision(refused.decision)
         raise
@@ -70,6 +78,7 @@ def _print_decision(decision: Any) -> None:
     table.add_column("candidate")
     for metric in SHOWN_METRICS:
         table.add_column(metric.replace("_", " "), justify="right")
+    table.add_column("$ / image", justify="right")
     for role, row in (
         ("winner", decision.winner),
         ("production", decision.incumbent),
@@ -82,7 +91,7 @@ def _print_decision(decision: Any) -> None:
             cells.append(
                 metric_text(metric, *(row.metric(metric + end) for end in ("", "_ci_low", "_ci_high")))
             )
-        table.add_row(*cells)
+        table.add_row(*cells, _cost_cell(row))
     common.console.print(table)
     against = "production" if decision.incumbent is not None else "runner-up"
     for test in decision.tests:
@@ -106,6 +115,17 @@ def _print_decision(decision: Any) -> None:
             )
     if decision.incumbent is None and decision.runner_up is None:
         common.console.print("  no production prompt and no runner-up to test against")
+
+
+def _cost_cell(row: Any) -> str:
+    """A tray's cost; with k samples, written as k calls, since the Lambda makes all k for each tray."""
+    from promptgrade.promotion import cost_per_image
+
+    cost, samples = cost_per_image(row)
+    shown = metric_text("cost_per_image_usd", cost)
+    if samples > 1 and shown != DASH:
+        shown += f" ({samples} × {metric_text('cost_per_image_usd', cost / samples)})"
+    return shown
 
 
 # --------------------------------------------------------------------------------------------------

@@ -221,9 +221,7 @@ def sweep(
     tracking_uri: TrackingOpt = None,
     batch: Annotated[
         bool,
-        typer.Option(
-            "--batch", help="Batch jobs (Gemini, Bedrock, OpenAI) instead of calls (half price, up to 24 h)."
-        ),
+        typer.Option("--batch", help="Provider batch jobs instead of calls (half price, up to 24 h)."),
     ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="With --batch: submit, then exit 3; the same command collects.")

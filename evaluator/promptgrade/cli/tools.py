@@ -147,7 +147,12 @@ def prompts_release(
 @user_errors
 def fake_gemini(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
-    answers: Annotated[Path | None, typer.Option(help="JSON file: image sha256 → answer text.")] = None,
+    answers: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file: image sha256 → answer text, or per prompt as data/demo_answers.json does."
+        ),
+    ] = None,
     latency: Annotated[float, typer.Option(help="Seconds before each answer.")] = 0.0,
     default_answer: Annotated[
         str | None, typer.Option(help="Answer text for images not in --answers (default: an empty answer).")
@@ -156,9 +161,5 @@ def fake_gemini(
     """Serve a local stand-in for the Gemini REST API (scripted answers), for demos and offline runs."""
     from promptgrade.testing import gemini_server
 
-    argv = ["--port", str(port), "--latency", str(latency)]
-    if answers is not None:
-        argv += ["--answers", str(answers)]
-    if default_answer is not None:
-        argv += ["--default-answer", default_answer]
-    raise typer.Exit(gemini_server.main(argv))
+    default = gemini_server.DEFAULT_ANSWER if default_answer is None else default_answer
+    gemini_server.serve(port, answers, default_answer=default, latency=latency)

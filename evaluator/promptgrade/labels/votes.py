@@ -14,7 +14,7 @@ from typing import Any
 
 from promptgrade.errors import TrackingError
 from promptgrade.flips import resolve
-from promptgrade.tracking.read import LOWER_IS_BETTER, RunRow, RunStore
+from promptgrade.tracking.read import RunRow, RunStore, ranked
 
 
 @dataclass(frozen=True)
@@ -80,24 +80,8 @@ def read_sweep(store: RunStore, run: str | None = None) -> SweepAnswers:
 
 
 def _best(store: RunStore, sweep: str, rows: list[RunRow]) -> RunRow:
-    """The candidate the sweep printed as best: by its primary metric, ties to grade accuracy, then to
-    fewer failures, then to the sweep's own candidate order (as ``SweepReport.best`` decides)."""
-    summary = store.json_artifact(sweep, "summary.json", default={"candidates": []})
-    position = {c.get("run_id"): i for i, c in enumerate(summary.get("candidates", []))}
-    primary = str(summary.get("primary_metric") or store.primary_metric(sweep))
-    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
-
-    def rank(row: RunRow) -> tuple[float, float, float, int]:
-        value, grade = row.metric(primary), row.metric("grade_accuracy")
-        failures = row.metrics.get("parse_failure_rate", 0.0) + row.metrics.get("error_rate", 0.0)
-        return (
-            -math.inf if math.isnan(value) else sign * value,
-            -math.inf if math.isnan(grade) else grade,
-            -failures,
-            -position.get(row.run_id, len(position)),
-        )
-
-    return max(rows, key=rank)
+    """The candidate the sweep printed as best (one ranking for every command: ``promptgrade.ranking``)."""
+    return ranked(rows, store.primary_metric(sweep))[0]
 
 
 def _answer(candidate: str, record: dict[str, Any]) -> Answer:

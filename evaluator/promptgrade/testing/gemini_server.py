@@ -23,6 +23,7 @@ import binascii
 import dataclasses
 import json
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptgrade.errors import PromptgradeError
+from promptgrade.ports import busy
+from promptgrade.testing.answer_files import ScriptedAnswers, load_answers
 from promptgrade.testing.gemini_batches import BatchAPI
 from promptgrade.testing.gemini_wire import (
     TOKENS_PER_IMAGE,
@@ -203,20 +207,34 @@ class _Handler(GeminiReplies):
 _BLOCKED_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve until Ctrl-C, so a demo or a notebook can point the real SDK at scripted answers."""
-    parser = argparse.ArgumentParser(prog="python -m promptgrade.testing.gemini_server", description=__doc__)
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--answers", type=Path, help="JSON file mapping image sha256 to answer text")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each response")
-    parser.add_argument("--default-answer", default=DEFAULT_ANSWER, help="answer for images not in --answers")
-    args = parser.parse_args(argv)
-    answers = json.loads(args.answers.read_text()) if args.answers else {}
-    fake = FakeGemini(
-        port=args.port, answers=answers, default_answer=args.default_answer, latency_s=args.latency
+def serve(
+    port: int, answers: Path | None, *, default_answer: str = DEFAULT_ANSWER, latency: float = 0.0
+) -> None:
+    """Serve until Ctrl-C, so a demo or a notebook can point the real SDK at scripted answers.
+
+    A missing or malformed answers file (``AnswersFileError``) and a busy port (``PortInUseError``)
+    are raised before anything is served, for the command to print as one line.
+    """
+    if answers is None:
+        scripted = ScriptedAnswers({}, default=default_answer)
+    else:
+        scripted = load_answers(answers, default_answer)
+    scripted.on_unscripted = lambda sha256: print(
+        f"note: image {sha256[:12]}… is not in {answers or 'the answers file'}: it gets the default answer "
+        "(further ones are not reported)",
+        flush=True,
     )
+    fake = FakeGemini(port=port, default_answer=scripted, latency_s=latency)
+    try:
+        fake.start()
+    except OSError as exc:
+        raise busy("127.0.0.1", port, exc) from None
     with fake:
-        print(f"Fake Gemini API listening on {fake.base_url} ({len(answers)} scripted answers)", flush=True)
+        per_prompt = f", per prompt for {len(scripted.prompts)} prompts" if scripted.prompts else ""
+        print(
+            f"Fake Gemini API listening on {fake.base_url} ({len(scripted)} scripted images{per_prompt})",
+            flush=True,
+        )
         print(f"GOOGLE_GEMINI_BASE_URL={fake.base_url}", flush=True)
         try:
             threading.Event().wait()
@@ -224,5 +242,21 @@ def main(argv: list[str] | None = None) -> None:
             print("stopped")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m promptgrade.testing.gemini_server``: ``serve`` with its errors as one line."""
+    parser = argparse.ArgumentParser(prog="python -m promptgrade.testing.gemini_server", description=__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--answers", type=Path, help="answers file (promptgrade.testing.answer_files)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each response")
+    parser.add_argument("--default-answer", default=DEFAULT_ANSWER, help="answer for images not in --answers")
+    args = parser.parse_args(argv)
+    try:
+        serve(args.port, args.answers, default_answer=args.default_answer, latency=args.latency)
+    except PromptgradeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from promptgrade.scoring import Estimate, Outcome
 from promptgrade.task import Task
+from promptgrade.tracking import plot_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 NO_ANSWER = "(no answer)"
+COMPARISON_WIDTH = 7.0  # inches; the height grows with the candidates and their names' lines
+LABEL_SHARE = 0.42  # of the comparison's width, at most, for the bars' names
+LABEL_SIZE = 8.0
 
 
 def _figure(width: float = 6.0, height: float = 4.5, *, left: float = 0.12, bottom: float = 0.12) -> Figure:
@@ -80,7 +84,7 @@ def accuracy_vs_coverage(outcomes: Sequence[Outcome], title: str) -> Figure:
     axes.set_xlabel("coverage (share of trays answered, not sent to a person)")
     axes.set_ylabel("accuracy over the answered trays")
     axes.legend(loc="lower left", fontsize=8)
-    axes.set_title(f"{title}\naccuracy against coverage as the agreement needed rises", fontsize=9)
+    plot_text.set_title(figure, axes, title, "accuracy against coverage as the agreement needed rises")
     return figure
 
 
@@ -97,9 +101,8 @@ def confusion(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:
     rows = [c for c in task.categories if c in present] + sorted(present - set(task.categories))
     columns = [*rows, NO_ANSWER] if any(p == NO_ANSWER for _, p in pairs) else rows
     matrix = [[pairs.get((r, c), 0) for c in columns] for r in rows]
-    figure = _figure(
-        max(5.0, 0.45 * len(columns) + 2.5), max(4.0, 0.4 * len(rows) + 2.0), left=0.2, bottom=0.22
-    )
+    figure = _figure(max(5.0, 0.45 * len(columns) + 2.5), max(4.0, 0.4 * len(rows) + 2.0))
+    _confusion_margins(figure, rows, columns)
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues", aspect="auto")
     axes.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
@@ -112,9 +115,22 @@ def confusion(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:
                           color="white" if count > peak / 2 else "black")  # fmt: skip
     axes.set_xlabel("predicted (first named)")
     axes.set_ylabel("true (first labelled)")
-    axes.set_title(f"{title}\ncategory confusion, {len(outcomes)} examples", fontsize=9)
     figure.colorbar(image, ax=axes, shrink=0.8, pad=0.02)
+    plot_text.set_title(figure, axes, title, f"category confusion, {len(outcomes)} examples")
     return figure
+
+
+def _confusion_margins(figure: Figure, rows: list[str], columns: list[str]) -> None:
+    """Room for the category names as drawn: the row names beside the matrix, and below it the column
+    names turned 60° (they reach down sin 60° of their length) with the axis label under them; the
+    figure grows rather than cutting "predicted (first named)" off its bottom edge."""
+    width = plot_text.measure(figure)
+    dpi, base = figure.dpi, figure.get_figheight()
+    below = (0.87 * max((width(c, 8) for c in columns), default=0.0) + 48) / dpi  # inches
+    height = base + max(0.0, below - 0.22 * base)
+    figure.set_size_inches(figure.get_figwidth(), height)
+    left = (max((width(r, 8) for r in rows), default=0.0) + 44) / figure.bbox.width
+    figure.subplots_adjust(left=max(0.12, left), bottom=below / height)
 
 
 def grade_scatter(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure:
@@ -138,7 +154,7 @@ def grade_scatter(outcomes: Sequence[Outcome], task: Task, title: str) -> Figure
     axes.set_xlabel(f"true {scale.name}")
     axes.set_ylabel(f"predicted {scale.name}")
     note = f", {missing} more without a usable answer" if missing else ""
-    axes.set_title(f"{title}\n{len(points)} examples shown{note}", fontsize=9)
+    plot_text.set_title(figure, axes, title, f"{len(points)} examples shown{note}")
     axes.legend(loc="upper left", fontsize=8)
     return figure
 
@@ -158,7 +174,9 @@ def error_histogram(outcomes: Sequence[Outcome], title: str) -> Figure:
     axes.set_xlabel("absolute grade error (failures count as the worst possible)")
     axes.set_ylabel("examples")
     mean = sum(errors) / len(errors) if errors else math.nan
-    axes.set_title(f"{title}\ngrade error distribution, mean {mean:.1f}, {len(errors)} examples", fontsize=9)
+    plot_text.set_title(
+        figure, axes, title, f"grade error distribution, mean {mean:.1f}, {len(errors)} examples"
+    )
     return figure
 
 
@@ -171,16 +189,37 @@ def failures(outcomes: Sequence[Outcome], title: str) -> Figure:
     axes.barh(labels, [kinds[k] for k in labels], color=colors)
     axes.invert_yaxis()
     axes.set_xlabel("examples")
-    axes.set_title(f"{title}\nanswers and failure kinds, {len(outcomes)} examples", fontsize=9)
+    plot_text.set_title(figure, axes, title, f"answers and failure kinds, {len(outcomes)} examples")
     return figure
 
 
 def comparison(rows: Sequence[tuple[str, Estimate | float | None]], metric: str, title: str) -> Figure:
-    """Every candidate's primary metric with its 95% interval, best at the top."""
+    """Every candidate's primary metric with its 95% interval, in the order given: best first, as
+    ``promptgrade.ranking`` ranks them (the sweep passes them so), so the top bar is the winner every
+    command names.
+
+    Bars are named by what differs between candidates, wrapped to fit; what all of them share is
+    written once under the plot, so each candidate's full label is in the figure and none is cut.
+    """
     shown = [(name, value) for name, value in rows if value is not None and not _nan(value)]
-    lower_is_better = metric.endswith("_mae")
-    shown.sort(key=lambda item: _value(item[1]), reverse=not lower_is_better)
-    figure = _figure(7.0, max(3.0, 0.45 * len(shown) + 1.5), left=0.42, bottom=0.2)
+    names, shared = plot_text.short_names([name for name, _ in shown])
+    figure = _figure(COMPARISON_WIDTH, 3.0)
+    width = plot_text.measure(figure)
+    width_px = figure.bbox.width
+    wrapped = ["\n".join(plot_text.wrap(n, LABEL_SHARE * width_px, LABEL_SIZE, width)) for n in names]
+    footer = plot_text.wrap(
+        "every candidate: " + plot_text.SEPARATOR.join(shared) if shared else "", 0.96 * width_px, 7.5, width
+    )
+    heading = plot_text.wrap(f"{title}: candidates by {metric}", 0.96 * width_px, 9, width)
+    per_bar = max(0.45, max((n.count("\n") + 1 for n in wrapped), default=1) * _line_in(LABEL_SIZE) + 0.15)
+    top_in = 0.2 + len(heading) * _line_in(9)
+    bottom_in = 0.6 + (len(footer) * _line_in(7.5) + 0.1 if shared else 0.0)
+    height = top_in + bottom_in + per_bar * max(1, len(shown))
+    figure.set_size_inches(COMPARISON_WIDTH, height)
+    label_px = max((width(line, LABEL_SIZE) for n in wrapped for line in n.split("\n")), default=0.0)
+    figure.subplots_adjust(
+        left=(label_px + 16) / width_px, right=0.96, top=1 - top_in / height, bottom=bottom_in / height
+    )
     axes = figure.add_subplot()
     values = [_value(v) for _, v in shown]
     errors: list[list[float]] = [[], []]
@@ -192,13 +231,20 @@ def comparison(rows: Sequence[tuple[str, Estimate | float | None]], metric: str,
         else:
             errors[0].append(0.0)
             errors[1].append(0.0)
-    names = [name for name, _ in shown]
-    axes.barh(names, values, xerr=errors, color="tab:blue", alpha=0.8, capsize=3)
+    positions = list(range(len(shown)))
+    axes.barh(positions, values, xerr=errors, color="tab:blue", alpha=0.8, capsize=3)
+    axes.set_yticks(positions, wrapped, fontsize=LABEL_SIZE)
     axes.invert_yaxis()
-    axes.tick_params(axis="y", labelsize=8)
     axes.set_xlabel(f"{metric} (95% interval)")
-    axes.set_title(f"{title}: candidates by {metric}", fontsize=9)
+    if shared:
+        figure.text(0.02, 0.08 / height, "\n".join(footer), fontsize=7.5, va="bottom", color="dimgray")
+    figure.suptitle("\n".join(heading), fontsize=9, y=1 - 0.08 / height, va="top")
     return figure
+
+
+def _line_in(size: float) -> float:
+    """The height of one line of text of ``size`` points, in inches (matplotlib's 1.2 spacing, rounded up)."""
+    return size * 1.3 / 72
 
 
 def _value(value: Any) -> float:

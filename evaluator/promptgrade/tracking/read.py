@@ -17,19 +17,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from promptgrade.errors import ConfigError, TrackingError
+from promptgrade.ranking import best_first
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord
 from promptgrade.tracking.registry import PromptRegistry
 from promptgrade.tracking.runs import REFERENCES_FILE, tracking_uri
 
 DEFAULT_PRIMARY = "category_accuracy"
-LOWER_IS_BETTER = (
-    "grade_mae",
-    "parse_failure_rate",
-    "error_rate",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "cost_usd",
-)
 PRODUCTION_TAG = "promptgrade.production_run_id"
 
 
@@ -42,6 +35,7 @@ class RunRow:
     metrics: dict[str, float]
     tags: dict[str, str]
     status: str
+    position: int | None = None  # its place in the sweep's candidates (the experiment file's order)
 
     def metric(self, name: str) -> float:
         return self.metrics.get(name, math.nan)
@@ -61,6 +55,7 @@ class RunStore:
         self.name = experiment_name
         self.experiment = experiment
         self.registry = PromptRegistry(self.client)
+        self._positions: dict[str, dict[str, int]] = {}
 
     def latest_sweep(self) -> str:
         sweeps = self.client.search_runs(
@@ -78,7 +73,26 @@ class RunStore:
         if sweep_run_id is not None:
             query += f" and tags.`mlflow.parentRunId` = '{sweep_run_id}'"
         runs = self.client.search_runs([self.experiment.experiment_id], query, max_results=5000)
-        return [_row(r) for r in runs]
+        positions = self.positions(sweep_run_id) if sweep_run_id is not None else {}
+        return [_row(r, positions.get(r.info.run_id)) for r in runs]
+
+    def positions(self, sweep_run_id: str) -> dict[str, int]:
+        """Run id → its place in the sweep's candidates, from the sweep's ``summary.json``: the last of
+        ranking's tie-breaks, so every reader names the winner the sweep printed (empty until the sweep
+        has finished or stopped)."""
+        if sweep_run_id not in self._positions:
+            summary = self.json_artifact(sweep_run_id, "summary.json", default={"candidates": []})
+            self._positions[sweep_run_id] = {
+                str(c["run_id"]): i for i, c in enumerate(summary.get("candidates", [])) if c.get("run_id")
+            }
+        return self._positions[sweep_run_id]
+
+    def runs_starting(self, prefix: str, kind: str) -> list[RunRow]:
+        """Runs of ``kind`` (``candidate``, ``sweep``) whose id starts with ``prefix`` (hex: no wildcard)."""
+        query = f"tags.`promptgrade.kind` = '{kind}' and attributes.run_id LIKE '{prefix}%'"
+        return [
+            _row(r) for r in self.client.search_runs([self.experiment.experiment_id], query, max_results=50)
+        ]
 
     def run(self, run_id: str) -> RunRow:
         try:
@@ -143,7 +157,7 @@ class RunStore:
         self.client.set_experiment_tag(self.experiment.experiment_id, PRODUCTION_TAG, run_id)
 
 
-def _row(run: Any) -> RunRow:
+def _row(run: Any, position: int | None = None) -> RunRow:
     return RunRow(
         run_id=run.info.run_id,
         name=run.info.run_name,
@@ -152,18 +166,16 @@ def _row(run: Any) -> RunRow:
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
         status=run.info.status,
+        position=position,
     )
 
 
 def ranked(rows: list[RunRow], metric: str) -> list[RunRow]:
-    """Best first by ``metric``; runs without it go last."""
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-
-    def key(row: RunRow) -> float:
-        value = row.metric(metric)
-        return math.inf if math.isnan(value) else sign * value
-
-    return sorted(rows, key=key)
+    """Best first by ``metric``, ties broken as the sweep breaks them (``promptgrade.ranking``); runs
+    without the metric go last."""
+    return best_first(
+        rows, metric, metrics=lambda r: r.metrics, position=lambda r: r.position, label=lambda r: r.name
+    )
 
 
 def candidate_rows(

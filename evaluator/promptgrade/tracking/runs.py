@@ -33,6 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from promptgrade.candidates import BaselineCandidate, Candidate
 from promptgrade.data.examples import DatasetSummary
 from promptgrade.errors import SweepBusy, TrackingError
+from promptgrade.ranking import rank_results
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, Outcome, flatten, per_category
@@ -44,9 +45,17 @@ from promptgrade.tracking.uri import DEFAULT_DB, artifact_location, default_trac
 __all__ = ["DEFAULT_DB", "Tracker", "artifact_location", "default_trace_examples", "tracking_uri"]
 
 PREDICTIONS = "predictions.json"
-# trace worker processes for the sweep's writer: on a machine with cores to spare, the traces (most of
-# a sweep's MLflow writes) are written beside the run-level writes; with one core there is nothing to gain
-TRACE_WORKERS = 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def trace_workers_for(uri: str) -> int:
+    """Trace worker processes for the sweep's writer. A tracking server takes writes side by side, so
+    on a machine with cores to spare the traces (most of a sweep's MLflow writes) go to two workers; a
+    sqlite file takes one writer at a time, and workers there only wait for each other's locks."""
+    if uri.startswith("sqlite:") or (os.cpu_count() or 1) < 2:
+        return 0
+    return 2
+
+
 # a candidate run's reference images, as sent, and their records (REFERENCES_DIR/REFERENCES_FILE)
 PER_CATEGORY = "per_category.json"  # precision, recall and F1 of each category (see scoring.per_category)
 REFERENCES_FILE = "references.json"
@@ -184,9 +193,8 @@ class Tracker:
         ]
         record = {"primary_metric": primary_metric, "stop_reason": stop_reason, "candidates": summary}
         self.client.log_dict(self.parent_run_id, record, "summary.json")
-        ran = [
-            (r.candidate.label, r.metrics.get(primary_metric)) for r in results if r.skipped_reason is None
-        ]
+        ranked = rank_results([r for r in results if r.skipped_reason is None], primary_metric)
+        ran = [(r.candidate.label, r.metrics.get(primary_metric)) for r in ranked]  # best first
         if any(value is not None for _, value in ran):
             from promptgrade.tracking import plots
 
@@ -516,7 +524,8 @@ def mlflow_dataset(dataset: DatasetSummary) -> Any:
 
 
 def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> dict[str, Any]:
-    """Exactly what was run, so promotion can ship the same prompt, model, settings, task and image size."""
+    """Exactly what was run, so promotion can ship the same prompt, model, settings, vote, task and image
+    size."""
     return {
         "key": candidate.key,
         "label": candidate.label,
@@ -533,6 +542,9 @@ def candidate_record(candidate: Candidate, task: Task, image_max_side: int) -> d
         "endpoint": {"region": candidate.spec.region, "base_url": candidate.spec.base_url},
         # the images are beside it, in references/ (see _log_references): promotion ships those bytes
         "references": [reference_record(r) for r in candidate.references],
+        # the vote the Lambda must take to answer as measured (a record without them: one sample)
+        "samples": candidate.samples,
+        "abstain_below": candidate.abstain_below,
     }
 
 

@@ -132,11 +132,11 @@ def _dispatch(
 def _tracker(trackers: dict[Key, Any], key: Key) -> Any:
     tracker = trackers.get(key)
     if tracker is None:
-        from promptgrade.tracking.runs import TRACE_WORKERS, Tracker
+        from promptgrade.tracking.runs import Tracker, trace_workers_for
 
         name, uri, trace_examples = key
         tracker = trackers[key] = Tracker(
-            name, uri, trace_examples=trace_examples, trace_workers=TRACE_WORKERS
+            name, uri, trace_examples=trace_examples, trace_workers=trace_workers_for(uri)
         )
     else:
         tracker.activate()  # another sweep of this process may have pointed MLflow elsewhere
