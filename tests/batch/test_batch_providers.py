@@ -311,3 +311,36 @@ def test_dry_run_shows_the_batch_price_beside_the_online_price(batched: BatchSer
     online_cost = float(line.split("online: ~$")[1].rstrip(")"))
     assert batch_cost == pytest.approx(online_cost / 2, rel=1e-3)
     assert batched.jobs() == 0 and not batched.batch()
+
+
+def test_a_run_killed_while_reading_results_reads_them_again_without_a_second_job(
+    batched: BatchServer, tmp_path: Path, tracking: str
+) -> None:
+    """What a run killed halfway through a finished job's results leaves — some answers cached, the job
+    not yet marked collected — is read again by the same command: no second job, nothing sent twice."""
+    from promptgrade.batch.jobs import store_journal
+    from promptgrade.cache import AnswerCache
+    from promptgrade.settings import load_settings
+    from promptgrade.sweep import Sweep, batch_client
+
+    path = batched.experiment(tmp_path, "batch-reading", n=N, json_only=True)
+    batched.batches.default_script = JobScript(pending_s=0.05, running_s=60.0)
+    assert sweep(path, tracking, "--no-wait").exit_code == 3
+    batched.batches.finish_all()
+    (job,) = store_journal().jobs()
+    assert job.name is not None
+    prepared = Sweep(path)
+    client = batch_client(prepared.plan.experiment.models[0], prepared.plan.experiment, load_settings())
+    status, results = client.results(job.name)
+    client.close()
+    assert status.done and len(results) == N
+    cache = AnswerCache()
+    for result in results[: N // 2]:  # the kill came here
+        cache.put(result.key, batched.name, batched.model, result.completion)
+
+    resumed = sweep(path, tracking)
+    assert resumed.exit_code == 0, resumed.output
+    assert "picked up 1 journalled job(s)" in resumed.output
+    assert batched.jobs() == 1 and len(batched.batch()) == N and batched.sent_once() and not batched.online()
+    (run,) = candidate_runs(tracking, "batch-reading")
+    assert run.data.metrics["n_examples"] == N and run.data.metrics["error_rate"] == 0
