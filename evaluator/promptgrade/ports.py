@@ -77,12 +77,21 @@ def listener(port: int) -> str | None:
         if not process.name.isdigit():
             continue
         try:
-            if any(os.readlink(fd) in wanted for fd in (process / "fd").iterdir()):
+            if any(_link(fd) in wanted for fd in (process / "fd").iterdir()):
                 command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 return f"process {process.name} ({' '.join(command.split())[:80]})"
         except OSError:
             continue  # another user's process, or one that just exited
     return None
+
+
+def _link(fd: Path) -> str | None:
+    """What a listed descriptor points at; None if it was closed since (another thread of a busy
+    process closes files all the time: that must not hide the process holding the port)."""
+    try:
+        return os.readlink(fd)
+    except FileNotFoundError:
+        return None
 
 
 def _listening_inodes(port: int) -> set[str]:

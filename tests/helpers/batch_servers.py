@@ -172,8 +172,12 @@ def batch_server(
             monkeypatch.setenv("PROMPTGRADE_BEDROCK_BATCH_MIN_RECORDS", "1")  # a test's jobs hold a dozen
             server.batches.s3_endpoint = moto_server
             server.batches.min_records = 1
-            s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            with (
+                contextlib.closing(
+                    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+                ) as s3,
+                contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou),
+            ):
                 s3.create_bucket(Bucket=BUCKET)
             fields = {
                 "region": str(served.spec_fields["region"]),
@@ -188,9 +192,9 @@ def batch_server(
 
 def objects(moto_server: str, prefix: str) -> dict[str, bytes]:
     """Every S3 object under ``s3://BUCKET/prefix``, by key."""
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
-    return {item["Key"]: s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read() for item in listed}
+    with contextlib.closing(boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")) as s3:
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        return {item["Key"]: s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read() for item in listed}
 
 
 def jsonl(data: bytes) -> list[dict[str, Any]]:

@@ -359,4 +359,6 @@ class JournalAnswers:
         return Completion(text=None, error=ErrorInfo(ErrorKind.BATCH_FAILED, message))
 
     async def aclose(self) -> None:
-        """Nothing to release: the answers were read from the cache and the journal, not a session."""
+        """The journal's connection (shared by the sweep's batch models: closing it twice is harmless);
+        nothing else — the answers were read from the cache, not a session."""
+        self.journal.close()

@@ -93,17 +93,29 @@ class BedrockBatchAPI(ScriptedJobs[InvocationJob]):
     min_records: int = 100  # "Minimum number of records per batch inference job"
     needs_profile: set[str] = field(default_factory=set)  # model ids refused without an inference profile
     report_counts: bool = False  # record counts in GetModelInvocationJob (else only in the manifest)
+    _client: Any = None  # the S3 client (``_s3``)
 
     def _s3(self) -> Any:
-        import boto3  # only a test of batch jobs needs it: the Converse half is standard library
+        """One S3 client for the server's life (``close`` releases it): a client per call would leave
+        its pooled connections to be closed whenever the garbage collector gets to them."""
+        with self._lock:
+            if self._client is None:
+                import boto3  # only a test of batch jobs needs it: the Converse half is standard library
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            region_name=self.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+                self._client = boto3.client(
+                    "s3",
+                    endpoint_url=self.s3_endpoint,
+                    region_name=self.region,
+                    aws_access_key_id="testing",
+                    aws_secret_access_key="testing",
+                )
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # -- routing (called by the server's handler) ----------------------------------------------
     def post(self, handler: Replies, path: str, body: bytes) -> bool:

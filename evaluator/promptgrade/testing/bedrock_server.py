@@ -77,6 +77,10 @@ class FakeBedrock(ScriptedAPI[ConverseRequest, ConverseFault]):
         self.tools_supported = True  # False: a tool config is a ValidationException, as for some models
         self.batches = BedrockBatchAPI(self)  # the control plane's batch inference jobs (bedrock_batches)
 
+    def stop(self) -> None:
+        super().stop()
+        self.batches.close()
+
     @property
     def endpoint_url(self) -> str:
         """The runtime's endpoint (``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``), and the control plane's
