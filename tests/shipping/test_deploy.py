@@ -21,6 +21,7 @@ import urllib3
 from botocore.stub import Stubber
 
 import promptgrade.shipping.deploy as deploy_module
+from helpers.deploy_zips import make_zip
 from promptgrade.shipping.deploy import API_KEY_PARAMETER_ENV, API_KEY_SECRET_ENV, DeployError, deploy
 from promptgrade.shipping.package import HANDLER
 
@@ -59,23 +60,6 @@ def role_arn(aws: Callable[[str], Any]) -> str:
 def secret(aws: Callable[[str], Any]) -> str:
     aws("secretsmanager").create_secret(Name=SECRET_ID, SecretString=SECRET_VALUE)
     return SECRET_ID
-
-
-def make_zip(path: Path, marker: str, *, extra: dict[str, str] | None = None) -> Path:
-    """A zip with the real layout; ``marker`` makes two builds' bytes (and code sha256) differ."""
-    manifest = {
-        "format_version": 1,
-        "prompt": {"name": "meal_tray_json", "version": 1, "sha256": "ab" * 32, "file": "prompt.jinja"},
-        "model": "gemini-2.5-flash",
-    }
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("lambda_handler/__init__.py", "")
-        archive.writestr("lambda_handler/app.py", f"def handler(event, context):\n    return {marker!r}\n")
-        archive.writestr("lambda_handler/bundle/manifest.json", json.dumps(manifest))
-        archive.writestr("lambda_handler/bundle/prompt.jinja", "Grade this tray.")
-        for name, text in (extra or {}).items():
-            archive.writestr(name, text)
-    return path
 
 
 def code_sha256(path: Path) -> str:
