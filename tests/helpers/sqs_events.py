@@ -59,3 +59,38 @@ def s3_notification_body(bucket: str, key: str, size: int) -> str:
 def grading_request_body(s3_uri: str | None = None, **fields: Any) -> str:
     """A direct grading request (what ``promptgrade backfill`` enqueues)."""
     return json.dumps({"s3_uri": s3_uri, **fields} if s3_uri else fields)
+
+
+def poll(queue_url: str, handler: Any, *, batch_size: int = 10, max_batches: int = 1000) -> int:
+    """What the Lambda service's poller does with an event source mapping: receive a batch, hand it to
+    the function as an SQS event, delete every message the answer does not list in batchItemFailures
+    (the listed ones become visible again, here at once: visibility timeout 0). Returns the number of
+    messages deleted; stops when a receive comes back empty."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    deleted = 0
+    for _ in range(max_batches):
+        received = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], VisibilityTimeout=0
+        ).get("Messages", [])
+        if not received:
+            return deleted
+        records = [
+            sqs_record(
+                m["Body"],
+                message_id=m["MessageId"],
+                receive_count=int(m["Attributes"]["ApproximateReceiveCount"]),
+            )
+            | {"receiptHandle": m["ReceiptHandle"]}
+            for m in received
+        ]
+        answer = handler(sqs_event(records), None)
+        retry = {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
+        done = [r for r in records if r["messageId"] not in retry]
+        for record in done:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+        deleted += len(done)
+        if not done:
+            return deleted  # only retries left: the caller decides when the outage is over
+    return deleted
