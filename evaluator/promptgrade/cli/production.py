@@ -84,3 +84,124 @@ def _print_backfill(report: Any) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# monitor
+# --------------------------------------------------------------------------------------------------
+monitor_app = typer.Typer(
+    help="Is production still as accurate as measured? Label a sample of its results, then score it.",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+SampleOpt = Annotated[Path, typer.Option("--sample", help="The sample file `monitor sample` writes.")]
+
+
+@monitor_app.command("sample")
+@user_errors
+def monitor_sample(
+    results: Annotated[str, typer.Option("--results", help="The function's results: s3://bucket/prefix/.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Trays to label.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the uniform draw.")] = 0,
+    max_flagged: Annotated[
+        int | None, typer.Option(min=0, help="At most this many flagged trays (default: half of --n).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Label Studio import file to write.")] = Path(
+        "monitor_tasks.json"
+    ),
+    config: Annotated[Path, typer.Option("--config", help="Labelling config (XML) to write.")] = Path(
+        "label_config.xml"
+    ),
+    sample_file: SampleOpt = Path("monitor_sample.json"),
+    bundle: BundleOpt = Path("lambda_handler/bundle"),
+    region: RegionOpt = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Draw production results (flagged first, then uniform) as Label Studio tasks pre-annotated with production's answer."""
+    from promptgrade.production.monitor import FLAGGED, sample
+    from promptgrade.production.s3 import clients
+
+    (s3,) = clients(region, endpoint_url, "s3")
+    drawn = sample(results, bundle_dir=bundle, n=n, seed=seed, s3=s3, max_flagged=max_flagged)
+    drawn.write(out, config, sample_file)
+    flagged = sum(task["data"]["tier"] == FLAGGED for task in drawn.tasks)
+    common.console.print(
+        esc(
+            f"{len(drawn.tasks)} of {drawn.results} results → {out} ({flagged} flagged of {drawn.flagged}, "
+            f"{len(drawn.tasks) - flagged} uniform, seed {seed}); labelling config → {config}; sample → {sample_file}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@monitor_app.command("score")
+@user_errors
+def monitor_score(
+    labels: Annotated[
+        Path, typer.Option("--labels", help="The Label Studio JSON export of the sample's tasks.")
+    ],
+    sample_file: SampleOpt = Path("monitor_sample.json"),
+    bundle: BundleOpt = Path("lambda_handler/bundle"),
+    alpha: Annotated[
+        float, typer.Option(help="Significance level of the test against the measurement.")
+    ] = 0.05,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="MLflow experiment (default: the bundle's).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow store (default: the bundle's, else the usual)."),
+    ] = None,
+) -> None:
+    """Production's accuracy on the labelled sample vs the promoted candidate's; exit 1 if significantly worse."""
+    from promptgrade.production.monitor import log_score, score_labels
+
+    report = score_labels(labels, sample_file, bundle_dir=bundle, alpha=alpha)
+    run = log_score(
+        report, bundle_dir=bundle, sample_path=sample_file, experiment=experiment, tracking_uri=tracking_uri
+    )
+    _print_score(report, run)
+    if report.worse:
+        raise typer.Exit(1)
+
+
+def _print_score(report: Any, run: Any) -> None:
+    from rich.table import Table
+
+    from promptgrade.figures import metric_text
+
+    table = Table(
+        title=esc(f"production on {report.labelled} labelled trays ({report.unlabelled} unlabelled)")
+    )
+    for column in ("metric", "production (uniform)", "measured", "p (one-sided)", "Holm p", "flagged trays"):
+        table.add_column(column)
+    compared = {c.metric: c for c in report.comparisons}
+    for metric, estimate in report.uniform.items():
+        c = compared.get(metric)
+        flagged = report.flagged[metric]
+        table.add_row(
+            metric.replace("_", " "),
+            f"{metric_text(metric, estimate.value, estimate.ci_low, estimate.ci_high)} (n={estimate.n})",
+            "–" if c is None else f"{c.measured:.3f} (n={c.measured_n})",
+            "–" if c is None else f"{c.test.p_value:.3g}",
+            "–" if c is None else f"{c.adjusted_p:.3g}",
+            f"{metric_text(metric, flagged.value, flagged.ci_low, flagged.ci_high)} (n={flagged.n})",
+        )
+    common.console.print(table)
+    for note in report.notes:
+        common.console.print(f"[yellow]note:[/] {esc(note)}", highlight=False)
+    linked = (
+        f", linked to {run.prompt_uri}" if run.prompt_uri else " (prompt not in this registry: not linked)"
+    )
+    verdict = (
+        "[bold red]significantly worse than measured[/]"
+        if report.worse
+        else "[green]not significantly worse[/]"
+    )
+    common.console.print(
+        f"{verdict} (two-proportion z-test, one-sided, Holm over {len(report.comparisons)}, alpha {report.alpha}); "
+        f"monitoring run {esc(run.run_id)} in {esc(run.experiment)}{esc(linked)}",
+        highlight=False,
+        soft_wrap=True,
+    )
