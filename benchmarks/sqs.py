@@ -34,6 +34,8 @@ from typing import Any
 
 from common import ANSWER, REPO, Check, Report, command_line, load_note
 
+from promptgrade.testing.sqs_events import sqs_record
+
 BUCKET_IN, BUCKET_OUT = "bench-trays", "bench-graded"
 REGION = "eu-west-1"
 
@@ -49,26 +51,6 @@ def tray(n: int) -> bytes:
     out = BytesIO()
     image.save(out, format="JPEG", quality=85)
     return out.getvalue()
-
-
-def record(body: str, message_id: str, receive_count: int) -> dict[str, Any]:
-    """One SQS record as the Lambda service delivers it."""
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"AQEB{message_id}{receive_count}",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": str(receive_count),
-            "SentTimestamp": "1764141000000",
-            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-            "ApproximateFirstReceiveTimestamp": "1764141000010",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:promptgrade-grade",
-        "awsRegion": REGION,
-    }
 
 
 def notification(key: str, size: int) -> str:
@@ -93,7 +75,7 @@ def deliveries(
     """The batches an instance receives: every message once, and a share of them again (half in the
     same batch, half in a later one), with the receive count SQS gives a second delivery."""
     batches = [
-        [record(body, mid, 1) for mid, body in messages[i : i + batch]]
+        [sqs_record(body, message_id=mid) for mid, body in messages[i : i + batch]]
         for i in range(0, len(messages), batch)
     ]
     rng = random.Random(seed)
@@ -101,7 +83,7 @@ def deliveries(
         mid, body = messages[index]
         home = index // batch
         target = home if rng.random() < 0.5 else rng.randrange(home, len(batches))
-        batches[target].append(record(body, mid, 2))
+        batches[target].append(sqs_record(body, message_id=mid, receive_count=2))
     return batches
 
 
@@ -207,7 +189,7 @@ def main() -> None:
                 messages.append((f"m-{n:05}", notification(key, len(data))))
             data = tray(args.records)  # beyond the stream's
             s3.put_object(Bucket=BUCKET_IN, Key="warm-up.jpg", Body=data)
-            warm_up = record(notification("warm-up.jpg", len(data)), "warm-up", 1)
+            warm_up = sqs_record(notification("warm-up.jpg", len(data)), message_id="warm-up")
             clean = run_pass(deliveries(messages, args.batch, 0.0, 0), warm_up, "clean/", gemini)
             again = run_pass(
                 deliveries(messages, args.batch, args.redelivery, 1), warm_up, "redelivered/", gemini

@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from helpers.lambda_events import API_KEY, SECRET_ID
 from promptgrade.testing.gemini_server import FakeGemini
@@ -51,3 +52,16 @@ def deploy_locally(monkeypatch: pytest.MonkeyPatch, bundle_dir: Path, gemini: Fa
     monkeypatch.setenv("PROMPTGRADE_BUNDLE_DIR", str(bundle_dir))
     monkeypatch.setenv("PROMPTGRADE_GEMINI_BASE_URL", gemini.base_url)
     return gemini
+
+
+@contextlib.contextmanager
+def moto_endpoint() -> Iterator[str]:
+    """A real HTTP moto endpoint, as boto3 in another process (an unzipped Lambda, a second
+    instance of the function) can reach it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

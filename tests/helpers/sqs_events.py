@@ -1,40 +1,14 @@
-"""SQS events as the Lambda service delivers them to a function, and the bodies S3 and backfill send.
-
-Trimmed from the documented example of an SQS event, keeping every field of a record: a handler must
-read ``messageId`` and ``body`` and may read ``attributes.ApproximateReceiveCount``, and nothing in
-it may rely on a field the real service leaves out.
-"""
+"""SQS events as the Lambda service delivers them to a function (each record from
+``promptgrade.testing.sqs_events``, shared with the benchmark), the bodies S3 and backfill send, and
+the poller that drains a queue into the handler."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
 from typing import Any
 
 from helpers.lambda_events import s3_object_created
-
-QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:promptgrade-grade"
-
-
-def sqs_record(body: str, *, message_id: str | None = None, receive_count: int = 1) -> dict[str, Any]:
-    message_id = message_id or str(uuid.uuid4())
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"AQEB{hashlib.sha256(f'{message_id}{receive_count}'.encode()).hexdigest()}",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": str(receive_count),
-            "SentTimestamp": "1764141000000",
-            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-            "ApproximateFirstReceiveTimestamp": "1764141000010",
-        },
-        "messageAttributes": {},
-        "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # SQS's own checksum of the body
-        "eventSource": "aws:sqs",
-        "eventSourceARN": QUEUE_ARN,
-        "awsRegion": "eu-west-1",
-    }
+from promptgrade.testing.sqs_events import sqs_record
 
 
 def sqs_event(records: list[dict[str, Any]]) -> dict[str, Any]:

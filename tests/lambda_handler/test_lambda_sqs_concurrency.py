@@ -20,8 +20,8 @@ from typing import Any
 import boto3
 import pytest
 import urllib3
-from moto.server import ThreadedMotoServer
 
+from helpers.deployed import moto_endpoint
 from helpers.lambda_events import API_KEY, SECRET_ID
 from helpers.sqs_events import s3_notification_body, sqs_event, sqs_record
 from promptgrade.bundle import load_bundle
@@ -40,18 +40,13 @@ print("RESULT:" + json.dumps(app.handler(event, None)))
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto_server() -> Iterator[str]:
+    with moto_endpoint() as url:
+        yield url
 
 
 def test_two_instances_delivered_the_same_message_at_once_keep_one_result(
-    moto_endpoint: str, bundle_dir: Path, tray_jpeg: bytes, tmp_path: Path
+    moto_server: str, bundle_dir: Path, tray_jpeg: bytes, tmp_path: Path
 ) -> None:
     both_asked = threading.Barrier(2)
 
@@ -64,7 +59,7 @@ def test_two_instances_delivered_the_same_message_at_once_keep_one_result(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ENDPOINT_URL": moto_server,
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_CONFIG_FILE": "/dev/null",
         "PROMPTGRADE_BUNDLE_DIR": str(bundle_dir),
@@ -72,13 +67,13 @@ def test_two_instances_delivered_the_same_message_at_once_keep_one_result(
         "PROMPTGRADE_OUTPUT_BUCKET": OUTPUT,
         "PROMPTGRADE_INPUT_BUCKETS": INPUT,
     }
-    urllib3.PoolManager().request("POST", f"{moto_endpoint}/moto-api/reset")
+    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
 
     def aws(service: str) -> Any:
         return boto3.client(
             service,
             region_name=REGION,
-            endpoint_url=moto_endpoint,
+            endpoint_url=moto_server,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )

@@ -21,13 +21,6 @@ ANSWER = '{"categories": ["soup", "bread"], "food_remaining_pct": 40}'
 MEASURED = {"cost_usd": 0.5, "n_examples": 200.0, "category_accuracy": 0.8, "grade_accuracy": 0.7}
 
 
-@pytest.fixture(autouse=True)
-def fresh_container() -> Iterator[None]:
-    app.reset()
-    yield
-    app.reset()
-
-
 @pytest.fixture
 def bundle_dir(tmp_path: Path) -> Path:
     provenance = Provenance(
@@ -45,8 +38,9 @@ def bundle(bundle_dir: Path) -> Bundle:
 def function(
     monkeypatch: pytest.MonkeyPatch, bundle_dir: Path, gemini_server: FakeGemini, tmp_path: Path
 ) -> Iterator[FakeGemini]:
-    """The function deployed behind a queue: input and output buckets, in moto; the cwd a temp folder
-    (a backfill's marker file goes there)."""
+    """The function deployed behind a queue, each test a cold start: input and output buckets, in moto;
+    the cwd a temp folder (a backfill's marker file goes there)."""
+    app.reset()
     with fake_aws(monkeypatch):
         deploy_locally(monkeypatch, bundle_dir, gemini_server)
         s3 = boto3.client("s3")
@@ -57,6 +51,7 @@ def function(
         monkeypatch.chdir(tmp_path)
         gemini_server.default_answer = ANSWER
         yield gemini_server
+    app.reset()
 
 
 @pytest.fixture

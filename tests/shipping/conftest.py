@@ -7,6 +7,7 @@ uses the zip or pip's cache reaches the package index, so it is marked ``needs_i
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import sys
@@ -14,10 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+import urllib3
 
+from helpers.deployed import moto_endpoint
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.shipping.package import PackageReport, build_package
@@ -124,13 +128,8 @@ def lambda_zip(
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A real HTTP moto endpoint, as boto3 in another process (the unzipped Lambda) can reach it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @pytest.fixture
@@ -143,3 +142,28 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+
+
+# -- a moto account per test, for deploy -------------------------------------------------------------
+@pytest.fixture
+def aws(moto_server: str, aws_env: None) -> Iterator[Callable[[str], Any]]:
+    """A clean moto account per test, and a factory of boto3 clients pointed at it."""
+    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
+
+    def client(service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=moto_server)
+
+    yield client
+
+
+@pytest.fixture
+def role_arn(aws: Callable[[str], Any]) -> str:
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    return aws("iam").create_role(RoleName="promptgrade-lambda", AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]

@@ -11,13 +11,12 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import urllib3
 from botocore.stub import Stubber
 
 import promptgrade.shipping.deploy as deploy_module
@@ -30,30 +29,6 @@ FUNCTION = "promptgrade-grader"
 SECRET_ID = "promptgrade/gemini-api-key"
 # Assembled at run time so secret scanners do not flag this fake, key-shaped test value in the repo.
 SECRET_VALUE = "AIza" + "SyTHIS-IS-A-FAKE-KEY-FOR-TESTS-0123"
-
-
-@pytest.fixture
-def aws(moto_server: str, aws_env: None) -> Iterator[Callable[[str], Any]]:
-    """A clean moto account per test, and a factory of boto3 clients pointed at it."""
-    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=moto_server)
-
-    yield client
-
-
-@pytest.fixture
-def role_arn(aws: Callable[[str], Any]) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    return aws("iam").create_role(RoleName="promptgrade-lambda", AssumeRolePolicyDocument=json.dumps(trust))[
-        "Role"
-    ]["Arn"]
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ moto in server mode over real HTTP (its Lambda and SQS event source mapping API)
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import urllib3
 from typer.testing import CliRunner
 
 from helpers.deploy_zips import make_zip
@@ -26,27 +23,10 @@ FUNCTION = "promptgrade-grader"
 SECRET_ID = "promptgrade/gemini-api-key"
 
 
-@pytest.fixture
-def aws(moto_server: str, aws_env: None) -> Iterator[Callable[[str], Any]]:
-    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=moto_server)
-
-    client("secretsmanager").create_secret(Name=SECRET_ID, SecretString="not-a-real-key")
-    yield client
-
-
-@pytest.fixture
-def role_arn(aws: Callable[[str], Any]) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    role = aws("iam").create_role(RoleName="promptgrade-lambda", AssumeRolePolicyDocument=json.dumps(trust))
-    return str(role["Role"]["Arn"])
+@pytest.fixture(autouse=True)
+def secret(aws: Callable[[str], Any]) -> str:
+    aws("secretsmanager").create_secret(Name=SECRET_ID, SecretString="not-a-real-key")
+    return SECRET_ID
 
 
 def queue_arn(aws: Callable[[str], Any], name: str = "trays", visibility: int = 180) -> str:

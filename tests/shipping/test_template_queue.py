@@ -19,7 +19,8 @@ from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
+
 TEMPLATE = ROOT / "lambda_handler" / "template.yaml"
 QUEUE_PARAMETERS = {
     "QueuedPrefix",
