@@ -204,6 +204,12 @@ async def _process(work: Work, context: Context) -> Outcome:
         outcome = await _attempt(work, context, record)
     except REQUEST_ERRORS as exc:
         outcome = failure(work.id, exc)
+    except Exception:  # one image's surprise must not send the whole batch back: only its message
+        logs.log.exception(
+            "unexpected error", extra={"fields": {"id": work.id, "message_id": work.message_id}}
+        )
+        error = HandlerError(500, "internal_error", "internal error; the function's logs have the details")
+        outcome = failure(work.id, error)
     if record.key is not None and not outcome.ok and not is_transient(outcome):
         await _record_failure(outcome, work, record.key, context)
     return outcome
