@@ -1,11 +1,14 @@
 """The Lambda entry point, ``lambda_handler.app.handler``: events in, graded JSON out.
 
-Three kinds of event are answered (see README.md for the full contract):
+Four kinds of event are answered (see README.md for the full contract):
 
 * API Gateway HTTP API (payload 2.0, also Lambda function URLs) and REST API (1.0 proxy): one image
   as JSON ``{"image_base64" | "s3_uri" | "url": ...}`` or as a binary body; a proxy response back.
 * S3 ``ObjectCreated:*`` notifications: each new object is graded and its JSON result written to
   ``PROMPTGRADE_OUTPUT_BUCKET`` under ``PROMPTGRADE_OUTPUT_PREFIX``.
+* SQS batches (``sqs``): each message an S3 notification or one grading request; every image graded
+  at most once per bundle, its result stored under (bundle sha256, image sha256), and
+  ``{"batchItemFailures": [...]}`` naming only the messages a retry may cure.
 * Direct invocation ``{"images": [...]}``: one result or error object per image, in order.
 
 Grading is ``promptgrade.images.prepare_image`` then ``promptgrade.grading.grade_image`` with the
@@ -16,8 +19,8 @@ and reduces the answers with ``promptgrade.grading.vote``, as the sweep did. Eve
 change between invocations (bundle and its verified reference images, rendered prompt, API key, model
 client, event loop) is built once per container on first use and reused while the container is warm.
 
-This module holds the entry point, the container's state, grading and the three event handlers;
-``events`` turns events into image requests, ``outcomes`` shapes what callers get back, ``errors``
+This module holds the entry point, the container's state, grading and the event handlers; ``sqs``
+grades a queue's batch (and ``store`` keeps its results), ``events`` turns events into image requests, ``outcomes`` shapes what callers get back, ``errors``
 holds the typed errors and ``logs`` the JSON-lines logging.
 """
 
@@ -36,16 +39,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lambda_handler import events, fetch, logs, providers, secrets
+from lambda_handler import events, fetch, logs, providers, secrets, sqs
 from lambda_handler.errors import REQUEST_ERRORS, HandlerError, InvocationError, RequestError, model_error
 from lambda_handler.events import EventKind, ImageRequest, too_large
 from lambda_handler.outcomes import Outcome, failure, http_response
+from lambda_handler.store import ResultStore
 from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.errors import PromptgradeError
 from promptgrade.grading import GradingResult, Voted, grade_image, vote
 from promptgrade.images import ImageError, prepare_image, sniff_mime
 from promptgrade.providers.base import ImageInput, Provider
 from promptgrade.references import RenderedPrompt
+from promptgrade.stored_results import ResultLayout, bundle_sha256
 
 # HandlerError, InvocationError, EventKind, ImageRequest and Outcome stay importable from here too.
 
@@ -57,7 +62,12 @@ DEFAULT_MODEL_TIMEOUT_S = 25.0
 DEFAULT_OUTPUT_PREFIX = "results/"
 MAX_BATCH_IMAGES = 100
 BATCH_CONCURRENCY = 4
+# the images of one SQS batch graded at once (each asks k samples): the mapping's maximum concurrency
+# times this is the most calls in flight, which is what the provider's rate limit sees
+DEFAULT_SQS_CONCURRENCY = 4
 _RESULT_KEYS = frozenset({"id", "categories", "prompt", "model", "timing_ms", "usage", "error"})
+# what a stored (SQS) result adds: the bundle that graded it, the image and where it came from
+_STORED_KEYS = frozenset({"bundle", "provider", "image_sha256", "source", "graded_at", "key"})
 _VOTE_KEYS = frozenset({"agreement", "needs_review"})  # results of a bundle with samples > 1 only
 
 T = TypeVar("T")
@@ -76,10 +86,13 @@ class Config:
     max_image_bytes: int
     output_bucket: str | None
     output_prefix: str
+    input_buckets: frozenset[str] | None = None  # SQS: the buckets whose objects it grades (None: any)
+    sqs_concurrency: int = DEFAULT_SQS_CONCURRENCY
 
     @classmethod
     def from_env(cls) -> Config:
         env = os.environ
+        buckets = env.get("PROMPTGRADE_INPUT_BUCKETS", "")
         return cls(
             bundle_dir=Path(env.get("PROMPTGRADE_BUNDLE_DIR") or DEFAULT_BUNDLE_DIR),
             model_timeout_s=_positive_env("PROMPTGRADE_MODEL_TIMEOUT_S", float, DEFAULT_MODEL_TIMEOUT_S),
@@ -87,6 +100,8 @@ class Config:
             max_image_bytes=_positive_env("PROMPTGRADE_MAX_IMAGE_BYTES", int, DEFAULT_MAX_IMAGE_BYTES),
             output_bucket=env.get("PROMPTGRADE_OUTPUT_BUCKET") or None,
             output_prefix=env.get("PROMPTGRADE_OUTPUT_PREFIX", DEFAULT_OUTPUT_PREFIX),
+            input_buckets=frozenset(b.strip() for b in buckets.split(",") if b.strip()) or None,
+            sqs_concurrency=_positive_env("PROMPTGRADE_SQS_CONCURRENCY", int, DEFAULT_SQS_CONCURRENCY),
         )
 
 
@@ -125,7 +140,9 @@ class Runtime:
         except PromptgradeError as exc:
             raise HandlerError(500, "config_error", f"the grading bundle cannot be used: {exc}") from None
         manifest = bundle.manifest
-        if bundle.task.grade.name in _RESULT_KEYS | (_VOTE_KEYS if manifest.samples > 1 else frozenset()):
+        if bundle.task.grade.name in _RESULT_KEYS | _STORED_KEYS | (
+            _VOTE_KEYS if manifest.samples > 1 else frozenset()
+        ):
             raise HandlerError(
                 500,
                 "config_error",
@@ -171,6 +188,24 @@ class Runtime:
     @property
     def max_side(self) -> int:
         return self.bundle.manifest.image_max_side
+
+    @functools.cached_property
+    def bundle_sha256(self) -> str:
+        return bundle_sha256(self.bundle.manifest)
+
+    @property
+    def stamp(self) -> dict[str, Any]:
+        """What a stored result says of the bundle that graded it, beside the prompt and model."""
+        manifest = self.bundle.manifest
+        return {
+            "bundle": {
+                "sha256": self.bundle_sha256,
+                "format_version": manifest.format_version,
+                "promoted_at": manifest.provenance.promoted_at,
+                "run_id": manifest.provenance.run_id,
+            },
+            "provider": manifest.provider,
+        }
 
 
 _runtime: Runtime | None = None
@@ -441,21 +476,47 @@ def _write_result(runtime: Runtime, config: Config, key: str, body: dict[str, An
     return True
 
 
+# -- SQS -----------------------------------------------------------------------------------------------
+def _handle_sqs(event: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Grade a queue's batch (``sqs``), each result stored once under the output prefix."""
+    if not config.output_bucket:
+        raise HandlerError(
+            500, "config_error", "PROMPTGRADE_OUTPUT_BUCKET is not set: results have nowhere to go"
+        )
+    current = runtime(config)
+    context = sqs.Context(
+        sources=current,
+        grade=functools.partial(_grade, current),
+        store=ResultStore(current.s3, config.output_bucket),
+        layout=ResultLayout(config.output_prefix, current.bundle_sha256),
+        stamp=current.stamp,
+        max_image_bytes=config.max_image_bytes,
+        output_bucket=config.output_bucket,
+        output_prefix=config.output_prefix,
+        allowed_buckets=config.input_buckets,
+        concurrency=config.sqs_concurrency,
+    )
+    return _run(sqs.handle(event["Records"], context))
+
+
 # -- entry point -------------------------------------------------------------------------------------
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    """Answer an API Gateway request, an S3 notification or a direct batch (see the module docstring)."""
+    """Answer an API Gateway request, an S3 notification, an SQS batch or a direct batch (see the module
+    docstring)."""
     started = time.perf_counter()
     logs.request_id.set(getattr(context, "aws_request_id", None))
     kind = events.event_kind(event)
     try:
         if kind is None:
-            message = 'not an API Gateway request, an S3 notification or an {"images": [...]} batch'
+            message = 'not an API Gateway request, an S3 or SQS event, or an {"images": [...]} batch'
             raise HandlerError(400, "invalid_event", message)
         config = Config.from_env()
         if kind == "http":
             response = _handle_http(event, context, config)
         elif kind == "batch":
             response = _handle_batch(event, config)
+        elif kind == "sqs":
+            response = _handle_sqs(event, config)
         else:
             response = _handle_s3(event, config)
     except REQUEST_ERRORS as exc:
@@ -482,8 +543,9 @@ def _failed_invocation(kind: EventKind | None, exc: RequestError) -> dict[str, A
         logs.log.error("invocation failed", extra={"fields": fields})
     else:
         logs.info("request refused", **fields)
-    if kind == "s3":
-        # S3 only sees that the invocation failed; the message (no secrets in it) lands in the logs.
+    if kind in ("s3", "sqs"):
+        # S3 only sees that the invocation failed (SQS then delivers the whole batch again); the
+        # message (no secrets in it) lands in the logs.
         raise InvocationError(f"{exc.code}: {exc.message}") from None
     if kind == "batch":
         return failure(None, exc).body

@@ -1,4 +1,5 @@
-"""What an event asks for: its kind, and the image requests an HTTP, batch or S3 event carries.
+"""What an event asks for: its kind, and the image requests an HTTP, batch or S3 event carries (an SQS
+batch's messages are read by ``sqs``).
 
 Everything checkable without the model is checked here, before any work is done: exactly one image
 source, the id's shape, base64, and the size limit.
@@ -19,7 +20,7 @@ from lambda_handler.errors import REQUEST_ERRORS, HandlerError
 from lambda_handler.outcomes import Outcome, failure
 from promptgrade.images import sniff_mime
 
-EventKind = Literal["http", "s3", "batch"]
+EventKind = Literal["http", "s3", "sqs", "batch"]
 SOURCES = ("image_base64", "s3_uri", "url")
 
 
@@ -53,12 +54,13 @@ def event_kind(event: Any) -> EventKind | None:
     ):
         return "http"
     records = event.get("Records")
-    if (
-        isinstance(records, list)
-        and records
-        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
-    ):
-        return "s3"
+    if isinstance(records, list) and records and all(isinstance(r, dict) for r in records):
+        sources = {r.get("eventSource") for r in records}
+        if sources == {"aws:s3"}:
+            return "s3"
+        # a record without its messageId cannot be named in batchItemFailures: not an SQS delivery
+        if sources == {"aws:sqs"} and all(isinstance(r.get("messageId"), str) for r in records):
+            return "sqs"
     if "images" in event:
         return "batch"
     return None

@@ -95,27 +95,62 @@ def fetch_s3(client: Any, bucket: str, key: str, *, max_bytes: int) -> Fetched:
     The GET is pinned to the HEAD's ETag, so an object replaced in between is not read unchecked;
     the read is still capped in case the store reports a size it then exceeds.
     """
+    head = head_s3(client, bucket, key)
+    check_size(head, max_bytes)
+    return get_s3(client, head, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What a HEAD tells of an object before any of it is read: enough to refuse it, or to know it."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    content_type: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def head_s3(client: Any, bucket: str, key: str) -> Head:
     from botocore.exceptions import BotoCoreError, ClientError
 
     uri = f"s3://{bucket}/{key}"
     try:
         head = client.head_object(Bucket=bucket, Key=key)
-        size = int(head.get("ContentLength") or 0)
-        if size > max_bytes:
-            raise FetchError(413, "payload_too_large", _too_large(size, max_bytes, uri))
-        response = client.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])
+    except ClientError as exc:
+        raise _s3_error(exc, uri) from None
+    except BotoCoreError as exc:
+        raise FetchError(502, "s3_error", f"cannot read {uri}: {type(exc).__name__}") from None
+    return Head(bucket, key, str(head["ETag"]), int(head.get("ContentLength") or 0), head.get("ContentType"))
+
+
+def check_size(head: Head, max_bytes: int) -> None:
+    if head.size > max_bytes:
+        raise FetchError(413, "payload_too_large", _too_large(head.size, max_bytes, head.uri))
+
+
+def get_s3(client: Any, head: Head, *, max_bytes: int) -> Fetched:
+    """The object's bytes, as long as it is still the one ``head`` saw (its ETag)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = client.get_object(Bucket=head.bucket, Key=head.key, IfMatch=head.etag)
         body = response["Body"]
         try:
             data = body.read(max_bytes + 1)
         finally:
             body.close()
     except ClientError as exc:
-        raise _s3_error(exc, uri) from None
+        raise _s3_error(exc, head.uri) from None
     except BotoCoreError as exc:
-        raise FetchError(502, "s3_error", f"cannot read {uri}: {type(exc).__name__}") from None
+        raise FetchError(502, "s3_error", f"cannot read {head.uri}: {type(exc).__name__}") from None
     if len(data) > max_bytes:
-        raise FetchError(413, "payload_too_large", _too_large(len(data), max_bytes, uri))
-    return Fetched(data, head.get("ContentType"), uri)
+        raise FetchError(413, "payload_too_large", _too_large(len(data), max_bytes, head.uri))
+    return Fetched(data, head.content_type, head.uri)
 
 
 def _s3_error(exc: Any, uri: str) -> FetchError:

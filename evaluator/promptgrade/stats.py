@@ -1,7 +1,9 @@
 """Paired tests for "is the challenger measurably better than the incumbent on the same examples?".
 
 Both prompts answered the same trays, so their outcomes are paired; unpaired tests would throw that
-information away and need far more examples to see the same difference.
+information away and need far more examples to see the same difference. (One unpaired test is here
+too, ``two_proportions``: production's labelled sample against the promoted candidate's measurement,
+which share no trays.)
 """
 
 from __future__ import annotations
@@ -140,3 +142,35 @@ def paired_bootstrap(
     tail = (1 - confidence) / 2
     low, high = np.quantile(differences, [tail, 1 - tail])
     return BootstrapInterval((only_b - only_a) / n, float(low), float(high), n, confidence, resamples, seed)
+
+
+@dataclass(frozen=True)
+class ProportionTest:
+    """Is proportion a (``successes_a``/``n_a``) below proportion b? One-sided, on different examples."""
+
+    p_a: float
+    n_a: int
+    p_b: float
+    n_b: int
+    z: float
+    p_value: float  # P(a this far below b | the same proportion)
+
+    def worse(self, alpha: float) -> bool:
+        return self.p_a < self.p_b and self.p_value < alpha
+
+
+def two_proportions(successes_a: int, n_a: int, p_b: float, n_b: int) -> ProportionTest:
+    """Two-proportion z-test (pooled, one-sided: a lower than b).
+
+    Unpaired, unlike the tests above: production's labelled sample and the candidate's evaluation
+    split are different trays, so there is no pairing to use. ``p_b`` is given as a proportion
+    because the other side may be known only by its figure and count (an MLflow metric and its n).
+    """
+    if n_a <= 0 or n_b <= 0:
+        raise ValueError("both proportions need at least one example")
+    p_a = successes_a / n_a
+    pooled = (successes_a + p_b * n_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    z = (p_a - p_b) / spread if spread > 0 else 0.0  # no spread: both all right or all wrong, equal
+    p_value = 0.5 * math.erfc(-z / math.sqrt(2))  # the normal's lower tail at z
+    return ProportionTest(p_a, n_a, p_b, n_b, z, p_value)

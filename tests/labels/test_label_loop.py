@@ -22,6 +22,7 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 from typer.testing import CliRunner
 
+from helpers.label_studio import REAL_EXPORT, ls_export
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
@@ -222,69 +223,9 @@ def test_export_can_embed_images(loop: Loop, tmp_path: Path) -> None:
     assert tasks[0]["data"]["image"].startswith("data:image/jpeg;base64,")
 
 
-# One task exactly as Label Studio 1.23.2 exported it (GET /api/projects/1/export?exportType=JSON) after
-# importing `label export`'s tasks and config and annotating; crafted exports are copies of it.
-REAL_EXPORT = Path(__file__).with_name("label_studio_1.23.2_export.json")
-
-
-def _ls_export(tasks: list[dict], annotate: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Label Studio's JSON export of ``tasks`` with the given annotations, shaped like the real one."""
-    [template] = json.loads(REAL_EXPORT.read_text(encoding="utf-8"))
-    exported = []
-    for position, item in enumerate(tasks):
-        task_id = 1000 + position
-        annotations = []
-        for number, spec in enumerate(annotate.get(item["data"]["example_id"], [])):
-            result = []
-            if "categories" in spec:
-                result.append(
-                    {
-                        "from_name": spec.get("from_name", "categories"),
-                        "to_name": "image",
-                        "type": "choices",
-                        "value": {"choices": spec["categories"]},
-                        "origin": "manual",
-                    }
-                )
-            if "grade" in spec:
-                result.append(
-                    {
-                        "from_name": "food_remaining_pct",
-                        "to_name": "image",
-                        "type": "number",
-                        "value": {"number": spec["grade"]},
-                        "origin": "manual",
-                    }
-                )
-            annotation = json.loads(json.dumps(template["annotations"][0]))
-            at = spec.get("at", "2026-12-02T01:30:00.000000Z")
-            annotation.update(
-                id=task_id * 10 + number,
-                completed_by=spec.get("by", 1),
-                updated_by=spec.get("by", 1),
-                result=result,
-                was_cancelled=spec.get("cancelled", False),
-                created_at=at,
-                updated_at=at,
-                task=task_id,
-            )
-            annotations.append(annotation)
-        task = json.loads(json.dumps(template))
-        task.update(
-            id=task_id,
-            inner_id=position + 1,
-            data=item["data"],
-            annotations=annotations,
-            total_annotations=len(annotations),
-            predictions=[task_id] if item.get("predictions") else [],
-        )
-        exported.append(task)
-    return exported
-
-
 def test_crafted_exports_have_the_real_exports_shape() -> None:
     [real] = json.loads(REAL_EXPORT.read_text(encoding="utf-8"))
-    [crafted] = _ls_export([{"data": real["data"], "predictions": [{}]}], {real["data"]["example_id"]: [{}]})
+    [crafted] = ls_export([{"data": real["data"], "predictions": [{}]}], {real["data"]["example_id"]: [{}]})
     assert set(crafted) == set(real)
     assert set(crafted["annotations"][0]) == set(real["annotations"][0])
     assert [set(r) for r in real["annotations"][0]["result"]] == [
@@ -302,7 +243,7 @@ def test_a_label_studio_export_imports_exactly_the_intended_changes(loop: Loop, 
     experiment, labels = loop.copy(tmp_path)
     tasks, config = _export(loop, tmp_path, experiment)
     E, truth = loop.E, loop.truth
-    export = _ls_export(
+    export = ls_export(
         tasks,
         {
             E(3): [{"categories": truth[E(3)][0], "grade": 35}],  # a grade added
@@ -397,7 +338,7 @@ def test_bad_input_is_one_line_with_task_and_example_and_nothing_is_written(
     }[case]
     if case == "too_many" and len(set(spec[0]["categories"])) < 3:
         spec[0]["categories"] = [c for c in ("soup", "stew", "curry", "snack") if c not in right][:3]
-    export = _ls_export(tasks, {target: spec, E(6): [{"categories": loop.truth[E(6)][0], "grade": 1}]})
+    export = ls_export(tasks, {target: spec, E(6): [{"categories": loop.truth[E(6)][0], "grade": 1}]})
     if case == "changed_on_disk":  # someone edits the same row after the export: grade 77
         lines = labels.read_text().splitlines(keepends=True)
         row = next(i for i, line in enumerate(lines) if line.startswith(f"{target},"))
@@ -416,7 +357,7 @@ def test_bad_input_is_one_line_with_task_and_example_and_nothing_is_written(
 def test_a_task_not_made_by_label_export_is_refused(loop: Loop, tmp_path: Path) -> None:
     experiment, labels = loop.copy(tmp_path)
     tasks, _ = _export(loop, tmp_path, experiment)
-    export = _ls_export(tasks[:1], {tasks[0]["data"]["example_id"]: [{"grade": 5}]})
+    export = ls_export(tasks[:1], {tasks[0]["data"]["example_id"]: [{"grade": 5}]})
     del export[0]["data"]["example_id"]
     result = _import(experiment, export, tmp_path)
     assert result.exit_code == 2
@@ -431,7 +372,7 @@ def test_annotators_disagreeing_latest_wins_only_when_asked(loop: Loop, tmp_path
     tasks, _ = _export(loop, tmp_path, experiment)
     target = loop.E(4)
     right = loop.truth[target][0]
-    export = _ls_export(
+    export = ls_export(
         tasks,
         {
             target: [
@@ -455,7 +396,7 @@ def test_unknown_ids_are_reported_not_added_and_other_rows_edited_since_export_a
     E = loop.E
     stranger = json.loads(json.dumps(tasks[-1]))
     stranger["data"]["example_id"] = "tray-9999"
-    export = _ls_export(
+    export = ls_export(
         [*tasks, stranger],
         {
             E(4): [{"categories": loop.truth[E(4)][0], "grade": 3}],
@@ -522,7 +463,7 @@ def test_grades_go_to_a_separate_grades_csv_for_known_examples_only(loop: Loop, 
     stranger = json.loads(json.dumps(tasks[-1]))
     stranger["data"]["example_id"] = "tray-9999"
     E = loop.E
-    export = _ls_export(
+    export = ls_export(
         [*tasks, stranger],
         {
             E(0): [{"categories": [loop.wrong[E(0)]], "grade": 20}],

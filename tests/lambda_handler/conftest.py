@@ -16,12 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from helpers.bundles import promoted_bundle, released_prompt
-from helpers.lambda_events import API_KEY, HOSTNAMES, SECRET_ID, ImageHost, make_jpeg
+from helpers.deployed import deploy_locally, fake_aws
+from helpers.lambda_events import HOSTNAMES, ImageHost, make_jpeg
 from lambda_handler import app
 from promptgrade.bundle import Bundle, load_bundle
 from promptgrade.providers.base import GenerationSettings
@@ -51,12 +50,7 @@ def bundle(bundle_dir: Path) -> Bundle:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto in-process, with fake credentials so no developer profile is ever used."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    with mock_aws():
+    with fake_aws(monkeypatch):
         yield
 
 
@@ -65,24 +59,7 @@ def lambda_env(
     monkeypatch: pytest.MonkeyPatch, aws: None, bundle_dir: Path, gemini_server: FakeGemini
 ) -> FakeGemini:
     """A deployed function: bundle on disk, key in Secrets Manager, model at the fake server."""
-    for name in (
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "GOOGLE_GENAI_USE_VERTEXAI",
-        "GOOGLE_GEMINI_BASE_URL",
-        "PROMPTGRADE_API_KEY_PARAMETER",
-        "PROMPTGRADE_OUTPUT_BUCKET",
-        "PROMPTGRADE_OUTPUT_PREFIX",
-        "PROMPTGRADE_MAX_IMAGE_BYTES",
-        "PROMPTGRADE_MODEL_TIMEOUT_S",
-        "PROMPTGRADE_FETCH_TIMEOUT_S",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    boto3.client("secretsmanager").create_secret(Name=SECRET_ID, SecretString=API_KEY)
-    monkeypatch.setenv("PROMPTGRADE_API_KEY_SECRET_ID", SECRET_ID)
-    monkeypatch.setenv("PROMPTGRADE_BUNDLE_DIR", str(bundle_dir))
-    monkeypatch.setenv("PROMPTGRADE_GEMINI_BASE_URL", gemini_server.base_url)
-    return gemini_server
+    return deploy_locally(monkeypatch, bundle_dir, gemini_server)
 
 
 @pytest.fixture

@@ -8,15 +8,19 @@ uses the zip or pip's cache reaches the package index, so it is marked ``needs_i
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+import urllib3
 
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.prompts import PromptLibrary, PromptVersion
@@ -131,3 +135,28 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+
+
+# -- a moto account per test, for deploy -------------------------------------------------------------
+@pytest.fixture
+def aws(moto_server: str, aws_env: None) -> Iterator[Callable[[str], Any]]:
+    """A clean moto account per test, and a factory of boto3 clients pointed at it."""
+    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
+
+    def client(service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=moto_server)
+
+    yield client
+
+
+@pytest.fixture
+def role_arn(aws: Callable[[str], Any]) -> str:
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    return aws("iam").create_role(RoleName="promptgrade-lambda", AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]

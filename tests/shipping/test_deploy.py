@@ -11,16 +11,16 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import urllib3
 from botocore.stub import Stubber
 
 import promptgrade.shipping.deploy as deploy_module
+from helpers.deploy_zips import make_zip
 from promptgrade.shipping.deploy import API_KEY_PARAMETER_ENV, API_KEY_SECRET_ENV, DeployError, deploy
 from promptgrade.shipping.package import HANDLER
 
@@ -32,50 +32,9 @@ SECRET_VALUE = "AIza" + "SyTHIS-IS-A-FAKE-KEY-FOR-TESTS-0123"
 
 
 @pytest.fixture
-def aws(moto_server: str, aws_env: None) -> Iterator[Callable[[str], Any]]:
-    """A clean moto account per test, and a factory of boto3 clients pointed at it."""
-    urllib3.PoolManager().request("POST", f"{moto_server}/moto-api/reset")
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=moto_server)
-
-    yield client
-
-
-@pytest.fixture
-def role_arn(aws: Callable[[str], Any]) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    return aws("iam").create_role(RoleName="promptgrade-lambda", AssumeRolePolicyDocument=json.dumps(trust))[
-        "Role"
-    ]["Arn"]
-
-
-@pytest.fixture
 def secret(aws: Callable[[str], Any]) -> str:
     aws("secretsmanager").create_secret(Name=SECRET_ID, SecretString=SECRET_VALUE)
     return SECRET_ID
-
-
-def make_zip(path: Path, marker: str, *, extra: dict[str, str] | None = None) -> Path:
-    """A zip with the real layout; ``marker`` makes two builds' bytes (and code sha256) differ."""
-    manifest = {
-        "format_version": 1,
-        "prompt": {"name": "meal_tray_json", "version": 1, "sha256": "ab" * 32, "file": "prompt.jinja"},
-        "model": "gemini-2.5-flash",
-    }
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("lambda_handler/__init__.py", "")
-        archive.writestr("lambda_handler/app.py", f"def handler(event, context):\n    return {marker!r}\n")
-        archive.writestr("lambda_handler/bundle/manifest.json", json.dumps(manifest))
-        archive.writestr("lambda_handler/bundle/prompt.jinja", "Grade this tray.")
-        for name, text in (extra or {}).items():
-            archive.writestr(name, text)
-    return path
 
 
 def code_sha256(path: Path) -> str:

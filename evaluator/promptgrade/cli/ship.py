@@ -189,10 +189,18 @@ def deploy(
         str | None, typer.Option(help="Upload the zip here first (needed above 50 MB).")
     ] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="AWS endpoint override (an emulator).")] = None,
+    queue_arn: Annotated[
+        str | None, typer.Option(help="An existing SQS queue to feed the alias (event source mapping).")
+    ] = None,
+    queue_batch_size: Annotated[int, typer.Option(help="Messages per invocation from the queue.")] = 10,
+    queue_max_concurrency: Annotated[
+        int, typer.Option(help="Most instances the queue may run at once (the provider's rate limit).")
+    ] = 5,
 ) -> None:
     """Create or update the function, publish a version and move the alias (optionally as a canary)."""
     from promptgrade.errors import ConfigError
     from promptgrade.shipping.deploy import deploy as do_deploy
+    from promptgrade.shipping.queue import QueueSettings
 
     environment: dict[str, str] = {}
     for item in env or []:
@@ -216,5 +224,6 @@ def deploy(
         region=region,
         endpoint_url=endpoint_url,
         s3_bucket=s3_bucket,
+        queue=QueueSettings(queue_arn, queue_batch_size, queue_max_concurrency) if queue_arn else None,
     )
     common.console.print(f"[green]{esc(report.summary())}[/]")

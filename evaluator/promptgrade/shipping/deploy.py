@@ -34,6 +34,7 @@ from promptgrade.shipping.package import (
     SUPPORTED_RUNTIMES,
     Architecture,
 )
+from promptgrade.shipping.queue import QueueMapping, QueueSettings, check_queue, connect_queue
 
 # What the handler reads to find its key; the names are the contract with lambda_handler/app.py.
 API_KEY_SECRET_ENV = "PROMPTGRADE_API_KEY_SECRET_ID"
@@ -72,6 +73,7 @@ class DeployReport:
     code_sha256: str = ""  # as Lambda reports it: base64 of the zip's sha256
     code_source: str = "direct upload"
     description: str = ""
+    queue: QueueMapping | None = None  # the SQS queue now feeding the alias, if one was given
 
     def summary(self) -> str:
         if self.routing:
@@ -80,7 +82,8 @@ class DeployReport:
         else:
             target = f"v{self.version}"
         verb = "created" if self.created else "updated"
-        return f"{self.function_name} {verb}: published v{self.version}; alias {self.alias} -> {target}"
+        fed = f"; {self.queue.summary()}" if self.queue else ""
+        return f"{self.function_name} {verb}: published v{self.version}; alias {self.alias} -> {target}{fed}"
 
 
 def deploy(
@@ -100,13 +103,15 @@ def deploy(
     region: str,
     endpoint_url: str | None = None,
     s3_bucket: str | None = None,
+    queue: QueueSettings | None = None,
     client: Any = None,
 ) -> DeployReport:
     """Deploy ``zip_path`` (built by ``build_package``) as ``function_name`` behind ``alias``.
 
     ``client`` is a boto3 Lambda client to use instead of a new one; the Secrets Manager, SSM and S3
     clients are made for ``region``/``endpoint_url``. With ``s3_bucket`` the zip is uploaded there
-    and deployed from S3 (needed above 50 MB, and keeps every shipped artifact).
+    and deployed from S3 (needed above 50 MB, and keeps every shipped artifact). With ``queue`` the
+    alias is also fed by that existing SQS queue (``promptgrade.shipping.queue``).
     """
     zip_path = Path(zip_path)
     code = _read_zip(zip_path)
@@ -120,6 +125,7 @@ def deploy(
 
     lam = client if client is not None else make("lambda")
     _check_api_key_source(make, api_key_secret_id, api_key_parameter, region)
+    check_queue(make, queue, timeout_s)
     record = find(provider)
     if record is not None and record.role_grant is not None:
         _grant(make, role_arn, record.role_grant, model, region)
@@ -144,6 +150,7 @@ def deploy(
         alias_version, routing = _point_alias(
             lam, function_name, alias, current_alias, version, canary_weight
         )
+        fed = connect_queue(lam, make("iam"), role_arn, f"{function_arn}:{alias}", queue) if queue else None
 
     return DeployReport(
         function_name=function_name,
@@ -157,6 +164,7 @@ def deploy(
         code_sha256=code_sha256,
         code_source=source,
         description=description,
+        queue=fed,
     )
 
 

@@ -76,6 +76,7 @@ GRADING_PATH: tuple[str, ...] = (
     "providers/__init__.py",
     "providers/base.py",
     "providers/records.py",  # the Lambda builds the bundle's provider from its record
+    "stored_results.py",  # where an SQS-fed function keeps its results, one per (bundle, image)
 )
 # Each bundle's provider, and only it: a Bedrock zip carries neither google-genai nor its code.
 PROVIDER_MODULES: dict[str, tuple[str, ...]] = {record.name: record.lambda_modules for record in RECORDS}
