@@ -326,53 +326,30 @@ class Sweep:
     ) -> None:
         """Submit what no job holds, wait (or stop, resumable), collect into the cache; then the runner
         sees these models through ``JournalAnswers``, which never calls."""
-        from promptgrade.batch.executor import BatchesPending, BatchExecutor, JournalAnswers
-        from promptgrade.batch.journal import BatchJournal, journal_path
+        from promptgrade.batch.phase import BatchPhase, batch_cache
 
-        if cache is None or cache.cache is None or not cache.read:
-            raise ConfigError(
-                "batch mode fills the answer cache and scores from it: drop --no-cache / --refresh"
-            )
+        answers_cache = batch_cache(cache, "sweep")
         experiment = self.plan.experiment
         specs = {(c.provider, c.model): c.spec for c in candidates}
         clients: dict[tuple[str, str], BatchBackend] = {}
         try:
             for key, spec in specs.items():
                 clients[key] = batch_client(spec, experiment, self.settings)
-        except BaseException:  # a model's fields or credentials refused: close what was opened
+            phase = BatchPhase(
+                self.plan,
+                self.dataset,
+                candidates,
+                clients,
+                answers_cache,
+                poll_s=self.settings.batch_poll_s,
+                max_requests=self.settings.batch_max_requests,
+            )
+            self.batch_outcome = phase.outcome
+            answers = phase.run(wait=wait, listener=listener)
+        finally:  # a model's fields or credentials refused, a stop, or done: close what was opened
             for client in clients.values():
                 client.close()
-            raise
-        journal = BatchJournal(journal_path(cache.cache.path))
-        executor = BatchExecutor(
-            self.plan,
-            self.dataset,
-            candidates,
-            clients,
-            cache.cache,
-            journal,
-            poll_s=self.settings.batch_poll_s,
-            max_requests=self.settings.batch_max_requests,
-        )
-        self.batch_outcome = executor.outcome
-        try:
-            executor.submit()
-            if open_jobs := executor.open_jobs():
-                if not wait:
-                    requests = sum(job.requests for job in open_jobs)
-                    raise BatchesPending(
-                        f"{len(open_jobs)} batch job(s) holding {requests} requests are pending or running "
-                        f"({', '.join(job.name or '?' for job in open_jobs)})"
-                    )
-                executor.wait(listener)
-        finally:
-            for client in clients.values():
-                client.close()
-        providers = dict(self.providers or {})
-        for (provider, model), client in clients.items():
-            held = executor.outcome.held
-            providers[(provider, model)] = JournalAnswers(provider, model, journal, client.base_url, held)
-        self.providers = providers
+        self.providers = {**(self.providers or {}), **answers}
 
     async def _run_and_close(self, work: Coroutine[Any, Any, T]) -> T:
         """Providers' HTTP sessions belong to this event loop: close them before it ends."""

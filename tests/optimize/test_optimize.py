@@ -10,7 +10,6 @@ model (scripted proposals, by model id in the request path). One search runs per
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,106 +18,28 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner, Result
 
-from helpers.sweeps import examples_of
+from helpers.planted_search import (
+    FAKE_API_KEY,
+    INSTRUCTION,
+    OPTIMIZE_ARGS,
+    PLANTED,
+    PROPOSALS,
+    REFLECTION_MODEL,
+    ROOT,
+    TASK_MODEL,
+    N,
+    script,
+    split_truth,
+    write_experiment,
+)
 from promptgrade.cli import app
 from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
 from promptgrade.prompts import PromptLibrary
 from promptgrade.runner import CacheMode
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
-from promptgrade.testing.planted import PlantedTaskModel, ScriptedProposals, fenced
+from promptgrade.testing.planted import ScriptedProposals, fenced
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
-N = 8  # examples per split
-TASK_MODEL, REFLECTION_MODEL = "gemini-2.5-flash", "gemini-2.5-pro"
-FAKE_API_KEY = "test-key-not-real"
-INSTRUCTION = "Count every plate and bowl on the tray before you name a category."
-
-EXPERIMENT = """\
-name: optimize-e2e
-task: {root}/experiments/tasks/meal_tray.yaml
-prompts_dir: {prompts}
-prices: {root}/experiments/prices.yaml
-base_url: {base_url}
-dataset:
-  kind: folder
-  path: {root}/data/sample
-  split: {split}
-  train_split: {train_split}
-  limit: {n}
-  image_max_side: 256
-prompts:
-  - meal_tray_json@1
-models:
-  - model: {model}
-    settings: {{temperature: 0.0, max_output_tokens: 256}}
-concurrency: 4
-max_retries: 1
-retry_initial_s: 0.01
-"""
-
-START_BODY = PromptLibrary(ROOT / "prompts").get("meal_tray_json", 1).body.strip()
-PLANTED = START_BODY.replace("Return a JSON object with:", f"{INSTRUCTION}\n\nReturn a JSON object with:")
-PROPOSALS = [
-    fenced(START_BODY + "\nNotes: {{ tray_notes }}"),  # p1: a variable the task does not have
-    fenced(START_BODY + "\n{% if categories %}unterminated"),  # p2: does not parse
-    fenced("Describe the tray in one friendly sentence."),  # p3: drops the JSON answer the task parses
-    fenced(PLANTED),  # p4: the planted improvement
-    fenced(START_BODY.replace("Task:", "Your task:")),  # a rewording that changes nothing
-    fenced(START_BODY + "\nFor tray-0001 answer soup."),  # hard-codes an example's answer
-]
-
-
-def write_experiment(
-    tmp: Path, server: FakeGemini, *, split: str = "test", train_split: str = "train", name: str = "exp"
-) -> Path:
-    prompts = tmp / "prompts"
-    if not prompts.exists():
-        shutil.copytree(ROOT / "prompts", prompts)
-    path = tmp / f"{name}-{split}-{train_split}.yaml"
-    path.write_text(
-        EXPERIMENT.format(
-            root=ROOT,
-            prompts=prompts,
-            base_url=server.base_url,
-            split=split,
-            train_split=train_split,
-            n=N,
-            model=TASK_MODEL,
-        ),
-        encoding="utf-8",
-    )
-    return path
-
-
-def split_truth(experiment: Path, split: str) -> dict[str, tuple[tuple[str, ...], float]]:
-    return {
-        e.image.sha256: (e.labels.categories, e.labels.grade or 0.0) for e in examples_of(experiment, split)
-    }
-
-
-def script(server: FakeGemini, experiment: Path) -> ScriptedProposals:
-    truth: dict[str, tuple[tuple[str, ...], float]] = {}
-    for split in ("train", "validation", "test"):
-        truth |= split_truth(experiment, split)
-    server.default_answer = PlantedTaskModel(truth, INSTRUCTION, wrong_category="snack")
-    proposals = ScriptedProposals(PROPOSALS)
-    server.model_answers[REFLECTION_MODEL] = proposals
-    return proposals
-
-
-OPTIMIZE_ARGS = [
-    "--prompt",
-    "meal_tray_json@1",
-    "--reflection-model",
-    REFLECTION_MODEL,
-    "--max-calls",
-    "200",
-    "--candidates",
-    "4",
-    "--minibatch",
-    str(N),
-]
 
 
 @dataclass
@@ -366,6 +287,33 @@ def test_the_dry_run_prints_the_bound_and_calls_nothing(tmp_path: Path, server: 
     assert "at most 178 calls" in result.output and "$" in result.output
     assert "never the evaluation split 'test'" in result.output
     assert server.calls == 0
+
+
+def test_the_bound_counts_every_sample_and_batch_halves_its_dollars(
+    tmp_path: Path, server: FakeGemini
+) -> None:
+    """``samples: 3`` is three requests per tray for every evaluation; ``--batch`` prices them at the
+    batch rate (half), while the reflection model stays online at its online price."""
+    experiment = write_experiment(tmp_path, server)
+    args = ["--prompt", "meal_tray_json@1", "--dry-run", "--minibatch", "4", "--candidates", "2"]
+    once = optimize(experiment, *args)
+    text = experiment.read_text().replace("settings: {temperature", "samples: 3\n    settings: {temperature")
+    experiment.write_text(text.replace("temperature: 0.0", "temperature: 0.7"))
+    online, batch = optimize(experiment, *args), optimize(experiment, *args, "--batch")
+    assert once.exit_code == online.exit_code == batch.exit_code == 0, (
+        once.output + online.output + batch.output
+    )
+    assert "at most 178 calls" in once.output
+    # 3 × 8 + 5 rounds × 2 proposals × (3 × (4 + 4 + 8) + 1)
+    assert "at most 514 calls" in online.output and "at most 514 calls" in batch.output
+
+    def dollars(output: str) -> float:
+        return float(output.split(" calls, $")[1].split()[0])
+
+    # one sample's task requests cost t, the reflection calls r: once = t + r, online = 3t + r
+    t = (dollars(online.output) - dollars(once.output)) / 2
+    assert t > 0 and dollars(batch.output) == pytest.approx(dollars(online.output) - 1.5 * t, abs=2e-4)
+    assert "(batch)" in batch.output and server.calls == 0
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeGemini) -> None:

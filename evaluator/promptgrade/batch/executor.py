@@ -28,7 +28,7 @@ from promptgrade.estimate import reference_sizes, request_input_tokens, size_of
 from promptgrade.grading import build_request
 from promptgrade.providers.base import Completion, CompletionRequest, ErrorInfo, ErrorKind
 from promptgrade.providers.batch_base import SUCCEEDED, BatchAPIError, BatchBackend, JobStatus, request_bytes
-from promptgrade.runner import SweepStopped
+from promptgrade.runner import Budget, SweepStopped
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS
 
 MAX_POLL_FAILURES = 8  # consecutive failed polls (5xx, connection) before the wait stops, resumable
@@ -84,13 +84,16 @@ class BatchExecutor:
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = FIRST_POLL_S,
         max_requests: int | None = None,
+        budget: Budget | None = None,
     ) -> None:
         """``max_requests``: the lab's own cap on requests per job (``PROMPTGRADE_BATCH_MAX_REQUESTS``),
-        below the provider's documented one."""
+        below the provider's documented one. ``budget``: a budget shared with online calls (an
+        optimisation's); without it, the experiment's ``max_calls`` / ``max_cost_usd`` bound the jobs."""
         self.plan, self.dataset, self.candidates = plan, dataset, candidates
         self.poll_s, self.max_requests = poll_s, max_requests
         self.clients, self.cache, self.journal = clients, cache, journal
         self.sleep, self.clock = sleep, clock
+        self.budget = budget
         self.outcome = BatchOutcome()
         self._needed: set[str] | None = None
         self._job_keys: dict[str, set[str]] = {}
@@ -149,40 +152,56 @@ class BatchExecutor:
     def _check_budget(self, plans: list[tuple[Candidate, list[tuple[str, str, CompletionRequest]]]]) -> None:
         """A job is paid for as a whole: the budget is checked before any is submitted, at the batch
         price and the same worst case for output as an online call's reservation."""
-        experiment = self.plan.experiment
+        experiment, budget = self.plan.experiment, self.budget
         requests = sum(len(todo) for _, todo in plans)
-        if experiment.max_calls is not None and requests > experiment.max_calls:
+        max_calls = experiment.max_calls if budget is None else budget.max_calls
+        used = 0 if budget is None else budget.calls
+        if max_calls is not None and used + requests > max_calls:
             raise SweepStopped(
-                f"max_calls={experiment.max_calls}: the batch jobs would hold {requests} requests; nothing "
-                "was submitted",
+                f"max_calls={max_calls}: the batch jobs would hold {requests} requests"
+                + (f" after {used} calls" if used else "")
+                + "; nothing was submitted",
                 "budget",
             )
-        if experiment.max_cost_usd is None:
+        max_cost = experiment.max_cost_usd if budget is None else budget.max_cost_usd
+        if max_cost is None:
             return
-        cost = 0.0
-        for candidate, todo in plans:
-            price = price_for(candidate.model, self.plan.prices, batch=True)
-            if price is None:
-                continue
-            output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
-            references = reference_sizes(candidate)
-            for _, _, request in todo:
-                size = size_of(request.image)
-                tokens = request_input_tokens(
-                    self.plan,
-                    candidate.model,
-                    request.prompt,
-                    size,
-                    request.settings.media_resolution,
-                    references,
-                )
-                cost += price.cost(tokens, output)
-        if cost > experiment.max_cost_usd:
+        spent = 0.0 if budget is None else budget.spent_usd + budget.reserved_usd
+        cost = sum(
+            self._worst_cost(candidate, request) for candidate, todo in plans for _, _, request in todo
+        )
+        if spent + cost > max_cost:
             raise SweepStopped(
-                f"max_cost_usd=${experiment.max_cost_usd:g}: the batch jobs could cost ~${cost:.4f} at the "
-                "batch price; nothing was submitted",
+                f"max_cost_usd=${max_cost:g}: the batch jobs could cost ~${cost:.4f} at the batch price"
+                + (f" after ${spent:.4f} spent" if spent else "")
+                + "; nothing was submitted",
                 "budget",
             )
+
+    def _worst_cost(self, candidate: Candidate, request: CompletionRequest) -> float:
+        price = price_for(candidate.model, self.plan.prices, batch=True)
+        if price is None:
+            return 0.0
+        output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+        tokens = request_input_tokens(
+            self.plan,
+            candidate.model,
+            request.prompt,
+            size_of(request.image),
+            request.settings.media_resolution,
+            reference_sizes(candidate),
+        )
+        return price.cost(tokens, output)
+
+    def _charge(self, model: str, completion: Completion) -> None:
+        """An answered request counts on a shared budget as a call at the batch price, when collected
+        (a job adopted from a killed run is charged by the run that collects it)."""
+        if self.budget is None:
+            return
+        price = price_for(model, self.plan.prices, batch=True)
+        self.budget.calls += 1
+        if price is not None:
+            self.budget.spent_usd += price.cost(completion.input_tokens, completion.output_tokens)
 
     def _ours(self, job: JobRecord) -> bool:
         return (job.provider, job.model) in self.clients
@@ -299,6 +318,7 @@ class BatchExecutor:
             if cacheable(completion):
                 self.cache.put(result.key, job.provider, job.model, completion)
                 answered.append(result.key)
+                self._charge(job.model, completion)
             else:
                 failed[result.key] = completion.error.message if completion.error else "no answer"
         ended = status.state.removeprefix("JOB_STATE_").lower()

@@ -46,6 +46,14 @@ def optimize(
             "trays shown as references (the start must place {{ ref.image }}).",
         ),
     ] = 0,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Evaluate with the task models' batch jobs (half price; each evaluation waits for its "
+            "jobs, up to 24 h). The reflection model is asked online.",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the call and cost bound only.")] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the answer cache.")
@@ -74,6 +82,7 @@ def optimize(
         limit=limit,
         seed=seed,
         references=references,
+        batch=batch,
     )
     search = Optimization(experiment, options)
     bound = search.bound()
@@ -100,7 +109,7 @@ def _print_plan(search: Optimization, bound: Bound) -> None:
     evaluated = search.evaluated_on
     shown = "" if search.validation is None else f", failures shown from {search.train.split!r}"
     cost = "unknown (a model has no price)" if bound.cost_usd is None else f"${bound.cost_usd:.4f}"
-    models = ", ".join(sorted({s.model for s in search.task_specs}))
+    models = ", ".join(sorted({s.model + (" (batch)" if s.batch else "") for s in search.task_specs}))
     _say(
         f"optimise {search.start.ref} for {search.metric} with {models}; reflection: {search.reflection.model}"
     )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptgrade.candidates import Candidate
-from promptgrade.config import Plan, PromptRef, load_experiment, plan_experiment, price_for
+from promptgrade.config import ModelSpec, Plan, PromptRef, load_experiment, plan_experiment, price_for
 from promptgrade.data.examples import Example, LoadedDataset
 from promptgrade.data.loaders import SplitNotFound, load_dataset_split
 from promptgrade.errors import ConfigError, DatasetError, PromptError, PromptgradeError
@@ -49,9 +49,12 @@ from promptgrade.providers.base import Provider
 from promptgrade.references import Reference
 from promptgrade.runner import Budget, CacheMode, Caller, SweepStopped, run_sweep
 from promptgrade.scoring import Outcome, summarise
+from promptgrade.settings import load_settings
 from promptgrade.tokens import EXPECTED_OUTPUT_TOKENS, text_tokens
 
 if TYPE_CHECKING:
+    from promptgrade.batch.journal import JobRecord
+    from promptgrade.providers.batch_base import BatchBackend, JobStatus
     from promptgrade.tracking.optimize import OptimizationTracker  # mlflow: only when a search runs
 
 GROWTH = 2  # a proposal may be at most this many times the start template's length (keeps the bound true)
@@ -76,6 +79,7 @@ class Options:
     limit: int | None = None  # the first N examples of each split (tests, trials)
     seed: int = 0
     references: int = 0  # reference changes tried per round, besides the ``candidates`` rewrites
+    batch: bool = False  # the task models' evaluations as provider batch jobs (the reflection stays online)
 
 
 @dataclass(frozen=True)
@@ -153,13 +157,13 @@ class Optimization:
         if self.metric not in ("category_accuracy", "category_top1_accuracy", "grade_accuracy", "grade_mae"):
             raise ConfigError(f"cannot optimise {self.metric!r}")
         self.task = plan.task
-        self.task_specs = list(experiment.models)
+        self.task_specs = self._task_specs(experiment.models)
         self.prompts_dir = experiment.resolve(experiment.prompts_dir)
         self.library = PromptLibrary(self.prompts_dir)
         self.start = self._start_prompt(options.prompt)
         self.reflect_prompt = reflection.reflection_prompt(self.prompts_dir)
         self.reflection = reflection.reflection_spec(plan, options.reflection_model)
-        models = list(experiment.models)
+        models = list(self.task_specs)
         if all((s.provider, s.model) != (self.reflection.provider, self.reflection.model) for s in models):
             models.append(self.reflection)  # the runner keeps limits and health per model
         self.plan: Plan = plan.model_copy(
@@ -190,6 +194,9 @@ class Optimization:
             options.max_cost_usd if options.max_cost_usd is not None else experiment.max_cost_usd
         )
         self.providers: dict[tuple[str, str], Provider] | None = None
+        self.batch_clients: dict[tuple[str, str], BatchBackend] = {}
+        self.batch_poll_s: float = 10.0
+        self.batch_max_requests: int | None = None
         self.nodes: list[Node] = []
         self.stop_reason = ""
         self.stop_kind = ""
@@ -199,6 +206,16 @@ class Optimization:
         self.tracker: OptimizationTracker | None = None
 
     # -- free checks -----------------------------------------------------------------------------
+    def _task_specs(self, models: list[ModelSpec]) -> list[ModelSpec]:
+        """``--batch``: every task model as batch jobs (one clear line for a model without a batch API)."""
+        if not self.options.batch:
+            return list(models)
+        from promptgrade.sweep import batch_models, check_batch_models
+
+        batched = batch_models(models)
+        check_batch_models(batched)
+        return batched
+
     def _start_prompt(self, ref: str) -> PromptVersion:
         try:
             parsed = PromptRef.model_validate(ref)
@@ -313,7 +330,7 @@ class Optimization:
         holds for every proposal, not only the start prompt)."""
         evaluated = self.evaluated_on.examples
         m = min(self.options.minibatch, len(self.train.examples))
-        per_example = len(self.candidates_for(self.start))
+        per_example = sum(c.samples for c in self.candidates_for(self.start))  # k requests per tray each
         seed_calls = per_example * len(evaluated)
         proposal_calls = 2 * m * per_example + 1 + per_example * len(evaluated)
         longest = "x" * self.max_rendered_chars
@@ -348,7 +365,7 @@ class Optimization:
     ) -> float | None:
         total = 0.0
         for candidate in self.candidates_for(self.start):
-            price = price_for(candidate.model, self.plan.prices)
+            price = price_for(candidate.model, self.plan.prices, batch=candidate.batch)
             if price is None:
                 return None
             output = candidate.settings.max_output_tokens or EXPECTED_OUTPUT_TOKENS
@@ -357,7 +374,7 @@ class Optimization:
                 tokens = request_input_tokens(
                     self.plan, candidate.model, prompt, size_of(example.image), media, references
                 )
-                total += price.cost(tokens, output)
+                total += price.cost(tokens, output) * candidate.samples
         return total
 
     def _reflection_cost(self, m: int) -> float | None:
@@ -398,6 +415,39 @@ class Optimization:
             if (spec.provider, spec.model) not in providers:
                 providers[(spec.provider, spec.model)] = provider_for(spec, experiment)
         self.providers = providers
+        if self.options.batch:
+            self._connect_batches()
+
+    def _connect_batches(self) -> None:
+        """The task models' batch back-ends, kept for the whole search. A service with a minimum job
+        size (Bedrock's 100 records) is refused now: a minibatch evaluation (8 trays, part of them
+        cached) is far below it, so its requests would only ever be held back, never answered."""
+        from promptgrade.sweep import batch_client
+
+        settings = load_settings()
+        experiment = self.plan.experiment
+        try:
+            for spec in self.task_specs:
+                key = (spec.provider, spec.model)
+                if key in self.batch_clients:
+                    continue
+                client = self.batch_clients[key] = batch_client(spec, experiment, settings)
+                if client.limits.min_requests > 1:
+                    raise ConfigError(
+                        f"optimize --batch: {spec.model}'s batch jobs take at least "
+                        f"{client.limits.min_requests} requests, and the search's minibatch evaluations hold "
+                        f"{self.options.minibatch} trays or fewer: optimise it online (drop --batch), or "
+                        "batch only the final sweep of the versions it writes"
+                    )
+        except BaseException:
+            self._close_batches()
+            raise
+        self.batch_poll_s, self.batch_max_requests = settings.batch_poll_s, settings.batch_max_requests
+
+    def _close_batches(self) -> None:
+        for client in self.batch_clients.values():
+            client.close()
+        self.batch_clients = {}
 
     # -- the search ------------------------------------------------------------------------------
     def run(
@@ -415,9 +465,13 @@ class Optimization:
         from promptgrade.tracking.optimize import OptimizationTracker
 
         self.check_budget(self.bound())
+        self.cache = cache or CacheMode.off()
+        if self.options.batch:
+            from promptgrade.batch.phase import batch_cache
+
+            batch_cache(self.cache, "optimize")
         if self.providers is None:
             self.connect()
-        self.cache = cache or CacheMode.off()
         if on_event is not None:
             self.say = on_event
         tracker = OptimizationTracker(self.plan.experiment.name, tracking_uri)
@@ -486,6 +540,7 @@ class Optimization:
                 else {}
             ),
             **({"reference_changes": self.options.references} if self.options.references else {}),
+            **({"batch": True} if self.options.batch else {}),
         }
 
     async def _search_and_close(self) -> None:
@@ -494,19 +549,26 @@ class Optimization:
         finally:
             for provider in (self.providers or {}).values():
                 await provider.aclose()
+            self._close_batches()
 
     async def _evaluate(self, node: Node, examples: list[Example], split: str) -> dict[str, Outcome]:
         """Outcomes by instance (candidate label · example id), through the runner, on the shared budget."""
         prompt = self._prompt(node)
         dataset = LoadedDataset(self.train.name, split, "", examples)
-        results = await run_sweep(
-            self.plan,
-            dataset,
-            self.candidates_for(prompt),
-            self.providers or {},
-            cache=self.cache,
-            budget=self.budget,
-        )
+        candidates = self.candidates_for(prompt)
+        providers: dict[tuple[str, str], Provider] = dict(self.providers or {})
+        close: list[Provider] = []
+        if self.batch_clients:
+            answers = self._batch(dataset, candidates)
+            providers.update(answers)
+            close.extend(answers.values())
+        try:
+            results = await run_sweep(
+                self.plan, dataset, candidates, providers, cache=self.cache, budget=self.budget
+            )
+        finally:
+            for provider in close:
+                await provider.aclose()
         many = len(results) > 1
         return {
             (f"{r.candidate.model} · {o.example_id}" if many else o.example_id): o
@@ -514,6 +576,43 @@ class Optimization:
             for o in r.outcomes
             if o.status != "skipped"
         }
+
+    def _batch(self, dataset: LoadedDataset, candidates: list[Candidate]) -> dict[tuple[str, str], Provider]:
+        """This evaluation's uncached requests as batch jobs, waited for on this thread (the search has
+        nothing else to do meanwhile; Ctrl-C stops the wait, the journal keeps the jobs, and the same
+        command picks them up). A request no job answered stops the search, resumable: scoring it as
+        a wrong answer would mislead the search."""
+        from promptgrade.batch.phase import BatchPhase, batch_cache
+
+        phase = BatchPhase(
+            self.plan,
+            dataset,
+            candidates,
+            self.batch_clients,
+            batch_cache(self.cache, "optimize"),
+            poll_s=self.batch_poll_s,
+            max_requests=self.batch_max_requests,
+            budget=self.budget,
+        )
+        answers = phase.run(wait=True, listener=_BatchSayer(self.say))
+        outcome = phase.outcome
+        for note in outcome.notes:
+            self.say(f"batch: {note}")
+        unanswered = [(label, row) for label, rows in outcome.failed_requests.items() for row in rows]
+        if unanswered or outcome.held:
+            phase.journal.close()
+            first = (
+                f"{unanswered[0][0]} · {unanswered[0][1][0]}: {unanswered[0][1][1]}"
+                if unanswered
+                else next(iter(outcome.held.values()))
+            )
+            raise SweepStopped(
+                f"{len(unanswered) + len(outcome.held)} request(s) of this evaluation were not answered by "
+                f"their batch jobs ({first}); the answers received are cached and the same command "
+                "resubmits the rest",
+                "failing",
+            )
+        return dict(answers)
 
     def _prompt(self, node: Node) -> PromptVersion:
         """A node as a prompt version: its body with the start prompt's output preference, showing its
@@ -721,6 +820,25 @@ class Optimization:
             references_from=self._references_from,
         )
         return write_versions(chosen, self.nodes, self.start, self.library, provenance)
+
+
+class _BatchSayer:
+    """A line when a job is first seen and when it ends: an optimisation's batch waits are told, not
+    drawn (the search prints one line per step)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.seen: dict[str, bool] = {}  # local id → ended
+
+    def batches_update(self, jobs: list[tuple[JobRecord, JobStatus]], elapsed_s: float) -> None:
+        for job, status in jobs:
+            if job.local_id not in self.seen:
+                self.seen[job.local_id] = False
+                self.say(f"batch: waiting for {job.name} ({job.requests} requests of {job.candidate_label})")
+            if status.done and not self.seen[job.local_id]:
+                self.seen[job.local_id] = True
+                state = status.state.removeprefix("JOB_STATE_").lower()
+                self.say(f"batch: {job.name} {state} after {elapsed_s:.0f} s")
 
 
 def _unshown(batch: list[Example], references: tuple[Reference, ...]) -> list[Example]:
