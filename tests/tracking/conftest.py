@@ -4,6 +4,7 @@ tests that need a tracking server (and only those), killed with SIGKILL by the o
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +12,19 @@ from helpers.mlflow_server import MlflowServer
 
 
 @pytest.fixture
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path
+) -> Iterator[MlflowServer]:
     """A server of the test's own: the test may kill it."""
-    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as server:
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server"), _migrated_mlflow_db) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def shared_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One server for a module's tests, which keep apart by experiment name (a start costs seconds)."""
-    with MlflowServer(tmp_path_factory.mktemp("shared-mlflow-server")) as server:
+@pytest.fixture(scope="session")
+def shared_mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path
+) -> Iterator[MlflowServer]:
+    """One server for every test that does not kill it (they keep apart by experiment name): a start
+    costs seconds. The tests using it are one xdist group, so one worker starts it once."""
+    with MlflowServer(tmp_path_factory.mktemp("shared-mlflow-server"), _migrated_mlflow_db) as server:
         yield server

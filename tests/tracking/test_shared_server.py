@@ -28,7 +28,8 @@ RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 8
 CONCURRENCY = 4  # helpers.scripted_sweeps' experiments
 
-pytestmark = pytest.mark.traces
+# one worker runs them all, so the shared server starts once (make test runs with --dist loadgroup)
+pytestmark = [pytest.mark.traces, pytest.mark.xdist_group("shared-mlflow-server")]
 
 
 def candidate_runs(uri: str, name: str) -> list[Any]:

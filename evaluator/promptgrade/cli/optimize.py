@@ -12,6 +12,7 @@ from promptgrade.cli.common import TrackingOpt, app, esc, user_errors
 
 if TYPE_CHECKING:
     from promptgrade.optimize.search import Bound, Optimization, Report
+    from promptgrade.runner import CacheMode
 
 
 @app.command("optimize")
@@ -67,7 +68,7 @@ def optimize(
     lineage; sweep them on the evaluation split and promote as usual. Nothing is released or promoted.
     """
     from promptgrade.cache import AnswerCache
-    from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
+    from promptgrade.optimize.search import Optimization, Options
     from promptgrade.runner import CacheMode
 
     options = Options(
@@ -85,15 +86,22 @@ def optimize(
         batch=batch,
     )
     search = Optimization(experiment, options)
+    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path))
+    _search(search, dry_run=dry_run, cache=mode, tracking_uri=tracking_uri)
+
+
+def _search(search: Optimization, *, dry_run: bool, cache: CacheMode, tracking_uri: str | None) -> None:
+    """The plan, then (unless a dry run) the search, its report and its exit code."""
+    from promptgrade.optimize.search import OptimizationInterrupted
+
     bound = search.bound()
     _print_plan(search, bound)
     if dry_run:
         search.check_budget(bound)
         common.console.print("[green]dry run: nothing was called[/]")
         return
-    mode = CacheMode.off() if no_cache else CacheMode(AnswerCache(cache_path))
     try:
-        report = search.run(tracking_uri=tracking_uri, cache=mode, on_event=_say)
+        report = search.run(tracking_uri=tracking_uri, cache=cache, on_event=_say)
     except OptimizationInterrupted as stopped:
         _print_report(stopped.report)
         common.err.print("[yellow]interrupted[/] — what was found is written and logged", highlight=False)
