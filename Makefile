@@ -33,7 +33,7 @@ test: install-cnn
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto --dist loadgroup
+	$(BIN)/pytest -n auto --dist loadfile
 
 format: install
 	$(BIN)/ruff check --fix .

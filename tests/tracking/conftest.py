@@ -25,6 +25,6 @@ def shared_mlflow_server(
     tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path
 ) -> Iterator[MlflowServer]:
     """One server for every test that does not kill it (they keep apart by experiment name): a start
-    costs seconds. The tests using it are one xdist group, so one worker starts it once."""
+    costs seconds. They are one module, and `make test` hands a module to one worker (--dist loadfile)."""
     with MlflowServer(tmp_path_factory.mktemp("shared-mlflow-server"), _migrated_mlflow_db) as server:
         yield server

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +37,15 @@ def test_a_second_sweep_never_joins_a_running_one(
     path = tmp_path / "exp.yaml"
     examples = write_experiment(path, name="shared", base_url=gemini_server.base_url, n=N)
     gemini_server.default_answer = planted_answers(examples, {e.id for e in examples}, set())
-    gemini_server.latency_s = 2.0  # 4 waves of 2 s: the first sweep still runs when the second starts
+    # the first sweep's answers wait until the second sweep has ended: it is still running however slowly
+    # the second one starts (a fixed latency lost that race on a slow machine)
+    second_done = threading.Event()
+
+    def after_the_second(info: object) -> float:
+        second_done.wait(60)
+        return 0.0
+
+    gemini_server.latency_s = after_the_second
     first = spawn(path, tracking)
     deadline = time.monotonic() + 120
     while gemini_server.calls < 2:
@@ -44,13 +53,16 @@ def test_a_second_sweep_never_joins_a_running_one(
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
-    second = subprocess.run(
-        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
+            env={**os.environ, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        second_done.set()
     output = first.communicate(timeout=300)[0]
 
     assert first.returncode == 0, output

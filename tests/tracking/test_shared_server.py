@@ -28,8 +28,7 @@ RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 8
 CONCURRENCY = 4  # helpers.scripted_sweeps' experiments
 
-# one worker runs them all, so the shared server starts once (make test runs with --dist loadgroup)
-pytestmark = [pytest.mark.traces, pytest.mark.xdist_group("shared-mlflow-server")]
+pytestmark = pytest.mark.traces
 
 
 def candidate_runs(uri: str, name: str) -> list[Any]:

@@ -204,6 +204,14 @@ class Tracker:
         if stop_reason:
             self.client.set_tag(self.parent_run_id, "stop_reason", stop_reason[:5000])
         self.client.set_terminated(self.parent_run_id, status=status)
+        self.close_workers()
+
+    def close_workers(self) -> None:
+        """The trace workers end with the sweep: a process that runs many sweeps (a notebook, the
+        tests) would otherwise keep a pool of processes per tracking store it ever wrote to."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- candidates ----------------------------------------------------------------------------
     def candidate_run(

@@ -130,6 +130,9 @@ def _dispatch(
 
 
 def _tracker(trackers: dict[Key, Any], key: Key) -> Any:
+    for other, idle in trackers.items():
+        if other != key:
+            idle.close_workers()  # a sweep that stopped early never reached finish_sweep
     tracker = trackers.get(key)
     if tracker is None:
         from promptgrade.tracking.runs import Tracker, trace_workers_for
