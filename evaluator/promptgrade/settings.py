@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="Default of `trace_examples` for experiments that do not set it (one MLflow trace "
         "per example); `0` turns it off for a whole CI.",
     )
+    trace_workers_after: Count = Field(
+        512,
+        validation_alias="PROMPTGRADE_TRACE_WORKERS_AFTER",
+        description="Against a tracking server, on 2+ cores, a sweep's writer hands trace batches to two "
+        "worker processes once it has written this many traces itself: a smaller sweep is done before "
+        "the workers would have started (each imports MLflow, seconds of CPU).",
+    )
     gemini_convert_per_call: Flag = Field(
         False,
         validation_alias="PROMPTGRADE_GEMINI_CONVERT_PER_CALL",

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from helpers import sweeps
 from helpers.mlflow_server import MlflowServer
 from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.testing.gemini_server import FakeGemini
+from promptgrade.tracking import writer
 
 N = 24
 
@@ -49,7 +51,19 @@ def traces_of(run: Any) -> list[Any]:
     )
 
 
+@pytest.fixture
+def trace_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The writer hands trace batches to its worker processes after its first batch, as it does in a
+    sweep of 512 trays or more: a writer started with the variable set, ended after the test so that no
+    other test's sweep inherits it."""
+    monkeypatch.setenv("PROMPTGRADE_TRACE_WORKERS_AFTER", "1")
+    writer.shutdown()
+    yield
+    writer.shutdown()
+
+
 def test_a_sweep_on_a_tracking_server_then_the_server_lost_and_back(
+    trace_workers: None,
     tmp_path: Path,
     mlflow_server: MlflowServer,
     gemini_server: FakeGemini,

@@ -37,6 +37,7 @@ from promptgrade.ranking import rank_results
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, Outcome, flatten, per_category
+from promptgrade.settings import load_settings
 from promptgrade.task import Task
 from promptgrade.tracking.payloads import Owner
 from promptgrade.tracking.registry import PromptRegistry
@@ -105,6 +106,7 @@ class Tracker:
         self.parent_run_id = ""
         self._traces: Any = None  # a TraceWriter, made with the first trace
         self._pool: Any = None  # the trace workers (see _trace_pool)
+        self._traced_here = 0  # traces this process wrote itself (the workers start after enough)
         self._pending_traces: dict[str, list[Any]] = {}  # run id -> its batches in the workers
         self._contexts: dict[str, Any] = {}  # run id -> its TraceContext
 
@@ -374,11 +376,16 @@ class Tracker:
 
         if self._traces is None:
             self._traces = TraceWriter(self.uri)
-        return len(self._traces.write(context, items))
+        written = len(self._traces.write(context, items))
+        self._traced_here += written
+        return written
 
     def _trace_pool(self) -> Any:
-        """Worker processes for traces, when this machine has a core to spare for them (None: write here)."""
+        """Worker processes for traces, when this machine has a core to spare for them and the sweep is
+        big enough to repay their start (None: write here)."""
         if self.trace_workers < 1:
+            return None
+        if self._pool is None and self._traced_here < load_settings().trace_workers_after:
             return None
         if self._pool is None:
             import multiprocessing
