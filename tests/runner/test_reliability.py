@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -364,11 +365,21 @@ def test_killed_sweep_resumes_with_exactly_the_missing_calls_into_the_same_runs(
     tmp_path: Path, server: FakeGemini, tracking: str, fake_api_key: str, sig: signal.Signals
 ) -> None:
     path = write_experiment(tmp_path, server, concurrency=2)
-    server.latency_s = 0.1  # wide enough to signal mid-run even on a loaded machine
+    # calls after the ninth are held until the signal is sent: the sweep is mid-run when it arrives,
+    # however slow the machine (a plain 0.1 s latency let a slow test process signal after the end)
+    signalled = threading.Event()
+
+    def held_after_nine(info: RequestInfo) -> float:
+        if server.calls > 9:
+            signalled.wait(30)
+        return 0.1
+
+    server.latency_s = held_after_nine
     env = {**os.environ, "COLUMNS": "200"}
     process = _spawn(path, tracking, env)
     _wait_for_calls(server, 9, process)
     process.send_signal(sig)
+    signalled.set()
     output = process.communicate(timeout=60)[0].decode()
     if sig == signal.SIGINT:
         assert process.returncode == 130, output
