@@ -338,9 +338,18 @@ def test_cost_budget_counts_the_calls_in_flight(
 
 
 # -- kill -9 and Ctrl-C -------------------------------------------------------------------------------------
+# `promptgrade sweep` as a terminal starts it: with Python's Ctrl-C handler even where the suite itself
+# runs with SIGINT ignored (a background job of a shell without job control, as `make test &` is), which
+# a child would inherit and Python would then honour by never raising KeyboardInterrupt.
+AS_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'promptgrade'; runpy.run_module('promptgrade.cli', run_name='__main__')"
+)
+
+
 def _spawn(path: Path, tracking: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
+        [sys.executable, "-c", AS_IN_A_TERMINAL, "sweep", str(path), "--tracking-uri", tracking],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
