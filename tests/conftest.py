@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers.provider_servers import FAKE_API_KEY, ServedProvider, serve
+from helpers.provider_servers import ServedProvider, serve, use_fake_gemini_key
 from promptgrade.providers.records import NAMES
 from promptgrade.testing.gemini_server import FakeGemini
 
@@ -137,14 +137,8 @@ def gemini_server() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def fake_api_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A dummy GEMINI_API_KEY, with every variable that could redirect or re-authenticate the SDK removed.
-
-    Without this a developer's real key or GOOGLE_GEMINI_BASE_URL would leak into tests.
-    """
-    for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", FAKE_API_KEY)
-    return FAKE_API_KEY
+    """A dummy GEMINI_API_KEY for this test (see ``use_fake_gemini_key``)."""
+    return use_fake_gemini_key(monkeypatch)
 
 
 @pytest.fixture(scope="session")

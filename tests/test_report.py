@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.cli import app
 from promptgrade.data.examples import Example
@@ -31,9 +32,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     text answer to the first tray unreadable — so 8 disagreements and 1 failure."""
     tmp = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-            env.delenv(name, raising=False)
-        env.setenv("GEMINI_API_KEY", "test-key-not-real")
+        use_fake_gemini_key(env)
         env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
         env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
         env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")

@@ -16,7 +16,6 @@ from promptgrade.testing.planted import PlantedTaskModel, ScriptedProposals, fen
 
 N = 8  # examples per split
 TASK_MODEL, REFLECTION_MODEL = "gemini-2.5-flash", "gemini-2.5-pro"
-FAKE_API_KEY = "test-key-not-real"
 INSTRUCTION = "Count every plate and bowl on the tray before you name a category."
 
 EXPERIMENT = """\

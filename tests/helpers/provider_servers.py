@@ -33,6 +33,15 @@ FaultName = Literal["server_error", "rate_limited"]
 MODELS = {"gemini": "gemini-2.5-flash", "bedrock": "amazon.nova-lite-v1:0", "openai": "qwen2.5-vl-7b"}
 
 
+def use_fake_gemini_key(env: pytest.MonkeyPatch) -> str:
+    """A dummy GEMINI_API_KEY, with every variable that could redirect or re-authenticate the SDK removed:
+    a developer's real key or GOOGLE_GEMINI_BASE_URL never reaches a test."""
+    for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
+        env.delenv(name, raising=False)
+    env.setenv("GEMINI_API_KEY", FAKE_API_KEY)
+    return FAKE_API_KEY
+
+
 @dataclass
 class ServedProvider:
     """One provider's started server and what a model spec needs to reach it."""

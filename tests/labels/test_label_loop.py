@@ -23,6 +23,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from typer.testing import CliRunner
 
 from helpers.label_studio import REAL_EXPORT, ls_export
+from helpers.provider_servers import use_fake_gemini_key
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
@@ -87,9 +88,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) ->
     shutil.copy(_migrated_mlflow_db, db)
     tracking = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-            env.delenv(name, raising=False)
-        env.setenv("GEMINI_API_KEY", "test-key-not-real")
+        use_fake_gemini_key(env)
         env.setenv("PROMPTGRADE_CACHE", str(root / "answer-cache.sqlite"))
         path = root / "exp.yaml"
         path.write_text(

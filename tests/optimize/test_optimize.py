@@ -19,7 +19,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner, Result
 
 from helpers.planted_search import (
-    FAKE_API_KEY,
     INSTRUCTION,
     OPTIMIZE_ARGS,
     PLANTED,
@@ -32,6 +31,7 @@ from helpers.planted_search import (
     split_truth,
     write_experiment,
 )
+from helpers.provider_servers import use_fake_gemini_key
 from promptgrade.cli import app
 from promptgrade.optimize.search import Optimization, OptimizationInterrupted, Options
 from promptgrade.prompts import PromptLibrary
@@ -60,9 +60,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searched]:
     """One optimisation, end to end through the CLI; the tests below read what it left behind."""
     tmp = tmp_path_factory.mktemp("optimize")
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-            env.delenv(name, raising=False)
-        env.setenv("GEMINI_API_KEY", FAKE_API_KEY)
+        use_fake_gemini_key(env)
         experiment = write_experiment(tmp, server)
         proposals = script(server, experiment)
         tracking, cache = f"sqlite:///{tmp / 'mlflow.db'}", tmp / "cache.sqlite"

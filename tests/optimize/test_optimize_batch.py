@@ -20,7 +20,6 @@ from typer.testing import CliRunner, Result
 
 from helpers.batch_servers import is_batch
 from helpers.planted_search import (
-    FAKE_API_KEY,
     INSTRUCTION,
     OPTIMIZE_ARGS,
     REFLECTION_MODEL,
@@ -28,6 +27,7 @@ from helpers.planted_search import (
     script,
     write_experiment,
 )
+from helpers.provider_servers import use_fake_gemini_key
 from promptgrade.cli import app
 from promptgrade.prompts import PromptLibrary
 from promptgrade.testing.batch_scripts import JobScript
@@ -60,11 +60,9 @@ def batched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batched]:
     """One search whose first batch job expires (exit 3), then the same command, which completes."""
     tmp = tmp_path_factory.mktemp("optimize-batch")
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GEMINI_BASE_URL"):
-            env.delenv(name, raising=False)
+        use_fake_gemini_key(env)
         for name in ("PROMPTGRADE_BATCH_MAX_REQUESTS", "PROMPTGRADE_BATCH_INLINE_BYTES"):
             env.delenv(name, raising=False)
-        env.setenv("GEMINI_API_KEY", FAKE_API_KEY)
         env.setenv("PROMPTGRADE_BATCH_POLL_S", "0.05")
         experiment = write_experiment(tmp, server)
         script(server, experiment)

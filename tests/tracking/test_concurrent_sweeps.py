@@ -31,6 +31,16 @@ def spawn(path: Path, tracking: str) -> subprocess.Popen[str]:
     )
 
 
+def sweep_to_the_end(path: Path, tracking: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_a_second_sweep_never_joins_a_running_one(
     tmp_path: Path, gemini_server: FakeGemini, fake_api_key: str, tracking: str
 ) -> None:
@@ -54,13 +64,7 @@ def test_a_second_sweep_never_joins_a_running_one(
         time.sleep(0.05)
 
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
-            env={**os.environ, "COLUMNS": "200"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = sweep_to_the_end(path, tracking)
     finally:
         second_done.set()
     output = first.communicate(timeout=300)[0]
@@ -78,11 +82,5 @@ def test_a_second_sweep_never_joins_a_running_one(
         assert len(table["data"]) == N  # one row per example: nobody else wrote into this run
 
     gemini_server.latency_s = 0.0
-    after = subprocess.run(
-        [sys.executable, "-m", "promptgrade.cli", "sweep", str(path), "--tracking-uri", tracking],
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    after = sweep_to_the_end(path, tracking)
     assert after.returncode == 0, after.stdout + after.stderr  # the first has finished: free to sweep

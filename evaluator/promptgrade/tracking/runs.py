@@ -37,7 +37,6 @@ from promptgrade.ranking import rank_results
 from promptgrade.references import REFERENCES_DIR, Reference, ReferenceRecord, write_references
 from promptgrade.runner import CandidateResult
 from promptgrade.scoring import Estimate, Outcome, flatten, per_category
-from promptgrade.settings import load_settings
 from promptgrade.task import Task
 from promptgrade.tracking.payloads import Owner
 from promptgrade.tracking.registry import PromptRegistry
@@ -76,11 +75,13 @@ class Tracker:
         *,
         trace_examples: bool | None = None,
         trace_workers: int = 0,
+        trace_workers_after: int = 0,
     ) -> None:
         """``trace_workers``: processes that write trace batches beside this one (the sweep's writer
         process asks for them; they are started with ``spawn``, which is safe only where the main module
-        is promptgrade's own)."""
-        self.trace_workers = trace_workers
+        is promptgrade's own), once this process has written ``trace_workers_after`` traces of the sweep
+        itself (``PROMPTGRADE_TRACE_WORKERS_AFTER``)."""
+        self.trace_workers, self.trace_workers_after = trace_workers, trace_workers_after
         self.uri = tracking_uri(uri)
         self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
         self.dataset: DatasetSummary | None = None  # the evaluated split: image references for traces
@@ -106,7 +107,7 @@ class Tracker:
         self.parent_run_id = ""
         self._traces: Any = None  # a TraceWriter, made with the first trace
         self._pool: Any = None  # the trace workers (see _trace_pool)
-        self._traced_here = 0  # traces this process wrote itself (the workers start after enough)
+        self._traced_here = 0  # traces of this sweep this process wrote itself (workers start after enough)
         self._pending_traces: dict[str, list[Any]] = {}  # run id -> its batches in the workers
         self._contexts: dict[str, Any] = {}  # run id -> its TraceContext
 
@@ -212,6 +213,7 @@ class Tracker:
         """The trace workers end with the sweep: a process that runs many sweeps (a notebook, the
         tests) would otherwise keep a pool of processes per tracking store it ever wrote to."""
         pool, self._pool = self._pool, None
+        self._traced_here = 0  # the next sweep earns its workers again
         if pool is not None:
             pool.shutdown(wait=True)
 
@@ -385,7 +387,7 @@ class Tracker:
         big enough to repay their start (None: write here)."""
         if self.trace_workers < 1:
             return None
-        if self._pool is None and self._traced_here < load_settings().trace_workers_after:
+        if self._pool is None and self._traced_here < self.trace_workers_after:
             return None
         if self._pool is None:
             import multiprocessing

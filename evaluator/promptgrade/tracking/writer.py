@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from promptgrade.errors import TrackingError
-from promptgrade.settings import child_environment
+from promptgrade.settings import child_environment, load_settings
 from promptgrade.tracking.uri import default_trace_examples, tracking_uri
 
 TRACE_BATCH = 64  # example traces handed over at once: one store batch per 64 answers
@@ -130,16 +130,19 @@ def _dispatch(
 
 
 def _tracker(trackers: dict[Key, Any], key: Key) -> Any:
-    for other, idle in trackers.items():
-        if other != key:
-            idle.close_workers()  # a sweep that stopped early never reached finish_sweep
     tracker = trackers.get(key)
     if tracker is None:
         from promptgrade.tracking.runs import Tracker, trace_workers_for
 
+        for idle in trackers.values():
+            idle.close_workers()  # a new sweep: an earlier one that stopped early never reached finish_sweep
         name, uri, trace_examples = key
         tracker = trackers[key] = Tracker(
-            name, uri, trace_examples=trace_examples, trace_workers=trace_workers_for(uri)
+            name,
+            uri,
+            trace_examples=trace_examples,
+            trace_workers=trace_workers_for(uri),
+            trace_workers_after=load_settings().trace_workers_after,
         )
     else:
         tracker.activate()  # another sweep of this process may have pointed MLflow elsewhere
