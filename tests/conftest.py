@@ -21,8 +21,14 @@ NEEDS_INDEX = "needs_index"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Plots off for every sweep the suite runs — module fixtures' and subprocesses' too — unless a test is
+    # marked ``plots`` or a fixture turns them back on (see ``plots_only_where_asked``).
+    os.environ["PROMPTGRADE_PLOTS"] = "0"
     config.addinivalue_line(
         "markers", "traces: sweeps with per-example MLflow traces on, the default users get"
+    )
+    config.addinivalue_line(
+        "markers", "plots: sweeps that draw and log their plots, the default users get"
     )
     config.addinivalue_line(
         "markers",
@@ -68,6 +74,15 @@ def traces_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.
         monkeypatch.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
     else:
         monkeypatch.delenv("PROMPTGRADE_TRACE_EXAMPLES", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def plots_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plots cost the writer about 0.2 s of CPU each, five per candidate: only tests marked ``plots``
+    (the plots themselves) sweep with the users' default; a module fixture that needs them (the report's)
+    sets PROMPTGRADE_PLOTS=1 itself."""
+    if request.node.get_closest_marker("plots") is not None:
+        monkeypatch.delenv("PROMPTGRADE_PLOTS", raising=False)
 
 
 @pytest.fixture(autouse=True)

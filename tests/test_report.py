@@ -36,6 +36,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
         env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
         env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        env.setenv("PROMPTGRADE_PLOTS", "1")  # the report shows them
         path = tmp / "exp.yaml"
         examples = write_experiment(path, name="reported", base_url=server.base_url, n=N)
         json_right = {e.id for e in examples[:8]}

@@ -53,6 +53,7 @@ def test_the_defaults_are_what_the_modules_did_before() -> None:
     assert settings.cache == Path(".promptgrade") / "cache.sqlite"
     assert settings.cache_dir == Path.home() / ".cache" / "promptgrade"
     assert settings.trace_examples is True and settings.gemini_convert_per_call is False
+    assert settings.plots is True
     assert settings.trace_workers_after == 512
     assert settings.batch_poll_s == FIRST_POLL_S == 10.0
     assert settings.batch_inline_bytes == INLINE_LIMIT_BYTES == 20 * 1024 * 1024
@@ -66,6 +67,7 @@ def test_the_defaults_are_what_the_modules_did_before() -> None:
         ("PROMPTGRADE_CACHE", "/data/answers.sqlite", "cache", Path("/data/answers.sqlite")),
         ("PROMPTGRADE_CACHE_DIR", "/data/datasets", "cache_dir", Path("/data/datasets")),
         ("PROMPTGRADE_TRACE_EXAMPLES", "0", "trace_examples", False),
+        ("PROMPTGRADE_PLOTS", "off", "plots", False),
         ("PROMPTGRADE_GEMINI_CONVERT_PER_CALL", "1", "gemini_convert_per_call", True),
         ("PROMPTGRADE_TRACE_WORKERS_AFTER", "1", "trace_workers_after", 1),
         ("PROMPTGRADE_BATCH_POLL_S", "0.05", "batch_poll_s", 0.05),

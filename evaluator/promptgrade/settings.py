@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="Default of `trace_examples` for experiments that do not set it (one MLflow trace "
         "per example); `0` turns it off for a whole CI.",
     )
+    plots: Flag = Field(
+        True,
+        validation_alias="PROMPTGRADE_PLOTS",
+        description="Draw and log each candidate's plots and the sweep's comparison (about 0.2 s of the "
+        "writer's CPU per plot); `0` leaves them out, e.g. in a CI that never looks at them. The HTML "
+        "report shows what was logged.",
+    )
     trace_workers_after: Count = Field(
         512,
         validation_alias="PROMPTGRADE_TRACE_WORKERS_AFTER",

@@ -7,11 +7,15 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from typer.testing import CliRunner
 
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+
+pytestmark = pytest.mark.plots
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "200"})
@@ -41,9 +45,9 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_every_candidate_and_the_sweep_get_their_plots(
-    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
-) -> None:
+def sweep(tmp_path: Path, tracking: str, gemini_server: FakeGemini) -> tuple[MlflowClient, list[Run], Run]:
+    """The experiment swept once: its candidate runs and its sweep run."""
+
     def answer(request: RequestInfo) -> str:  # a mix of right, wrong and unparseable answers
         digit = int((request.image_sha256 or "0")[0], 16)
         if digit < 3:
@@ -63,12 +67,38 @@ def test_every_candidate_and_the_sweep_get_their_plots(
     experiment_id = client.get_experiment_by_name("plots").experiment_id
     candidates = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'candidate'")
     assert len(candidates) == 2
+    [sweep_run] = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'sweep'")
+    return client, candidates, sweep_run
+
+
+def test_every_candidate_and_the_sweep_get_their_plots(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    client, candidates, sweep_run = sweep(tmp_path, tracking, gemini_server)
     for run in candidates:
         listed = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert listed == CANDIDATE_PLOTS
         for artifact in sorted(listed):
             width, height = png_size(Path(client.download_artifacts(run.info.run_id, artifact)))
             assert width >= 400 and height >= 300
-    [sweep] = client.search_runs([experiment_id], "tags.`promptgrade.kind` = 'sweep'")
-    assert {a.path for a in client.list_artifacts(sweep.info.run_id, "plots")} == {"plots/candidates.png"}
-    png_size(Path(client.download_artifacts(sweep.info.run_id, "plots/candidates.png")))
+    assert {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")} == {"plots/candidates.png"}
+    png_size(Path(client.download_artifacts(sweep_run.info.run_id, "plots/candidates.png")))
+
+
+def test_plots_off_logs_everything_else(
+    tmp_path: Path,
+    tracking: str,
+    gemini_server: FakeGemini,
+    fake_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PROMPTGRADE_PLOTS=0 (a CI that never looks at them): the same runs, tables and metrics, no plot."""
+    monkeypatch.setenv("PROMPTGRADE_PLOTS", "0")
+    client, candidates, sweep_run = sweep(tmp_path, tracking, gemini_server)
+    for run in candidates:
+        assert not client.list_artifacts(run.info.run_id, "plots")
+        listed = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"predictions.json", "per_category.json", "metrics.json"} <= listed
+        assert run.data.metrics["n_examples"] == 16
+    assert not client.list_artifacts(sweep_run.info.run_id, "plots")
+    assert "summary.json" in {a.path for a in client.list_artifacts(sweep_run.info.run_id)}

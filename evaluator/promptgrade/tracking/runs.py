@@ -74,6 +74,7 @@ class Tracker:
         uri: str | None = None,
         *,
         trace_examples: bool | None = None,
+        plots: bool = True,
         trace_workers: int = 0,
         trace_workers_after: int = 0,
     ) -> None:
@@ -84,6 +85,7 @@ class Tracker:
         self.trace_workers, self.trace_workers_after = trace_workers, trace_workers_after
         self.uri = tracking_uri(uri)
         self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
+        self.plots = plots  # PROMPTGRADE_PLOTS, read by the caller (the writer serves many sweeps)
         self.dataset: DatasetSummary | None = None  # the evaluated split: image references for traces
         self.activate()
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
@@ -198,7 +200,7 @@ class Tracker:
         self.client.log_dict(self.parent_run_id, record, "summary.json")
         ranked = rank_results([r for r in results if r.skipped_reason is None], primary_metric)
         ran = [(r.candidate.label, r.metrics.get(primary_metric)) for r in ranked]  # best first
-        if any(value is not None for _, value in ran):
+        if self.plots and any(value is not None for _, value in ran):
             from promptgrade.tracking import plots
 
             figure = plots.comparison(ran, primary_metric, self.experiment_name)
@@ -466,7 +468,7 @@ class Tracker:
             )
 
     def _candidate_figures(self, result: CandidateResult) -> dict[str, Any]:
-        if self.task is None or not result.outcomes:
+        if not self.plots or self.task is None or not result.outcomes:
             return {}
         from promptgrade.tracking import plots  # matplotlib is imported only when there is a plot to draw
 

@@ -65,7 +65,7 @@ MLFLOW_HTTP = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
-Key = tuple[str, str, bool]  # (experiment name, tracking URI, trace_examples): one Tracker each
+Key = tuple[str, str, bool, bool]  # (experiment name, tracking URI, trace_examples, plots): one Tracker each
 
 
 class WriterGone(RuntimeError):
@@ -136,11 +136,12 @@ def _tracker(trackers: dict[Key, Any], key: Key) -> Any:
 
         for idle in trackers.values():
             idle.close_workers()  # a new sweep: an earlier one that stopped early never reached finish_sweep
-        name, uri, trace_examples = key
+        name, uri, trace_examples, plots = key
         tracker = trackers[key] = Tracker(
             name,
             uri,
             trace_examples=trace_examples,
+            plots=plots,
             trace_workers=trace_workers_for(uri),
             trace_workers_after=load_settings().trace_workers_after,
         )
@@ -296,7 +297,8 @@ class TrackingWriter:
         self.uri = tracking_uri(uri)
         self.trace_examples = default_trace_examples() if trace_examples is None else trace_examples
         self.experiment_name = experiment_name
-        self.key: Key = (experiment_name, self.uri, self.trace_examples)
+        # read here, in the sweep's process: the writer process is shared by every sweep of this one
+        self.key: Key = (experiment_name, self.uri, self.trace_examples, load_settings().plots)
         self.error: TrackingError | None = None
         self._pending: set[Future[Any]] = set()
         self._traces: dict[str, list[Any]] = {}
