@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from helpers.provider_servers import ServedProvider, serve, use_fake_gemini_key
+from helpers.shared import once_per_run
 from promptgrade.providers.records import NAMES
 from promptgrade.testing.gemini_server import FakeGemini
 
@@ -27,9 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "traces: sweeps with per-example MLflow traces on, the default users get"
     )
-    config.addinivalue_line(
-        "markers", "plots: sweeps that draw and log their plots, the default users get"
-    )
+    config.addinivalue_line("markers", "plots: sweeps that draw and log their plots, the default users get")
     config.addinivalue_line(
         "markers",
         f"{NEEDS_INDEX}: downloads wheels from the package index (PyPI) with pip in a subprocess, outside "
@@ -158,12 +157,17 @@ def fake_api_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture(scope="session")
 def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow sqlite store, migrated once: creating one costs seconds, copying it costs nothing."""
-    from mlflow import MlflowClient
+    """An empty MLflow sqlite store, migrated once per run: creating one costs seconds, copying it nothing."""
 
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    def migrate(folder: Path) -> Path:
+        from mlflow import MlflowClient
+
+        folder.mkdir(exist_ok=True)
+        path = folder / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+        return path
+
+    return once_per_run(tmp_path_factory, "mlflow-template", migrate)
 
 
 @pytest.fixture

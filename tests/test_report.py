@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def swept(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
     """One sweep for the module: JSON right on the first 8 trays, free text on the last 8, and the free
     text answer to the first tray unreadable — so 8 disagreements and 1 failure."""
     tmp = tmp_path_factory.mktemp("report")
@@ -47,6 +47,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             return "Sorry, I can't help with that." if not is_json and example.id == unreadable else None
 
         server.default_answer = planted_answers(examples, json_right, text_right, refuse)
+        shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
         tracking = f"sqlite:///{tmp / 'mlflow.db'}"
         result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
         assert result.exit_code == 0, result.output

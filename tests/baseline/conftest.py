@@ -7,6 +7,7 @@ covers (so a model that reads coverage can estimate it). Different seeds give di
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -72,13 +73,16 @@ def evaluate(predictions: list[Prediction], examples: list[Example], task: Task)
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+def store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _migrated_mlflow_db: Path
+) -> Iterator[tuple[str, str]]:
     """A local sqlite MLflow store in tmp_path with one RUNNING run, as the tracker would create it."""
     import mlflow
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)  # anything mlflow writes relative to the working directory lands here
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copy(_migrated_mlflow_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("baselines", artifact_location=(tmp_path / "artifacts").as_uri())

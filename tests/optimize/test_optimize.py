@@ -10,6 +10,7 @@ model (scripted proposals, by model id in the request path). One search runs per
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,10 @@ class Searched:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searched]:
+def searched(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[Searched]:
     """One optimisation, end to end through the CLI; the tests below read what it left behind."""
     tmp = tmp_path_factory.mktemp("optimize")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
         use_fake_gemini_key(env)
         experiment = write_experiment(tmp, server)

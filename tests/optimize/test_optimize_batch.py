@@ -10,6 +10,7 @@ of a second and are polled every 50 ms.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,10 @@ class Batched:
 
 
 @pytest.fixture(scope="module")
-def batched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batched]:
+def batched(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[Batched]:
     """One search whose first batch job expires (exit 3), then the same command, which completes."""
     tmp = tmp_path_factory.mktemp("optimize-batch")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
     with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
         use_fake_gemini_key(env)
         for name in ("PROMPTGRADE_BATCH_MAX_REQUESTS", "PROMPTGRADE_BATCH_INLINE_BYTES"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -371,7 +372,12 @@ def _cached(cache: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_sweep_resumes_with_exactly_the_missing_calls_into_the_same_runs(
-    tmp_path: Path, server: FakeGemini, tracking: str, fake_api_key: str, sig: signal.Signals
+    tmp_path: Path,
+    server: FakeGemini,
+    tracking: str,
+    fake_api_key: str,
+    sig: signal.Signals,
+    _migrated_mlflow_db: Path,
 ) -> None:
     path = write_experiment(tmp_path, server, concurrency=2)
     # calls after the ninth are held until the signal is sent: the sweep is mid-run when it arrives,
@@ -413,9 +419,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_calls_into_the_same_runs(
 
     # The same sweep, uninterrupted, into another store with another cache: same figures.
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    import shutil
-
-    shutil.copy(tracking.removeprefix("sqlite:///"), tmp_path / "seed.db")
+    shutil.copy(_migrated_mlflow_db, tmp_path / "other.db")
     os.environ["PROMPTGRADE_CACHE"] = str(tmp_path / "other-cache.sqlite")
     clean = sweep(path, other)
     assert clean.exit_code == 0, clean.output

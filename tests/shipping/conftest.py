@@ -22,6 +22,7 @@ import boto3
 import pytest
 import urllib3
 
+from helpers.shared import once_per_run
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.prompts import PromptLibrary, PromptVersion
 from promptgrade.shipping.package import PackageReport, build_package
@@ -108,17 +109,24 @@ def lambda_zip(
     pip_cache: Path,
     project_snapshot: Path,
 ) -> BuiltZip:
-    started = time.perf_counter()
-    report = build_package(
-        bundle_dir,
-        tmp_path_factory.mktemp("dist") / "promptgrade-lambda.zip",
-        runtime=RUNTIME,
-        architecture=ARCHITECTURE,
-        project_root=project_snapshot,
-        cache_dir=pip_cache,
-        quiet=True,
-    )
-    built = BuiltZip(report, time.perf_counter() - started)
+
+    def build(folder: Path) -> tuple[PackageReport, float]:  # not a BuiltZip: a conftest's class won't pickle
+        started = time.perf_counter()
+        folder.mkdir(exist_ok=True)
+        report = build_package(
+            bundle_dir,
+            folder / "promptgrade-lambda.zip",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            project_root=project_snapshot,
+            cache_dir=pip_cache,
+            quiet=True,
+        )
+        return report, time.perf_counter() - started
+
+    # test_package.py's and test_bytecode.py's: one build, whichever workers run them
+    report, seconds = once_per_run(tmp_path_factory, "lambda-zip", build)
+    built = BuiltZip(report, seconds)
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         print(f"\n[lambda zip] {report.summary()} — built in {built.seconds:.1f} s")
