@@ -62,28 +62,6 @@ def no_package_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("PIP_NO_INDEX", "1")
 
 
-# The files that take longest (seconds of a 4-worker run, `--durations=0` summed per file), handed to the
-# xdist workers first: `--dist loadfile` gives out files in collection order, in which tests/tracking/
-# comes last, so its two server files used to start when the other workers were nearly done and the run
-# waited for them alone. Only the order changes; a file not listed keeps its place after these.
-SLOW_FIRST = (
-    "tests/batch/test_batch_providers.py",  # 260 s
-    "tests/runner/test_reliability.py",  # 240 s
-    "tests/tracking/test_shared_server.py",  # 189 s
-    "tests/tracking/test_tracking_server.py",  # 114 s
-    "tests/shipping/test_package.py",  # 102 s
-    "tests/tracking/test_refs.py",  # 96 s
-    "tests/shipping/test_package_providers.py",  # 77 s
-    "tests/cli/test_cli_output.py",  # 62 s
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: position for position, name in enumerate(SLOW_FIRST)}
-    root = Path(str(config.rootpath))
-    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))  # stable
-
-
 @pytest.fixture(autouse=True)
 def traces_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-example MLflow traces (on by default for users) cost about 1 s per candidate run.
