@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
 from helpers.sweeps import candidate_runs
 from promptgrade.cli import app
@@ -24,25 +27,34 @@ RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 12
 
 
-@pytest.fixture
-def swept(tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str) -> dict[str, Any]:
-    """Two prompts and the classical baseline; JSON right on 8 trays, free text on the last 8."""
-    path = tmp_path / "exp.yaml"
-    examples = write_experiment(
-        path, name="refs", base_url=gemini_server.base_url, n=N, extra="baselines:\n  - kind: classical\n"
-    )
-    gemini_server.default_answer = planted_answers(
-        examples, {e.id for e in examples[:8]}, {e.id for e in examples[4:]}
-    )
-    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
-    assert result.exit_code == 0, result.output
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
+    """One sweep the tests only read (and promote from): two prompts and the classical baseline; JSON right
+    on 8 trays, free text on the last 8."""
+    tmp = tmp_path_factory.mktemp("refs")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
+    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
+        use_fake_gemini_key(env)
+        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
+        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
+        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        path = tmp / "exp.yaml"
+        examples = write_experiment(
+            path, name="refs", base_url=server.base_url, n=N, extra="baselines:\n  - kind: classical\n"
+        )
+        server.default_answer = planted_answers(
+            examples, {e.id for e in examples[:8]}, {e.id for e in examples[4:]}
+        )
+        result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+        assert result.exit_code == 0, result.output
     runs = {r.info.run_name.split(" · ")[0]: r.info.run_id for r in candidate_runs(tracking, "refs")}
     assert set(runs) == {"meal_tray_freetext@v1", "meal_tray_json@v1", "baseline"}
     compared = RUNNER.invoke(app, ["compare", str(path), "--tracking-uri", tracking])
     assert compared.exit_code == 0, compared.output
     printed = re.findall(r"\b[0-9a-f]{8}\b", compared.output)
     assert sorted(printed) == sorted(run_id[:8] for run_id in runs.values())  # what the table shows
-    return {"path": str(path), "runs": runs, "tracking": tracking}
+    yield {"path": str(path), "runs": runs, "tracking": tracking}
 
 
 def run(swept: dict[str, Any], *args: str) -> Any:
