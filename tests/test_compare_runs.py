@@ -7,12 +7,16 @@ Everything is read back from MLflow (predictions artifacts), as it would be for 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
 from promptgrade.cli import app
 from promptgrade.stats import mcnemar
@@ -22,24 +26,36 @@ RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 12
 
 
-@pytest.fixture
-def swept(tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str) -> dict[str, set[str]]:
+def sweep_flips(folder: Path, server: FakeGemini, tracking: str) -> dict[str, Any]:
     """JSON is right on the first 8 trays, free text on the last 8: 4 flips each way, 4 agreements."""
-    path = tmp_path / "exp.yaml"
-    examples = write_experiment(path, name="flips", base_url=gemini_server.base_url, n=N)
+    path = folder / "exp.yaml"
+    examples = write_experiment(path, name="flips", base_url=server.base_url, n=N)
     json_right = {e.id for e in examples[:8]}
     text_right = {e.id for e in examples[4:]}
-    gemini_server.default_answer = planted_answers(examples, json_right, text_right)
+    server.default_answer = planted_answers(examples, json_right, text_right)
     result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
     assert result.exit_code == 0, result.output
-    return {"json": json_right, "text": text_right, "path": {str(path)}}
+    return {"json": json_right, "text": text_right, "path": str(path), "tracking": tracking}
+
+
+@pytest.fixture(scope="module")
+def flips(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
+    """One sweep for the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("flips")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
+    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
+        use_fake_gemini_key(env)
+        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
+        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
+        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        yield sweep_flips(tmp, server, f"sqlite:///{tmp / 'mlflow.db'}")
 
 
 def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(
-    swept: dict[str, set[str]], tracking: str, tmp_path: Path
+    flips: dict[str, Any], tmp_path: Path
 ) -> None:
     out = tmp_path / "flips.json"
-    [experiment_file] = swept["path"]
+    swept, experiment_file, tracking = flips, flips["path"], flips["tracking"]
     result = RUNNER.invoke(
         app,
         [
@@ -81,19 +97,19 @@ def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(
         (["meal_tray_json@1", "meal_tray_json@1"], "two different runs"),
     ],
 )
-def test_bad_references_are_one_line(
-    swept: dict[str, set[str]], tracking: str, refs: list[str], message: str
-) -> None:
-    [experiment_file] = swept["path"]
-    result = RUNNER.invoke(app, ["compare", experiment_file, "--runs", *refs, "--tracking-uri", tracking])
+def test_bad_references_are_one_line(flips: dict[str, Any], refs: list[str], message: str) -> None:
+    result = RUNNER.invoke(
+        app, ["compare", flips["path"], "--runs", *refs, "--tracking-uri", flips["tracking"]]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
 
 
 def test_runs_on_different_data_are_refused_unless_unpaired(
-    swept: dict[str, set[str]], tracking: str, tmp_path: Path
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
 ) -> None:
-    [experiment_file] = swept["path"]
+    """A sweep of its own: a second sweep on fewer trays would change what the other tests read."""
+    experiment_file = sweep_flips(tmp_path, gemini_server, tracking)["path"]
     assert (
         RUNNER.invoke(app, ["sweep", experiment_file, "--limit", "6", "--tracking-uri", tracking]).exit_code
         == 0
