@@ -5,8 +5,11 @@ manifest), and a bundle whose images or labels changed afterwards is refused, na
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +17,44 @@ from mlflow import MlflowClient
 
 from helpers import ROOT
 from helpers.promoted_references import N_REFERENCES, Promoted, promote, sweep_and_promote
+from helpers.provider_servers import use_fake_gemini_key
 from promptgrade.bundle import FORMAT_VERSION, MANIFEST, load_bundle
 from promptgrade.errors import ConfigError, TrackingError
 from promptgrade.testing.gemini_server import FakeGemini
 from promptgrade.tracking.read import RunStore
 
 
+@pytest.fixture(scope="module")
+def promoted_once(
+    tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path
+) -> Iterator[tuple[Promoted, str]]:
+    """One sweep and promotion for the tests that only read the store: (what it left, its tracking URI)."""
+    tmp = tmp_path_factory.mktemp("promoted-references")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
+    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
+        use_fake_gemini_key(env)
+        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
+        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
+        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        yield sweep_and_promote(tmp, server, tracking), tracking
+
+
 @pytest.fixture
-def promoted(tmp_path: Path, gemini_server: FakeGemini, fake_api_key: str, tracking: str) -> Promoted:
-    return sweep_and_promote(tmp_path, gemini_server, tracking)
+def promoted(promoted_once: tuple[Promoted, str], tmp_path: Path) -> Promoted:
+    """A copy of the module's bundle, which the test may edit."""
+    once, _ = promoted_once
+    return dataclasses.replace(once, bundle_dir=shutil.copytree(once.bundle_dir, tmp_path / "bundle"))
 
 
 def manifest_of(bundle_dir: Path) -> dict:
     return json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))
 
 
-def test_the_bundle_carries_the_reference_images_the_sweep_sent(promoted: Promoted, tracking: str) -> None:
+def test_the_bundle_carries_the_reference_images_the_sweep_sent(
+    promoted: Promoted, promoted_once: tuple[Promoted, str]
+) -> None:
+    _, tracking = promoted_once
     bundle = load_bundle(promoted.bundle_dir)
     references = bundle.prompt.references
 
@@ -106,10 +131,12 @@ def test_a_relabelled_reference_is_refused_by_the_prompt_sha256(promoted: Promot
 
 
 def test_promotion_refuses_a_run_whose_logged_reference_image_changed(
-    promoted: Promoted, tracking: str, tmp_path: Path
+    tmp_path: Path, gemini_server: FakeGemini, fake_api_key: str, tracking: str
 ) -> None:
     """The bundle is written from the run's artifacts: an artifact that no longer matches its record
-    (here, edited in the artifact store) stops the promotion instead of shipping unmeasured bytes."""
+    (here, edited in the artifact store) stops the promotion instead of shipping unmeasured bytes.
+    A sweep of its own: it edits the artifact store."""
+    promoted = sweep_and_promote(tmp_path, gemini_server, tracking)
     store = RunStore("anchors", tracking)
     run_id = load_bundle(promoted.bundle_dir).manifest.provenance.run_id or ""
     folder = store.artifact_file(run_id, "references")
