@@ -7,7 +7,6 @@ Everything is read back from MLflow (predictions artifacts), as it would be for 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
+from helpers.sweeps import module_lab
 from promptgrade.cli import app
 from promptgrade.stats import mcnemar
 from promptgrade.testing.gemini_server import FakeGemini
@@ -41,14 +40,8 @@ def sweep_flips(folder: Path, server: FakeGemini, tracking: str) -> dict[str, An
 @pytest.fixture(scope="module")
 def flips(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
     """One sweep for the tests that only read it."""
-    tmp = tmp_path_factory.mktemp("flips")
-    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        use_fake_gemini_key(env)
-        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
-        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
-        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
-        yield sweep_flips(tmp, server, f"sqlite:///{tmp / 'mlflow.db'}")
+    with module_lab(tmp_path_factory, _migrated_mlflow_db, "flips") as lab:
+        yield sweep_flips(lab.folder, lab.server, lab.tracking)
 
 
 def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from helpers import ROOT
 from helpers.promoted_references import N_REFERENCES, Promoted, promote, sweep_and_promote
-from helpers.provider_servers import use_fake_gemini_key
+from helpers.sweeps import module_lab
 from promptgrade.bundle import FORMAT_VERSION, MANIFEST, load_bundle
 from promptgrade.errors import ConfigError, TrackingError
 from promptgrade.testing.gemini_server import FakeGemini
@@ -29,15 +29,8 @@ def promoted_once(
     tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path
 ) -> Iterator[tuple[Promoted, str]]:
     """One sweep and promotion for the tests that only read the store: (what it left, its tracking URI)."""
-    tmp = tmp_path_factory.mktemp("promoted-references")
-    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        use_fake_gemini_key(env)
-        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
-        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
-        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
-        yield sweep_and_promote(tmp, server, tracking), tracking
+    with module_lab(tmp_path_factory, _migrated_mlflow_db, "promoted-references") as lab:
+        yield sweep_and_promote(lab.folder, lab.server, lab.tracking), lab.tracking
 
 
 @pytest.fixture

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
+from helpers.sweeps import module_lab
 from promptgrade.cli import app
 from promptgrade.data.examples import Example
-from promptgrade.testing.gemini_server import FakeGemini
 
 RUNNER = CliRunner(env={"COLUMNS": "200"})
 N = 12
@@ -30,13 +29,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def swept(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
     """One sweep for the module: JSON right on the first 8 trays, free text on the last 8, and the free
     text answer to the first tray unreadable — so 8 disagreements and 1 failure."""
-    tmp = tmp_path_factory.mktemp("report")
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        use_fake_gemini_key(env)
-        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
-        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
-        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
-        env.setenv("PROMPTGRADE_PLOTS", "1")  # the report shows them
+    with module_lab(tmp_path_factory, _migrated_mlflow_db, "report") as lab:
+        tmp, server, tracking = lab.folder, lab.server, lab.tracking
+        lab.env.setenv("PROMPTGRADE_PLOTS", "1")  # the report shows them
         path = tmp / "exp.yaml"
         examples = write_experiment(path, name="reported", base_url=server.base_url, n=N)
         json_right = {e.id for e in examples[:8]}
@@ -47,8 +42,6 @@ def swept(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -
             return "Sorry, I can't help with that." if not is_json and example.id == unreadable else None
 
         server.default_answer = planted_answers(examples, json_right, text_right, refuse)
-        shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-        tracking = f"sqlite:///{tmp / 'mlflow.db'}"
         result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
         assert result.exit_code == 0, result.output
         out = tmp / "out" / "report.html"

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import Result
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from typer.testing import CliRunner
 
+from helpers.provider_servers import use_fake_gemini_key
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.examples import Example
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.task import load_task
+from promptgrade.testing.gemini_server import FakeGemini
 
 # The metrics that say what a candidate scored: equal when the same answers were scored, however
 # they were fetched (cache, batch, a resumed sweep). Latency is not among them.
@@ -74,3 +81,27 @@ def run_connected(sweep: Any) -> list[Any]:
                 await provider.aclose()
 
     return list(asyncio.run(go()))
+
+
+@dataclass(frozen=True)
+class ModuleLab:
+    """A module fixture's own folder, MLflow store, local Gemini server and environment."""
+
+    folder: Path
+    tracking: str
+    server: FakeGemini
+    env: pytest.MonkeyPatch
+
+
+@contextmanager
+def module_lab(factory: pytest.TempPathFactory, migrated_db: Path, name: str) -> Iterator[ModuleLab]:
+    """What the function fixtures give a test (its store copied from the migrated one, its own answer and
+    dataset caches, a dummy key, traces off), for one sweep that a module's tests only read."""
+    folder = factory.mktemp(name)
+    shutil.copy(migrated_db, folder / "mlflow.db")
+    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
+        use_fake_gemini_key(env)
+        env.setenv("PROMPTGRADE_CACHE", str(folder / "cache.sqlite"))
+        env.setenv("PROMPTGRADE_CACHE_DIR", str(folder / "dataset-cache"))
+        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
+        yield ModuleLab(folder, f"sqlite:///{folder / 'mlflow.db'}", server, env)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from helpers.provider_servers import use_fake_gemini_key
 from helpers.scripted_sweeps import planted_answers, write_experiment
-from helpers.sweeps import candidate_runs
+from helpers.sweeps import candidate_runs, module_lab
 from promptgrade.cli import app
 from promptgrade.errors import TrackingError
-from promptgrade.testing.gemini_server import FakeGemini
 from promptgrade.tracking import refs
 from promptgrade.tracking.read import RunRow
 
@@ -31,15 +28,8 @@ N = 12
 def swept(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[dict[str, Any]]:
     """One sweep the tests only read (and promote from): two prompts and the classical baseline; JSON right
     on 8 trays, free text on the last 8."""
-    tmp = tmp_path_factory.mktemp("refs")
-    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        use_fake_gemini_key(env)
-        env.setenv("PROMPTGRADE_CACHE", str(tmp / "cache.sqlite"))
-        env.setenv("PROMPTGRADE_CACHE_DIR", str(tmp / "dataset-cache"))
-        env.setenv("PROMPTGRADE_TRACE_EXAMPLES", "0")
-        path = tmp / "exp.yaml"
+    with module_lab(tmp_path_factory, _migrated_mlflow_db, "refs") as lab:
+        path, server, tracking = lab.folder / "exp.yaml", lab.server, lab.tracking
         examples = write_experiment(
             path, name="refs", base_url=server.base_url, n=N, extra="baselines:\n  - kind: classical\n"
         )
