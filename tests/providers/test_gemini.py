@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import ssl
 import urllib.error
 import urllib.request
 from base64 import b64encode, urlsafe_b64encode
@@ -96,6 +97,30 @@ def test_answer_tokens_and_request_arrive_intact(gemini_server: FakeGemini, fake
     assert "thinkingConfig" in config
     assert not sent.has_response_schema
     assert "responseMimeType" not in config
+
+
+def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
+    gemini_server: FakeGemini, fake_api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second client for the event loop costs no second set of TLS contexts (~150 ms of CPU on a small
+    machine, per provider, per sweep and per Lambda cold start): it reuses the SDK's own, and answers."""
+    created: list[ssl.SSLContext] = []
+    make = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        created.append(make(*args, **kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    gemini_server.answer_for_image(IMAGE.sha256, '{"categories": ["soup"], "grade": 40}')
+    provider = GeminiProvider(MODEL, base_url=gemini_server.base_url)
+    made_by_the_sdk = len(created)
+    assert made_by_the_sdk > 0  # the SDK's own choice of contexts (certifi, SSL_CERT_FILE, mTLS)
+
+    completion = complete_one(provider)
+
+    assert completion.error is None and completion.text == '{"categories": ["soup"], "grade": 40}'
+    assert len(created) == made_by_the_sdk
 
 
 def test_structured_output_sends_the_json_schema(gemini_server: FakeGemini, fake_api_key: str) -> None:

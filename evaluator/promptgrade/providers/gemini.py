@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import re
+import ssl
 import time
 from typing import Any
 
@@ -201,7 +202,11 @@ class GeminiProvider:
             return bound
         session = _session(self._client) if aiohttp is not None else None
         client = (
-            self._make_client(http_options=self._http_options.model_copy(update={"aiohttp_client": session}))
+            self._make_client(
+                http_options=self._http_options.model_copy(
+                    update={"aiohttp_client": session, **_tls_of(self._client)}
+                )
+            )
             if session is not None
             else self._client
         )
@@ -292,6 +297,23 @@ class _LoopClient:
     client: genai.Client
     session: Any  # aiohttp.ClientSession, or None when aiohttp is not installed (the SDK uses httpx)
     templates: RequestTemplates | None
+
+
+def _tls_of(client: genai.Client) -> dict[str, Any]:
+    """The TLS contexts ``client`` was built with, as HttpOptions fields a second client takes them from.
+
+    Each ``genai.Client`` loads the CA bundle into three new contexts (~50 ms of CPU each on a small CI
+    machine); the per-loop client is the same client again, so it reuses the first one's — the very
+    objects the SDK chose (certifi or SSL_CERT_FILE, a client certificate for Vertex AI mTLS), and so the
+    same endpoint decisions. Read from the SDK's private attributes: if they are gone, nothing is passed
+    and the SDK builds its own, as before.
+    """
+    api = client._api_client
+    verify = getattr(api, "_async_httpx_client_args", {}).get("verify")
+    aiohttp_ssl = getattr(api, "_async_client_session_request_args", {}).get("ssl")
+    if not isinstance(verify, ssl.SSLContext) or not isinstance(aiohttp_ssl, ssl.SSLContext):
+        return {}
+    return {"client_args": {"verify": verify}, "async_client_args": {"verify": verify, "ssl": aiohttp_ssl}}
 
 
 def _session(client: genai.Client) -> Any:
