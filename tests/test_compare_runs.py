@@ -48,7 +48,7 @@ def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(
     flips: dict[str, Any], tmp_path: Path
 ) -> None:
     out = tmp_path / "flips.json"
-    swept, experiment_file, tracking = flips, flips["path"], flips["tracking"]
+    experiment_file, tracking = flips["path"], flips["tracking"]
     result = RUNNER.invoke(
         app,
         [
@@ -65,11 +65,11 @@ def test_compare_two_prompts_lists_the_flips_with_the_exact_paired_test(
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    a_only, b_only = swept["json"] - swept["text"], swept["text"] - swept["json"]
+    a_only, b_only = flips["json"] - flips["text"], flips["text"] - flips["json"]
     assert set(data["category"]["a_only"]) == a_only and set(data["category"]["b_only"]) == b_only
     assert set(data["grade"]["a_only"]) == a_only and set(data["grade"]["b_only"]) == b_only
-    ids = sorted(swept["json"] | swept["text"])
-    expected = mcnemar([i in swept["json"] for i in ids], [i in swept["text"] for i in ids]).p_value
+    ids = sorted(flips["json"] | flips["text"])
+    expected = mcnemar([i in flips["json"] for i in ids], [i in flips["text"] for i in ids]).p_value
     assert data["category"]["p_value"] == pytest.approx(expected) and data["examples"] == N
     # every tray has a grade, so the paired mean difference is the difference of the runs' grade_mae
     client = MlflowClient(tracking_uri=tracking)

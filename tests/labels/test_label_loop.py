@@ -23,12 +23,12 @@ from label_studio_sdk.label_interface import LabelInterface
 from typer.testing import CliRunner
 
 from helpers.label_studio import REAL_EXPORT, ls_export
-from helpers.provider_servers import use_fake_gemini_key
+from helpers.sweeps import module_lab
 from promptgrade.cli import app
 from promptgrade.config import load_experiment
 from promptgrade.data.loaders import load_dataset_split
 from promptgrade.task import load_task
-from promptgrade.testing.gemini_server import FakeGemini, RequestInfo
+from promptgrade.testing.gemini_server import RequestInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner(env={"COLUMNS": "240"})
@@ -81,15 +81,10 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> Iterator[Loop]:
-    root = tmp_path_factory.mktemp("label-loop")
-    data = root / "data"
-    shutil.copytree(ROOT / "data" / "sample", data)
-    db = root / "mlflow.db"
-    shutil.copy(_migrated_mlflow_db, db)
-    tracking = f"sqlite:///{db}"
-    with pytest.MonkeyPatch.context() as env, FakeGemini() as server:
-        use_fake_gemini_key(env)
-        env.setenv("PROMPTGRADE_CACHE", str(root / "answer-cache.sqlite"))
+    with module_lab(tmp_path_factory, _migrated_mlflow_db, "label-loop") as lab:
+        root, server, tracking = lab.folder, lab.server, lab.tracking
+        data = root / "data"
+        shutil.copytree(ROOT / "data" / "sample", data)
         path = root / "exp.yaml"
         path.write_text(
             EXPERIMENT.format(root=ROOT, base_url=server.base_url, data=data, n=N), encoding="utf-8"
