@@ -54,12 +54,14 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def no_package_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pip subprocess is beyond the socket guard: unless a test is marked needs_index, pip gets no index.
+    """A pip or uv subprocess is beyond the socket guard: unless a test is marked needs_index, pip gets
+    no index and uv no network (it may still read its cache).
 
     So the marker is not a promise but a fact — a test that downloads without it fails.
     """
     if request.node.get_closest_marker(NEEDS_INDEX) is None:
         monkeypatch.setenv("PIP_NO_INDEX", "1")
+        monkeypatch.setenv("UV_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

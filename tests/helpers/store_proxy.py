@@ -22,7 +22,9 @@ class StoreProxy:
         self.lose_at: Trigger | None = None
         self.lost = threading.Event()
         self.requests: list[tuple[str, str]] = []
+        self.refused = 0  # requests that got no answer (the server lost)
         proxy = self
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -41,6 +43,8 @@ class StoreProxy:
                 ):
                     proxy.lost.set()
                 if proxy.lost.is_set():
+                    with lock:
+                        proxy.refused += 1
                     self.close_connection = True
                     self.connection.close()  # no answer at all: what a killed server gives
                     return

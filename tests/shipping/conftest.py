@@ -1,9 +1,9 @@
 """Fixtures for shipping: a real promoted bundle and the real Lambda zip (built once); the moto
 server is the suite's (tests/conftest.py).
 
-The zip is built from PyPI wheels once per session, with pip's cache kept in pytest's cache folder,
+The zip is built from PyPI wheels once per session, with uv's cache kept in pytest's cache folder,
 because that download is the slow part and every package test reads the same zip. Every test that
-uses the zip or pip's cache reaches the package index, so it is marked ``needs_index`` here.
+uses the zip or the wheel cache reaches the package index, so it is marked ``needs_index`` here.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 ARCHITECTURE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[
     platform.machine().lower()
 ]
-# Fixtures that run pip against the package index: a test using one is marked needs_index.
-INDEX_FIXTURES = frozenset({"lambda_zip", "pip_cache"})
+# Fixtures that install wheels from the package index: a test using one is marked needs_index.
+INDEX_FIXTURES = frozenset({"lambda_zip", "wheel_cache"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -80,8 +80,8 @@ def target() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def pip_cache(request: pytest.FixtureRequest) -> Path:
-    return request.config.cache.mkdir("promptgrade-pip-cache")
+def wheel_cache(request: pytest.FixtureRequest) -> Path:
+    return request.config.cache.mkdir("promptgrade-wheel-cache")
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +106,7 @@ def lambda_zip(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     bundle_dir: Path,
-    pip_cache: Path,
+    wheel_cache: Path,
     project_snapshot: Path,
 ) -> BuiltZip:
 
@@ -119,7 +119,7 @@ def lambda_zip(
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             project_root=project_snapshot,
-            cache_dir=pip_cache,
+            cache_dir=wheel_cache,
             quiet=True,
         )
         return report, time.perf_counter() - started

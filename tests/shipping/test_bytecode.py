@@ -150,7 +150,7 @@ def _other_runtime() -> str:
 
 def test_a_runtime_without_an_interpreter_of_its_version_ships_no_bytecode_and_package_says_so(
     bundle_dir: Path,
-    pip_cache: Path,
+    wheel_cache: Path,
     project_snapshot: Path,
     target: tuple[str, str],
     tmp_path: Path,
@@ -178,8 +178,8 @@ def test_a_runtime_without_an_interpreter_of_its_version_ships_no_bytecode_and_p
             target[1],
             "--project-root",
             str(project_snapshot),
-            "--pip-cache",
-            str(pip_cache),
+            "--wheel-cache",
+            str(wheel_cache),
         ],
     )
     assert result.exit_code == 0, result.output

@@ -36,7 +36,7 @@ from promptgrade.shipping.package import (
     _check_forbidden,
     _check_third_party_imports,
     build_package,
-    platform_tags,
+    python_platform,
 )
 from promptgrade.testing.gemini_server import FakeGemini
 from promptgrade.testing.lambda_runtime import runtime_dir as lambda_runtime_dir
@@ -104,7 +104,7 @@ def test_the_zip_holds_the_handler_the_bundle_and_only_the_grading_path(
 
 
 def test_the_same_inputs_give_the_same_bytes(
-    lambda_zip: Any, bundle_dir: Path, pip_cache: Path, project_snapshot: Path, tmp_path: Path
+    lambda_zip: Any, bundle_dir: Path, wheel_cache: Path, project_snapshot: Path, tmp_path: Path
 ) -> None:
     again = build_package(
         bundle_dir,
@@ -112,7 +112,7 @@ def test_the_same_inputs_give_the_same_bytes(
         runtime=lambda_zip.report.runtime,
         architecture=lambda_zip.report.architecture,
         project_root=project_snapshot,
-        cache_dir=pip_cache,
+        cache_dir=wheel_cache,
         quiet=True,
     )
     assert again.bytecode.compiled and again.bytecode.files > 1000  # the bytecode is reproducible too
@@ -267,7 +267,7 @@ def test_a_grading_path_module_that_imports_the_lab_fails_the_build(
 
 
 def test_the_lab_in_the_dependencies_fails_the_build(tmp_path: Path) -> None:
-    """What pip resolved is checked before zipping (numpy itself is too big to download for a test)."""
+    """What uv resolved is checked before zipping (numpy itself is too big to download for a test)."""
     staging = tmp_path / "staging"
     (staging / "numpy").mkdir(parents=True)
     (staging / "numpy-2.1.0.dist-info").mkdir()
@@ -293,10 +293,30 @@ def test_a_handler_import_missing_from_the_requirements_fails_the_build(tmp_path
         _check_third_party_imports(staging)
 
 
-def test_platform_tags_follow_the_runtimes_glibc() -> None:
-    al2 = platform_tags("python3.11", "x86_64")  # Amazon Linux 2: glibc 2.26
-    assert al2[0] == "manylinux_2_26_x86_64" and "manylinux_2_28_x86_64" not in al2
-    assert "manylinux2014_x86_64" in al2
-    al2023 = platform_tags("python3.12", "arm64")  # Amazon Linux 2023: glibc 2.34
-    assert al2023[0] == "manylinux_2_34_aarch64" and "manylinux_2_28_aarch64" in al2023
-    assert all(tag.endswith("_aarch64") for tag in al2023)
+def test_the_wheels_platform_follows_the_runtimes_glibc() -> None:
+    # Amazon Linux 2 (glibc 2.26): the newest manylinux uv names below it is 2_17 (manylinux2014), so a
+    # manylinux_2_28 wheel, which would install and then fail to load, is never chosen
+    assert python_platform("python3.11", "x86_64") == "x86_64-manylinux_2_17"
+    assert python_platform("python3.12", "arm64") == "aarch64-manylinux_2_34"  # Amazon Linux 2023
+    assert python_platform("python3.13", "x86_64") == "x86_64-manylinux_2_34"
+
+
+def test_a_lock_that_cannot_be_installed_is_one_line_naming_the_file_and_platform(
+    tmp_path: Path, make_bundle: Callable[[Path], Path]
+) -> None:
+    project = tmp_path / "project"
+    ignore = shutil.ignore_patterns("build", "__pycache__")
+    shutil.copytree(ROOT / "lambda_handler", project / "lambda_handler", ignore=ignore)
+    shutil.copytree(ROOT / "evaluator" / "promptgrade", project / "evaluator" / "promptgrade", ignore=ignore)
+    lock = project / "lambda_handler" / "requirements.txt"
+    lock.write_text("promptgrade-no-such-wheel==1.0\n", encoding="utf-8")
+    bundle = make_bundle(tmp_path / "bundle")
+    out = tmp_path / "x.zip"
+
+    with pytest.raises(PackagingError) as caught:  # offline here (UV_OFFLINE): uv finds nothing, says so
+        build_package(bundle, out, runtime="python3.12", project_root=project, cache_dir=tmp_path / "cache")
+
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.path == str(lock)
+    assert "x86_64-manylinux_2_34, Python 3.12" in message and "promptgrade-no-such-wheel" in message
+    assert not out.exists()

@@ -51,7 +51,10 @@ def provider_bundle(directory: Path, provider: str) -> Path:
 
 @pytest.fixture(scope="session")
 def provider_zips(
-    tmp_path_factory: pytest.TempPathFactory, pip_cache: Path, project_snapshot: Path, target: tuple[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    wheel_cache: Path,
+    project_snapshot: Path,
+    target: tuple[str, str],
 ) -> Callable[[str], PackageReport]:
     runtime, architecture = target
     built: dict[str, PackageReport] = {}
@@ -65,7 +68,7 @@ def provider_zips(
                 runtime=runtime,
                 architecture=architecture,  # type: ignore[arg-type]
                 project_root=project_snapshot,
-                cache_dir=pip_cache,
+                cache_dir=wheel_cache,
                 quiet=True,
             )
             print(f"\n[{provider} zip] {built[provider].summary()}")

@@ -37,7 +37,7 @@ def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
     gemini_server: FakeGemini,
     fake_api_key: str,
     tracking: str,
-    pip_cache: Path,
+    wheel_cache: Path,
     project_snapshot: Path,
     target: tuple[str, str],
     moto_server: str,
@@ -54,7 +54,7 @@ def test_the_unzipped_function_sends_the_sweeps_request_byte_for_byte(
         runtime=runtime,
         architecture=architecture,  # type: ignore[arg-type]
         project_root=project_snapshot,
-        cache_dir=pip_cache,
+        cache_dir=wheel_cache,
         quiet=True,
     )
 

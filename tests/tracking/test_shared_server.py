@@ -1,7 +1,8 @@
 """A team's tracking server, slow or lost: given a real ``mlflow server`` behind a proxy that delays
 every answer, when I sweep, then each candidate's latency is the model's, not the store's; and given
 the server lost at three points of a sweep — while a candidate's metrics are logged, while its traces
-are written, between two candidates — when it comes back and I run the same command, then every run
+are written, between two candidates — the sweep stops after one write's retries (not a round of
+retries per write still queued), and when it comes back and I run the same command, then every run
 holds one row, one trace and one of each assessment per example, every run is finished, and no answer
 was bought twice beyond the calls in flight.
 """
@@ -23,6 +24,7 @@ from helpers.scripted_sweeps import planted_answers, write_experiment
 from helpers.store_proxy import StoreProxy, Trigger
 from promptgrade.cli import app
 from promptgrade.testing.gemini_server import FakeGemini
+from promptgrade.tracking.writer import ATTEMPTS, MLFLOW_HTTP
 
 RUNNER = CliRunner(env={"COLUMNS": "240"})
 N = 8
@@ -109,6 +111,10 @@ def test_a_store_lost_and_back_resumes_without_a_duplicate(
         assert proxy.lost.is_set(), "the fault never happened"
         assert lost.exit_code == 3, lost.output
         assert "Traceback" not in lost.output and proxy.uri in " ".join(lost.output.split())
+        # one write's retries reached the lost store, not one round per write queued behind it
+        assert proxy.refused <= ATTEMPTS * (1 + int(MLFLOW_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])), (
+            proxy.refused
+        )
         proxy.back()
         resumed = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", proxy.uri])
 

@@ -141,7 +141,10 @@ def package(
     runtime: Annotated[str, typer.Option(help="python3.11, python3.12 or python3.13.")] = "python3.12",
     architecture: Annotated[str, typer.Option(help="x86_64 or arm64.")] = "x86_64",
     project_root: Annotated[Path, typer.Option(help="The promptgrade checkout.")] = Path("."),
-    pip_cache: Annotated[Path | None, typer.Option(help="pip cache folder for the wheels.")] = None,
+    wheel_cache: Annotated[
+        Path | None,
+        typer.Option("--wheel-cache", "--pip-cache", help="Cache folder for the wheels (uv's cache)."),
+    ] = None,
     bytecode_python: Annotated[
         Path | None,
         typer.Option(help="A Python of the runtime's version to compile the bytecode (default: found)."),
@@ -156,7 +159,7 @@ def package(
         runtime=runtime,
         architecture=architecture,  # type: ignore[arg-type]
         project_root=project_root,
-        cache_dir=pip_cache,
+        cache_dir=wheel_cache,
         bytecode_python=bytecode_python,
         quiet=True,
     )

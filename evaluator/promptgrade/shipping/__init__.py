@@ -1,7 +1,7 @@
 """Shipping: turn a promoted bundle into a Lambda zip, and put that zip live behind an alias.
 
 Kept apart from the grading path (nothing in the Lambda imports this) and from the lab's MLflow code:
-packaging needs pip, deploying needs boto3, and neither belongs in the function they build.
+packaging needs uv, deploying needs boto3, and neither belongs in the function they build.
 
 ``promptgrade.shipping.package.build_package`` builds; ``promptgrade.shipping.deploy.deploy`` deploys.
 Names are re-exported lazily so that ``python -m promptgrade.shipping.package`` does not import its

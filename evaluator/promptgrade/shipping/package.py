@@ -51,15 +51,18 @@ DEFAULT_ARCHITECTURE = "x86_64"
 
 Architecture = Literal["x86_64", "arm64"]
 
-# runtime -> (pip --python-version, glibc of its Amazon Linux). python3.11 runs on Amazon Linux 2
+# runtime -> (--python-version, glibc of its Amazon Linux). python3.11 runs on Amazon Linux 2
 # (glibc 2.26), 3.12+ on Amazon Linux 2023 (glibc 2.34): a manylinux_2_28 wheel would install fine
-# for 3.11 and then fail to load on AL2, so the platform tags offered to pip follow the glibc.
+# for 3.11 and then fail to load on AL2, so the platform the wheels are chosen for follows the glibc.
 SUPPORTED_RUNTIMES: dict[str, tuple[str, int]] = {
     "python3.11": ("3.11", 26),
     "python3.12": ("3.12", 34),
     "python3.13": ("3.13", 34),
 }
 _MACHINE: dict[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
+# The manylinux glibc levels uv's --python-platform names (`uv pip install --help`): a runtime gets the
+# newest one its glibc can load, and with it every older tag (AL2's 2.26 -> manylinux_2_17, i.e. 2014).
+_UV_MANYLINUX: tuple[int, ...] = (40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 28, 17)
 
 # The promptgrade modules the Lambda imports: the one grading path, shared with the lab.
 GRADING_PATH: tuple[str, ...] = (
@@ -155,15 +158,13 @@ class PackageReport:
         return found
 
 
-def platform_tags(runtime: str, architecture: str) -> list[str]:
-    """Every manylinux tag the runtime's glibc can load, newest first (pip does not expand them)."""
+def python_platform(runtime: str, architecture: str) -> str:
+    """uv's name for the Lambda's platform: the newest manylinux its glibc can load (uv expands the
+    older tags itself), so a wheel built for a newer glibc is never chosen."""
     _, glibc_minor = _runtime(runtime)
     machine = _MACHINE[_architecture(architecture)]
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 16, -1)]
-    tags.append(f"manylinux2014_{machine}")
-    if machine == "x86_64":
-        tags += [f"manylinux2010_{machine}", f"manylinux1_{machine}"]
-    return tags
+    minor = next(level for level in _UV_MANYLINUX if level <= glibc_minor)
+    return f"{machine}-manylinux_2_{minor}"
 
 
 def build_package(
@@ -180,8 +181,8 @@ def build_package(
     """Build the deployable zip at ``out`` and print one summary line (and any notes) to stderr unless ``quiet``.
 
     Cheap checks (runtime, bundle, sources, promptgrade imports, the interpreter for bytecode) run
-    before pip, so a mistake costs no download. ``cache_dir`` is pip's cache, to make repeated builds
-    fast. ``bytecode_python`` is the interpreter that compiles the bytecode (it must be the runtime's
+    before the wheels are installed, so a mistake costs no download. ``cache_dir`` is uv's cache, to
+    make repeated builds fast. ``bytecode_python`` is the interpreter that compiles the bytecode (it must be the runtime's
     Python version); without it one is looked for, and the zip ships without bytecode, with a note,
     if there is none.
     """
@@ -190,7 +191,7 @@ def build_package(
     with tempfile.TemporaryDirectory(prefix="promptgrade-package-") as tmp:
         staging = Path(tmp) / "zip"
         _stage_first_party(staging, inputs, Path(project_root))
-        _stage_third_party(staging, inputs, platform_tags(runtime, architecture), cache_dir)
+        _stage_third_party(staging, inputs, python_platform(runtime, architecture), cache_dir)
         bytecode = _compile(staging, inputs, runtime)
         unzipped = _unzipped_size(staging)
         dependencies = _installed(staging)
@@ -266,9 +267,9 @@ def _stage_first_party(staging: Path, inputs: _Inputs, project_root: Path) -> No
     _check_first_party_imports(staging, project_root)
 
 
-def _stage_third_party(staging: Path, inputs: _Inputs, platforms: list[str], cache_dir: Path | None) -> None:
+def _stage_third_party(staging: Path, inputs: _Inputs, platform: str, cache_dir: Path | None) -> None:
     """The lock's wheels for the Lambda's platform, without what the runtime has or the lab needs."""
-    _pip_install(staging, inputs.requirements, inputs.python_version, platforms, cache_dir)
+    _install_wheels(staging, inputs.requirements, inputs.python_version, platform, cache_dir)
     _prune(staging)
     _check_forbidden(staging)
     _check_third_party_imports(staging)
@@ -346,39 +347,34 @@ def _sources(project_root: Path, provider: str) -> dict[str, Path]:
 # -- third-party wheels ------------------------------------------------------------------------
 
 
-def _pip_install(
-    target: Path, requirements: Path, python_version: str, platforms: list[str], cache_dir: Path | None
+def _install_wheels(
+    target: Path, requirements: Path, python_version: str, platform: str, cache_dir: Path | None
 ) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--target", str(target)]
-    for tag in platforms:
-        command += ["--platform", tag]
-    command += [
-        "--implementation",
-        "cp",
-        "--python-version",
-        python_version,
-        "--only-binary=:all:",
-        "--upgrade",
-        "--no-compile",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--quiet",
-        "--requirement",
-        str(requirements),
-    ]
+    """The lock's wheels, installed by uv for the runtime's platform and Python (the lock's hashes
+    checked). uv, not pip: the same wheels, chosen by the same tags, in about a tenth of the CPU
+    (~1 s against ~10 s per build here, cached either way) — what most of a build used to be."""
+    from uv import find_uv_bin
+
+    command = [find_uv_bin(), "pip", "install", "--target", str(target)]
+    command += ["--python", sys.executable, "--python-platform", platform, "--python-version", python_version]
+    command += ["--only-binary", ":all:", "--no-compile", "--quiet", "--requirement", str(requirements)]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        detail = next(
-            (line for line in reversed(lines) if line.startswith("ERROR")), lines[-1] if lines else ""
-        )
         raise PackagingError(
-            f"pip could not install the Lambda's dependencies for {platforms[0]}, Python {python_version}: "
-            f"{detail.removeprefix('ERROR: ')}",
+            f"the Lambda's dependencies cannot be installed for {platform}, Python {python_version}: "
+            f"{_uv_error(result.stderr or result.stdout)}",
             path=requirements,
         )
+    (target / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not a file to ship
+
+
+def _uv_error(output: str) -> str:
+    """uv's error and its cause on one line ("error: No solution found…" / "cause: Because …")."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    wanted = [line for line in lines if line.startswith(("error:", "cause:"))] or lines[-1:]
+    return ": ".join(line.split(":", 1)[1].strip() if ":" in line else line for line in wanted)
 
 
 def _prune(staging: Path) -> None:
@@ -413,7 +409,7 @@ def _check_forbidden(staging: Path) -> None:
     if found:
         raise PackagingError(
             f"the Lambda zip would contain {', '.join(found)}: the grading path must not depend on the lab; "
-            f"find what pulls them in with `pip install --dry-run -r {REQUIREMENTS_FILE}`"
+            f"find what pulls them in with `uv pip install --dry-run -r {REQUIREMENTS_FILE}`"
         )
 
 

@@ -22,7 +22,10 @@ library caller, a test session — does not pay for another interpreter and anot
 ``prestart`` starts it early, so MLflow's import overlaps with loading the dataset. A failed write is
 retried a few times with a short backoff (MLflow's own HTTP retries are shortened in the writer, so a
 lost tracking server is noticed in seconds, not minutes); after that the writer holds one
-``TrackingError`` naming the store, which the sweep reports first and stops on.
+``TrackingError`` naming the store, which the sweep reports first and stops on. The writes of that
+sweep still queued behind the failed one are answered with the same error, not tried: each would wait
+out the same retries against the same lost store (four of them used to stand between a lost server
+and the sweep's one line, ~35 s), and the sweep, stopping, would not use what they wrote.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ MLFLOW_HTTP = {
 }
 
 Key = tuple[str, str, bool, bool]  # (experiment name, tracking URI, trace_examples, plots): one Tracker each
+_SWEEPS = itertools.count(1)  # each TrackingWriter's number in its messages (0: no sweep's, e.g. "warm")
 
 
 class WriterGone(RuntimeError):
@@ -83,15 +87,23 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     trackers: dict[Key, Any] = {}
+    stopped: dict[int, TrackingError] = {}  # sweep number -> the error its sweep stops on
     while True:
         try:
-            message_id, key, method, args, kwargs = pickle.loads(inbox.recv_bytes())
+            message_id, key, sweep, method, args, kwargs = pickle.loads(inbox.recv_bytes())
         except (EOFError, OSError):
             return
-        try:
-            reply: tuple[int, bool, Any] = (message_id, True, _dispatch(trackers, key, method, args, kwargs))
-        except Exception as exc:
-            reply = (message_id, False, exc)
+        reply: tuple[int, bool, Any]
+        if sweep in stopped:  # queued before the sweep heard of the failure: not tried
+            reply = (message_id, False, stopped[sweep])
+        else:
+            try:
+                reply = (message_id, True, _dispatch(trackers, key, method, args, kwargs))
+            except TrackingError as exc:
+                stopped[sweep] = exc
+                reply = (message_id, False, exc)
+            except Exception as exc:
+                reply = (message_id, False, exc)
         try:
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an answer or error that cannot be pickled: say what it was
@@ -191,21 +203,23 @@ class _Process:
         self._ids = itertools.count()
         self._futures: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[int, Key, str, tuple[Any, ...], dict[str, Any]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[int, Key, int, str, tuple[Any, ...], dict[str, Any]] | None] = (
             queue.SimpleQueue()
         )
         self.gone = False
         threading.Thread(target=self._send_loop, name="promptgrade-writer-send", daemon=True).start()
         threading.Thread(target=self._receive_loop, name="promptgrade-writer-receive", daemon=True).start()
 
-    def submit(self, key: Key, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+    def submit(
+        self, key: Key, sweep: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self.gone:
                 raise WriterGone("the MLflow writer process has ended")
             message_id = next(self._ids)
             self._futures[message_id] = future
-        self._queue.put((message_id, key, method, args, kwargs))
+        self._queue.put((message_id, key, sweep, method, args, kwargs))
         return future
 
     def _send_loop(self) -> None:
@@ -273,7 +287,7 @@ def _process() -> _Process:
 
 def prestart() -> None:
     """Start the writer and its imports now, e.g. before a sweep loads its dataset."""
-    _process().submit(("", "", False), "warm", (), {})
+    _process().submit(("", "", False, False), 0, "warm", (), {})
 
 
 def shutdown() -> None:
@@ -299,6 +313,7 @@ class TrackingWriter:
         self.experiment_name = experiment_name
         # read here, in the sweep's process: the writer process is shared by every sweep of this one
         self.key: Key = (experiment_name, self.uri, self.trace_examples, load_settings().plots)
+        self.sweep = next(_SWEEPS)
         self.error: TrackingError | None = None
         self._pending: set[Future[Any]] = set()
         self._traces: dict[str, list[Any]] = {}
@@ -308,7 +323,7 @@ class TrackingWriter:
         """Run ``method`` after everything handed over before it, and return its result."""
         self.raise_if_failed()
         try:
-            return _process().submit(self.key, method, args, kwargs).result()
+            return _process().submit(self.key, self.sweep, method, args, kwargs).result()
         except TrackingError as exc:
             self.error = self.error or exc
             raise
@@ -321,7 +336,7 @@ class TrackingWriter:
         if self.error is not None:
             return  # the store is gone: nothing more is sent, the sweep is stopping
         try:
-            future = _process().submit(self.key, method, args, kwargs)
+            future = _process().submit(self.key, self.sweep, method, args, kwargs)
         except WriterGone:
             self.error = self._gone()
             return
