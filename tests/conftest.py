@@ -31,9 +31,36 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "plots: sweeps that draw and log their plots, the default users get")
     config.addinivalue_line(
         "markers",
-        f"{NEEDS_INDEX}: downloads wheels from the package index (PyPI) with pip in a subprocess, outside "
+        f"{NEEDS_INDEX}: downloads wheels from the package index (PyPI) with uv in a subprocess, outside "
         "the loopback guard; offline, deselect with -m 'not needs_index'",
     )
+
+
+# The files that keep a worker longest (seconds of a 4-worker run on 2 cores, per-test wall summed per file),
+# handed out first: with `--dist loadfile --no-loadscope-reorder` (make test) xdist gives files out in
+# collection order, so a long file starts while the short ones fill the other workers, instead of starting
+# last and being waited for alone (xdist's own order, by number of tests, put the one-test server files
+# last). A file not listed keeps its place after these; the order changes nothing else.
+LONGEST_FIRST = (
+    "tests/batch/test_batch_providers.py",  # 172 s
+    "tests/runner/test_reliability.py",  # 165 s
+    "tests/tracking/test_shared_server.py",  # 103 s
+    "tests/tracking/test_tracking_server.py",  # 50 s
+    "tests/shipping/test_package.py",  # 37 s
+    "tests/test_promotion.py",  # 35 s
+    "tests/baseline/test_baseline_sweep.py",  # 34 s
+    "tests/cli/test_cli_output.py",  # 30 s
+    "tests/labels/test_label_loop.py",  # 29 s
+    "tests/shipping/test_package_providers.py",  # 28 s
+    "tests/batch/test_batch_bedrock.py",  # 28 s
+    "tests/optimize/test_optimize.py",  # 27 s
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    root = Path(str(config.rootpath))
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))  # stable
 
 
 @pytest.fixture(autouse=True)
