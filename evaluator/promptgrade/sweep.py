@@ -248,8 +248,9 @@ class Sweep:
         self.stop_reason = None
         # Everything alive now (modules, the dataset) lives through the request phase: frozen, the
         # cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at
-        # concurrency 32 in benchmarks/throughput.py's conditions).
-        gc.collect()
+        # concurrency 32 in benchmarks/throughput.py's conditions). No full collection first: it cost
+        # 0.35 s per sweep in a process that has imported much (a test session, a notebook), and the
+        # little garbage frozen with the rest is only kept until the unfreeze below.
         gc.freeze()
         try:
             finished_results = asyncio.run(
