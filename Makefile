@@ -28,9 +28,10 @@ install-cnn: install
 		$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode "torch==2.13.0+cpu" --find-links /opt/wheels; \
 	else echo "no CPU torch wheel on this machine: the cnn baseline is skipped (pip install 'promptgrade[cnn]')"; fi
 
-# Two pytest workers per core: a fifth of the suite's wall time is waiting (servers starting, a lost store
+# Two pytest workers per core: part of the suite's wall time is waiting (servers starting, a lost store
 # retried, batch jobs polled), which a second worker per core fills. Measured on 2 cores: 797 s with 2
-# workers, 735 s with 4 (docs/internals/testing.md).
+# workers, 735 s with 4 (session 29's machine); 373 s with 3, 368 s with 4 (session 30's, a faster one;
+# docs/internals/testing.md). --no-loadscope-reorder keeps tests/conftest.py's longest-first order.
 TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 1) )))
 
 ## Lint, format check, types and the whole test suite (what .ci/run runs).
