@@ -16,9 +16,11 @@ from base64 import b64encode, urlsafe_b64encode
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from pydantic import SecretStr
 
+import promptgrade.providers.gemini as gemini_module
 from promptgrade.errors import CredentialsError
 from promptgrade.providers import (
     Completion,
@@ -103,7 +105,8 @@ def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
     gemini_server: FakeGemini, fake_api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second client for the event loop costs no second set of TLS contexts (~150 ms of CPU on a small
-    machine, per provider, per sweep and per Lambda cold start): it reuses the SDK's own, and answers."""
+    machine, per provider, per sweep and per Lambda cold start): it reuses the SDK's own, and answers; so
+    does the next provider of the same process, while the CA bundle the SDK reads stays the same."""
     created: list[ssl.SSLContext] = []
     make = ssl.create_default_context
 
@@ -112,6 +115,7 @@ def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
         return created[-1]
 
     monkeypatch.setattr(ssl, "create_default_context", counting)
+    monkeypatch.setattr(gemini_module, "_SHARED_TLS", {})  # as in a fresh process
     gemini_server.answer_for_image(IMAGE.sha256, '{"categories": ["soup"], "grade": 40}')
     provider = GeminiProvider(MODEL, base_url=gemini_server.base_url)
     made_by_the_sdk = len(created)
@@ -121,6 +125,16 @@ def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
 
     assert completion.error is None and completion.text == '{"categories": ["soup"], "grade": 40}'
     assert len(created) == made_by_the_sdk
+
+    # a second provider in the same process (the next sweep of a notebook) loads none either, and answers
+    second = GeminiProvider(MODEL, base_url=gemini_server.base_url)
+    assert complete_one(second).text == '{"categories": ["soup"], "grade": 40}'
+    assert len(created) == made_by_the_sdk
+
+    # unless the CA bundle it would read has changed
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    GeminiProvider(MODEL, base_url=gemini_server.base_url)
+    assert len(created) > made_by_the_sdk
 
 
 def test_structured_output_sends_the_json_schema(gemini_server: FakeGemini, fake_api_key: str) -> None:

@@ -18,6 +18,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import google.auth.exceptions
@@ -176,7 +177,8 @@ class GeminiProvider:
             make = functools.partial(genai.Client, vertexai=False, api_key=self._secret)
         self._make_client = make
         self._http_options = http_options
-        self._client = make(http_options=http_options)  # built now, so bad settings fail before any call
+        # built now, so bad settings fail before any call
+        self._client = _with_shared_tls(make, http_options, api_key_client=not credentials.use_vertexai)
         # Off when switched off (e.g. to measure what templates save) or once the SDK's private converters
         # are found missing: the public generate_content is used for every call from then on.
         self._use_templates = not convert_per_call
@@ -314,6 +316,31 @@ def _tls_of(client: genai.Client) -> dict[str, Any]:
     if not isinstance(verify, ssl.SSLContext) or not isinstance(aiohttp_ssl, ssl.SSLContext):
         return {}
     return {"client_args": {"verify": verify}, "async_client_args": {"verify": verify, "ssl": aiohttp_ssl}}
+
+
+# The TLS contexts of the first API-key client of this process, by the CA locations they were built from:
+# every later provider (each sweep of a notebook or a test session builds one) takes them instead of
+# loading the CA bundle into three new contexts. The key is what the ssl module reports — SSL_CERT_FILE and
+# SSL_CERT_DIR, the variables the SDK reads, or OpenSSL's defaults — so a changed variable gets contexts of
+# its own (read through ssl, not os.environ: only promptgrade.settings reads the environment, and the
+# providers ship without it). Not for Vertex AI, whose contexts may carry a client certificate of its own.
+_SHARED_TLS: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+
+
+def _with_shared_tls(
+    make: Callable[..., genai.Client], http_options: types.HttpOptions, *, api_key_client: bool
+) -> genai.Client:
+    if not api_key_client:
+        return make(http_options=http_options)
+    paths = ssl.get_default_verify_paths()
+    key = (paths.cafile, paths.capath)
+    shared = _SHARED_TLS.get(key)
+    if shared:
+        return make(http_options=http_options.model_copy(update=shared))
+    client = make(http_options=http_options)
+    if tls := _tls_of(client):
+        _SHARED_TLS[key] = tls
+    return client
 
 
 def _session(client: genai.Client) -> Any:
