@@ -335,8 +335,8 @@ def _with_shared_tls(
     paths = ssl.get_default_verify_paths()
     key = (paths.cafile, paths.capath)
     shared = _SHARED_TLS.get(key)
-    if shared:
-        return make(http_options=http_options.model_copy(update=shared))
+    if shared:  # fresh dicts around the same contexts: the SDK may edit the arguments it is given
+        return make(http_options=http_options.model_copy(update={k: dict(v) for k, v in shared.items()}))
     client = make(http_options=http_options)
     if tls := _tls_of(client):
         _SHARED_TLS[key] = tls

@@ -11,7 +11,7 @@ an answer before its requests start (which runs exist, which are finished).
 Why not ``multiprocessing``: its ``spawn`` start re-runs the caller's main script in the child (a
 library user's script without a ``__main__`` guard would sweep twice), and ``fork`` copies a process
 whose threads may hold locks. The writer is started as ``python -m promptgrade.tracking.writer`` with
-two pipes, and work travels as ``(id, key, method, args)`` messages, pickled with the standard pickler
+two pipes, and work travels as ``(id, key, sweep, method, args)`` messages, pickled with the standard pickler
 (``multiprocessing``'s own would hand a tensor over as a shared file descriptor that only its own
 child processes may open) and framed by ``multiprocessing.connection``. Work runs in the order it was handed over, so a candidate's traces are
 written before its run is closed. The writer ends when its pipe closes: a sweep killed with SIGKILL
