@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import boto3
 import pytest
 import urllib3
 
+from helpers.checkout import copy_project
 from helpers.shared import once_per_run
 from promptgrade.bundle import Manifest, PromptInfo, Provenance, write_bundle
 from promptgrade.prompts import PromptLibrary, PromptVersion
@@ -88,11 +88,7 @@ def wheel_cache(request: pytest.FixtureRequest) -> Path:
 def project_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The handler and promptgrade as they are when the session starts: the builds compared for
     determinism must see the same sources even while someone edits the working tree."""
-    root = tmp_path_factory.mktemp("project")
-    ignore = shutil.ignore_patterns("__pycache__", "build", "*.pyc")
-    shutil.copytree(ROOT / "lambda_handler", root / "lambda_handler", ignore=ignore)
-    shutil.copytree(ROOT / "evaluator" / "promptgrade", root / "evaluator" / "promptgrade", ignore=ignore)
-    return root
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 @dataclass(frozen=True)

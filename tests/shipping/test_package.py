@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ import boto3
 import pytest
 from PIL import Image
 
+from helpers.checkout import copy_project
 from promptgrade.errors import PromptgradeError
 from promptgrade.shipping.package import (
     FORBIDDEN,
@@ -250,11 +250,7 @@ def test_a_missing_or_edited_bundle_is_refused(tmp_path: Path, make_bundle: Call
 def test_a_grading_path_module_that_imports_the_lab_fails_the_build(
     tmp_path: Path, make_bundle: Callable[[Path], Path]
 ) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(
-        ROOT / "lambda_handler", project / "lambda_handler", ignore=shutil.ignore_patterns("build")
-    )
-    shutil.copytree(ROOT / "evaluator" / "promptgrade", project / "evaluator" / "promptgrade")
+    project = copy_project(tmp_path / "project")
     grading = project / "evaluator" / "promptgrade" / "grading.py"
     grading.write_text(
         grading.read_text(encoding="utf-8") + "\nfrom promptgrade import scoring  # noqa\n", encoding="utf-8"
@@ -304,10 +300,7 @@ def test_the_wheels_platform_follows_the_runtimes_glibc() -> None:
 def test_a_lock_that_cannot_be_installed_is_one_line_naming_the_file_and_platform(
     tmp_path: Path, make_bundle: Callable[[Path], Path]
 ) -> None:
-    project = tmp_path / "project"
-    ignore = shutil.ignore_patterns("build", "__pycache__")
-    shutil.copytree(ROOT / "lambda_handler", project / "lambda_handler", ignore=ignore)
-    shutil.copytree(ROOT / "evaluator" / "promptgrade", project / "evaluator" / "promptgrade", ignore=ignore)
+    project = copy_project(tmp_path / "project")
     lock = project / "lambda_handler" / "requirements.txt"
     lock.write_text("promptgrade-no-such-wheel==1.0\n", encoding="utf-8")
     bundle = make_bundle(tmp_path / "bundle")

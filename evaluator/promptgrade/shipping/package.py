@@ -182,9 +182,9 @@ def build_package(
 
     Cheap checks (runtime, bundle, sources, promptgrade imports, the interpreter for bytecode) run
     before the wheels are installed, so a mistake costs no download. ``cache_dir`` is uv's cache, to
-    make repeated builds fast. ``bytecode_python`` is the interpreter that compiles the bytecode (it must be the runtime's
-    Python version); without it one is looked for, and the zip ships without bytecode, with a note,
-    if there is none.
+    make repeated builds fast. ``bytecode_python`` is the interpreter that compiles the bytecode (it
+    must be the runtime's Python version); without it one is looked for, and the zip ships without
+    bytecode, with a note, if there is none.
     """
     inputs = _inputs(Path(bundle_dir), runtime, architecture, Path(project_root), bytecode_python)
     out = Path(out)
