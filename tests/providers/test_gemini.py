@@ -102,7 +102,7 @@ def test_answer_tokens_and_request_arrive_intact(gemini_server: FakeGemini, fake
 
 
 def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
-    gemini_server: FakeGemini, fake_api_key: str, monkeypatch: pytest.MonkeyPatch
+    gemini_server: FakeGemini, fake_api_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A second client for the event loop costs no second set of TLS contexts (~150 ms of CPU on a small
     machine, per provider, per sweep and per Lambda cold start): it reuses the SDK's own, and answers; so
@@ -131,8 +131,10 @@ def test_the_per_loop_client_loads_no_ca_bundle_of_its_own(
     assert complete_one(second).text == '{"categories": ["soup"], "grade": 40}'
     assert len(created) == made_by_the_sdk
 
-    # unless the CA bundle it would read has changed
-    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    # unless the CA bundle it would read has changed (a path no environment names already)
+    bundle = tmp_path / "cacert.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     GeminiProvider(MODEL, base_url=gemini_server.base_url)
     assert len(created) > made_by_the_sdk
 
