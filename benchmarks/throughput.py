@@ -250,6 +250,55 @@ def bare_client(url: str, bodies: list[bytes], concurrency: int, server: ServerP
     }
 
 
+def sdk_alone(sweep: Any, server: ServerProcess, concurrency: int) -> dict[str, Any]:
+    """The sweep's own provider (google-genai, request templates) over the sweep's requests, nothing else.
+
+    No runner, cache, limiter, retries, parsing, scoring or tracking writer: what any program calling
+    google-genai the way the sweep does gets on this machine — the ceiling the request phase is held to,
+    between the bare client (no SDK) and the sweep (the SDK and promptgrade).
+    """
+    from promptgrade.grading import build_request
+    from promptgrade.providers.gemini import GeminiProvider
+
+    candidate = sweep.candidates[0]
+    requests = [
+        build_request(candidate.rendered, sweep.plan.task, candidate.settings, example.image)
+        for example in sweep.dataset.examples
+    ]
+
+    async def main() -> tuple[float, int]:
+        provider = GeminiProvider(MODEL, base_url=server.base_url, api_key=FAKE_API_KEY)
+        queue = iter(requests)
+        ok = 0
+
+        async def worker() -> None:
+            nonlocal ok
+            for request in queue:
+                completion = await provider.complete(request)
+                ok += completion.error is None
+
+        try:
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - started, ok
+        finally:
+            await provider.aclose()
+
+    cpu = server.cpu_seconds()
+    client_cpu = time.process_time()
+    seconds, ok = asyncio.run(main())
+    total = len(requests)
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "ok": ok,
+        "rate_per_s": total / seconds,
+        "server_cpu_cores": (server.cpu_seconds() - cpu) / seconds,
+        "client_cpu_ms_per_request": (time.process_time() - client_cpu) / total * 1000,
+        "load": load_note(),
+    }
+
+
 def show(run: dict[str, Any], bare: dict[str, Any] | None = None) -> None:
     run["ratio_to_ideal"] = run["rate_per_s"] / run["ideal_per_s"]
     run["end_to_end_ratio_to_ideal"] = run["end_to_end_rate_per_s"] / run["ideal_per_s"]
@@ -307,7 +356,7 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     bares: list[dict[str, Any]] = []
     target_c = 32 if 32 in args.concurrency else max(args.concurrency)
-    per_call_run = traces_off_run = small_run = None
+    per_call_run = traces_off_run = small_run = sdk = None
     with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
         sweep = None
         url: str | None = None
@@ -324,6 +373,13 @@ def main() -> int:
             runs.append(run)
             show(run, bare)
             if concurrency == target_c:
+                sdk = sdk_alone(sweep, server, concurrency)
+                print(
+                    f"  google-genai alone (the sweep's provider, nothing else) at concurrency {concurrency}: "
+                    f"{sdk['rate_per_s']:.1f} req/s = {sdk['rate_per_s'] / bare['rate_per_s']:.3f} of the bare "
+                    f"client ({sdk['ok']} ok); client CPU {sdk['client_cpu_ms_per_request']:.2f} ms/req; {sdk['load']}",
+                    flush=True,
+                )
                 per_call_run, _ = sweep_once(
                     dataset, args.requests, concurrency, server, Path(tmp) / "per-call", per_call=True
                 )
@@ -360,12 +416,32 @@ def main() -> int:
         "sweeps": runs,
         "bare_client": bares,
         "sweep_with_sdk_conversion_per_call": per_call_run,
+        "sdk_alone": sdk,
         "naive": naive,
         "speedup_vs_naive": {str(c): by_c[c]["rate_per_s"] / naive["rate_per_s"] for c in by_c},
     }
     for c, speedup in report.figures["speedup_vs_naive"].items():
         print(f"  speed-up over naive at concurrency {c}: {speedup:.1f}x")
     run = by_c[target_c]
+    if sdk is not None:
+        # where the request phase's client CPU goes, per request, all from this run at the target concurrency
+        bare_cpu = bares[list(by_c).index(target_c)]["client_cpu_ms_per_request"]
+        sdk_cpu, sweep_cpu = sdk["client_cpu_ms_per_request"], run["client_cpu_ms_per_request"]
+        sdk["ratio_to_bare_client"] = sdk["rate_per_s"] / run["bare_client_per_s"]
+        sdk["sweep_ratio_to_sdk_alone"] = run["rate_per_s"] / sdk["rate_per_s"]
+        report.figures["client_cpu_ms_per_request"] = {
+            "bare_client": bare_cpu,
+            "google_genai": sdk_cpu - bare_cpu,
+            "promptgrade": sweep_cpu - sdk_cpu,
+            "sweep": sweep_cpu,
+        }
+        print(
+            f"  client CPU per request at concurrency {target_c}: bare aiohttp {bare_cpu:.2f} ms; google-genai "
+            f"+{sdk_cpu - bare_cpu:.2f} ms ({sdk_cpu:.2f}, {sdk['ratio_to_bare_client']:.3f} of the bare client's "
+            f"rate); promptgrade's runner, cache, parsing, scoring and writer hand-over +{sweep_cpu - sdk_cpu:.2f} ms "
+            f"({sweep_cpu:.2f}, {run['ratio_to_bare_client']:.3f}); the sweep ÷ google-genai alone "
+            f"{sdk['sweep_ratio_to_sdk_alone']:.3f}"
+        )
     if per_call_run is not None:
         gain = run["rate_per_s"] / per_call_run["rate_per_s"]
         report.figures["request_templates_speedup"] = gain
