@@ -145,6 +145,18 @@ def details(found: dict[str, dict[str, Any]]) -> list[str]:
             ),
             "",
         ]
+        sdk, split = figures.get("sdk_alone"), figures.get("client_cpu_ms_per_request")
+        if sdk and split:
+            out += [
+                f"Where the request phase's client CPU goes at concurrency {sdk['concurrency']}, same run (ms per "
+                f"request): the bare client {split['bare_client']:.2f}; google-genai on top "
+                f"+{split['google_genai']:.2f} (the sweep's own provider over the same requests with nothing "
+                f"else: {sdk['rate_per_s']:.1f} req/s, {sdk['ratio_to_bare_client']:.3f} of the bare client); "
+                f"promptgrade's runner, cache, parsing, scoring and hand-over to the writer "
+                f"+{split['promptgrade']:.2f} (the sweep: {split['sweep']:.2f}, "
+                f"{sdk['sweep_ratio_to_sdk_alone']:.3f} of google-genai alone).",
+                "",
+            ]
     if (record := found.get("overhead")) is not None:
         figures = record["figures"]
         per = figures["attributed_concurrency_1"]["ms_per_request"]
