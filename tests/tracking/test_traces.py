@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,49 @@ def test_trace_examples_false_writes_no_traces(
     assert mlflow.search_traces(locations=[run.info.experiment_id], return_type="list") == []
     assert client.get_run(run.data.tags["mlflow.parentRunId"]).data.params["trace_examples"] == "False"
     assert len(predictions(client, run.info.run_id)) == N  # the per-example table is still there
+
+
+def test_the_reference_trays_are_in_every_trace_and_stored_once(
+    tmp_path: Path, tracking: str, gemini_server: FakeGemini, fake_api_key: str
+) -> None:
+    """A prompt that shows graded reference trays: each trace names them in order, with their grades,
+    as attachments the trace view renders — one stored copy per run, not one per trace."""
+    from mlflow.tracing.attachments import Attachment
+    from mlflow.tracing.utils.artifact_utils import get_artifact_uri_for_trace
+
+    from promptgrade.sweep import Sweep
+
+    path = tmp_path / "exp.yaml"
+    write_experiment(path, name="shown", base_url=gemini_server.base_url, n=N, prompts="meal_tray_anchors@2")
+    [candidate] = Sweep(path).prompt_candidates
+    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=tracking)
+    mlflow.set_tracking_uri(tracking)
+    experiment = client.get_experiment_by_name("shown")
+    [run] = client.search_runs([experiment.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    traces = mlflow.search_traces(
+        locations=[experiment.experiment_id], run_id=run.info.run_id, return_type="list"
+    )
+    assert len(traces) == N
+
+    shown = [trace.data.spans[0].inputs["references"] for trace in traces]
+    assert all(each == shown[0] for each in shown)  # the same references, named the same way, everywhere
+    assert [(r["id"], r["grade"]) for r in shown[0]] == [(r.id, r.grade) for r in candidate.references]
+    refs = [Attachment.parse_ref(r["image"]) for r in shown[0]]
+    assert all(ref is not None and ref["content_type"] == "image/jpeg" for ref in refs)
+    [holder] = {ref["trace_id"] for ref in refs if ref is not None}
+    assert holder in {trace.info.trace_id for trace in traces}  # stored under one of the run's traces
+
+    def attachments(trace_id: str) -> dict[str, bytes]:
+        folder = Path(urllib.parse.urlparse(get_artifact_uri_for_trace(mlflow.get_trace(trace_id).info)).path)
+        return {f.name: f.read_bytes() for f in (folder / "attachments").iterdir()}
+
+    stored = attachments(holder)
+    for ref in refs:
+        assert ref is not None
+        image = stored[str(ref["attachment_id"])]
+        assert image.startswith(b"\xff\xd8\xff") and len(image) == ref["size"] <= 40_000
+    # every other trace stores its tray only; the holder its tray and the five references
+    counts = sorted(len(attachments(trace.info.trace_id)) for trace in traces)
+    assert counts == [1] * (N - 1) + [1 + len(refs)]

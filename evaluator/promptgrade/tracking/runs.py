@@ -15,6 +15,7 @@ optimiser uses it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -112,6 +113,8 @@ class Tracker:
         self._traced_here = 0  # traces of this sweep this process wrote itself (workers start after enough)
         self._pending_traces: dict[str, list[Any]] = {}  # run id -> its batches in the workers
         self._contexts: dict[str, Any] = {}  # run id -> its TraceContext
+        # run id -> its reference images, until its first batch of traces stores them
+        self._unshown_references: dict[str, list[tuple[str, float | None, bytes, str]]] = {}
 
     def activate(self) -> None:
         """Some MLflow calls (linking a prompt to a run) read the global store, not the client's."""
@@ -243,11 +246,7 @@ class Tracker:
                 self._log_references(run_id, candidate.references)
             found = (run_id, False)
         self._trace_context(
-            found[0],
-            candidate.label,
-            candidate.rendered_display,
-            candidate.model,
-            tuple(r.id for r in candidate.references),
+            found[0], candidate.label, candidate.rendered_display, candidate.model, candidate.references
         )
         return found
 
@@ -292,8 +291,10 @@ class Tracker:
         name: str,
         prompt: str | None,
         model: str | None,
-        references: tuple[str, ...] = (),
+        references: tuple[Reference, ...] = (),
     ) -> None:
+        """What the run's traces share; its reference images wait for the run's first batch of traces,
+        which chooses the trace they are stored under (see ``traces.ReferenceImages``)."""
         from promptgrade.tracking.traces import TraceContext
 
         dataset = self.dataset
@@ -305,8 +306,11 @@ class Tracker:
             model=model,
             image_refs=dataset.image_refs if dataset is not None else {},
             image_sha256=dataset.image_sha256 if dataset is not None else {},
-            references=references,
+            references=tuple(r.id for r in references),
         )
+        self._unshown_references[run_id] = [
+            (r.id, r.grade, r.image.data, r.image.mime_type) for r in references
+        ]
 
     def _new_child(self, candidate: Candidate | BaselineCandidate, task: Task, params: dict[str, Any]) -> str:
         """A candidate run under the sweep: the candidate's params also as tags, to filter on in the UI."""
@@ -368,6 +372,7 @@ class Tracker:
         context = self._contexts.get(run_id)
         if context is None:
             raise TrackingError(f"run {run_id} is not a candidate run of this sweep")
+        context = self._with_reference_images(run_id, context, items)
         pool = self._trace_pool()
         if pool is not None:
             from promptgrade.tracking.traces import write_batch
@@ -375,14 +380,42 @@ class Tracker:
             self._pending_traces.setdefault(run_id, []).append(
                 pool.submit(write_batch, self.uri, context, items)
             )
+            self._references_stored(run_id)  # the batch in the worker stores them (or the sweep stops)
             return len(items)
         from promptgrade.tracking.traces import TraceWriter
 
         if self._traces is None:
             self._traces = TraceWriter(self.uri)
         written = len(self._traces.write(context, items))
+        self._references_stored(run_id)
         self._traced_here += written
         return written
+
+    def _with_reference_images(self, run_id: str, context: Any, items: list[Any]) -> Any:
+        """The run's first batch with a trace to write chooses the trace its reference images are stored
+        under, and carries them; a retried batch carries the same images under the same trace."""
+        from promptgrade.tracking.traces import reference_images
+
+        unshown = self._unshown_references.get(run_id)
+        if not unshown or context.reference_images is not None:
+            return context
+        first = next((item for item in items if item.outcome.status != "skipped"), None)
+        if first is None:
+            return context
+        context = dataclasses.replace(
+            context, reference_images=reference_images(run_id, first.outcome.example_id, unshown)
+        )
+        self._contexts[run_id] = context
+        return context
+
+    def _references_stored(self, run_id: str) -> None:
+        """Later batches name the reference images without storing them again."""
+        context = self._contexts[run_id]
+        if context.reference_images is not None and context.reference_images.files:
+            self._unshown_references.pop(run_id, None)
+            self._contexts[run_id] = dataclasses.replace(
+                context, reference_images=dataclasses.replace(context.reference_images, files=())
+            )
 
     def _trace_pool(self) -> Any:
         """Worker processes for traces, when this machine has a core to spare for them and the sweep is

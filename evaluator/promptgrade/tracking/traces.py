@@ -3,8 +3,8 @@
 Why traces and not only the predictions table: MLflow 3's run page lists a run's traces with their
 assessments and compares two runs example by example, so a person can see *which* trays a prompt
 gets wrong — and, with the tray attached as an image, *what* the tray looked like — without
-downloading JSON. Each trace holds what the model saw (example id, the tray, its file, the rendered
-prompt) and what it said (raw answer, parsed prediction); the truth is logged as expectations and our
+downloading JSON. Each trace holds what the model saw (example id, the tray, its file, the reference
+trays shown, the rendered prompt) and what it said (raw answer, parsed prediction); the truth is logged as expectations and our
 scores as feedback, all with source ``CODE:promptgrade``.
 
 Why this route and not MLflow's fluent tracing: the fluent API writes each trace through its exporter
@@ -74,6 +74,43 @@ class TraceContext:
     image_refs: Mapping[str, str]  # example id -> where the image came from (file path, hub id…)
     image_sha256: Mapping[str, str]
     references: tuple[str, ...] = ()  # the ids of the reference images the prompt showed, in order
+    reference_images: ReferenceImages | None = None  # the same images, as the trace view shows them
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceImages:
+    """A run's reference trays as its traces show them: stored once, under one of the run's traces.
+
+    Why once: every trace of a candidate shows the same references, and each stored attachment is a file
+    write (about a millisecond on a local store, a request on a tracking server) — five of them per
+    trace would double what tracing costs. MLflow's trace view fetches an attachment by the trace id its
+    ``mlflow-attachment://`` ref carries, not by the trace being read, so the images are stored under
+    one trace of the run (``holder``) and every trace names them with refs carrying that trace's id.
+    ``files`` are the thumbnails still to be stored: the first batch of the run carries them.
+    """
+
+    holder: str  # the trace id the images are stored under
+    shown: tuple[tuple[str, float | None, str], ...]  # (reference id, grade, attachment ref), in order
+    files: tuple[tuple[str, bytes], ...] = ()  # (attachment id, JPEG) to store with this batch
+
+
+def reference_images(
+    run_id: str, holder_example: str, references: Sequence[tuple[str, float | None, bytes, str]]
+) -> ReferenceImages:
+    """Thumbnails of ``(id, grade, image bytes, mime type)`` to store under the trace of ``holder_example``
+    (a reference whose bytes are not an image is named by id only, as before)."""
+    holder = trace_id_for(run_id, holder_example)
+    shown: list[tuple[str, float | None, str]] = []
+    files: list[tuple[str, bytes]] = []
+    for reference_id, grade, data, mime_type in references:
+        small = thumbnail(data, mime_type)
+        if small is None:
+            shown.append((reference_id, grade, ""))
+            continue
+        attachment = Attachment(content_type=small[1], content_bytes=small[0])
+        shown.append((reference_id, grade, attachment.ref(holder)))
+        files.append((attachment.id, small[0]))
+    return ReferenceImages(holder, tuple(shown), tuple(files))
 
 
 def trace_id_for(run_id: str, example_id: str) -> str:
@@ -227,7 +264,12 @@ def _inputs(
         inputs["tray"] = attachment.ref(trace_id)
     inputs["image"] = context.image_refs.get(outcome.example_id, "")
     inputs["image_sha256"] = context.image_sha256.get(outcome.example_id, "")
-    if context.references:
+    if context.reference_images is not None:
+        inputs["references"] = [
+            {"id": reference_id, "grade": grade, **({"image": ref} if ref else {})}
+            for reference_id, grade, ref in context.reference_images.shown
+        ]
+    elif context.references:
         inputs["references"] = list(context.references)
     if context.prompt is not None:
         inputs["prompt"] = context.prompt
@@ -297,6 +339,15 @@ class TraceWriter:
                 repo = self.client._get_artifact_repo_for_trace(stored[trace.info.trace_id])
                 for attachment_id, attachment in trace.attachments.items():
                     repo.upload_attachment(attachment_id, attachment.content_bytes)
+        references = context.reference_images
+        if references is not None and references.files:
+            # the holder is one of this batch's traces: new (stored) or written by an earlier sweep (known)
+            holder = stored.get(references.holder) or known.get(references.holder)
+            if holder is None:
+                raise TrackingError(f"trace {references.holder} for the reference images is not in its batch")
+            repo = self.client._get_artifact_repo_for_trace(holder)
+            for attachment_id, data in references.files:
+                repo.upload_attachment(attachment_id, data)
         ids = [b.info.trace_id for b in built]
         self.link(ids, context.run_id)
         return ids
