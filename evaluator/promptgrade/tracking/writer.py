@@ -53,8 +53,8 @@ from promptgrade.tracking.uri import default_trace_examples, tracking_uri
 TRACE_BATCH = 64  # example traces handed over at once: one store batch per 64 answers
 ATTEMPTS = 3  # a write is tried this often before the sweep stops on it
 BACKOFF_S = (0.5, 2.0)
-EXIT_WAIT_S = 30.0
-WRITER_NICENESS = 5  # at interpreter exit, how long the writer may take to finish what it holds
+EXIT_WAIT_S = 30.0  # at interpreter exit, how long the writer may take to finish what it holds
+WRITER_NICENESS = 5  # the writer yields the cores to the sweep's event loop (see serve)
 # MLflow retries an HTTP call 7 times with exponential backoff (minutes in all) and waits 120 s for
 # an answer: right for a notebook, wrong for a sweep that must say the store is gone. A user's own
 # settings win.
