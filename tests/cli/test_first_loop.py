@@ -129,6 +129,10 @@ def test_the_readme_first_loop_runs_as_written_offline(
     (_, sweep), (_, table), (_, flips), (_, report), (_, promote) = done
     assert "best by category_accuracy: meal_tray_anchors@v1" in flat(sweep)
     assert "192 API calls" in flat(sweep)
+    # the stand-in bills images as the price table documents Gemini 3 (1,120 tokens each): the dry run's
+    # estimate and the bill agree, as they should against the API
+    billed = re.findall(r"estimated ([\d,]+), actual ([\d,]+) \(([+-]?\d+)%\)", flat(sweep))
+    assert len(billed) == 3 and all(estimate == actual for estimate, actual, _ in billed), billed
     assert re.search(r"★ │ [0-9a-f]{8} │", table.output)
     assert "category: A right, B wrong on 10; B right, A wrong on 5" in flat(flips)
     assert "A = meal_tray_anchors@v1" in flat(flips) and "B = meal_tray_json@v1" in flat(flips)

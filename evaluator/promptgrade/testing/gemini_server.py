@@ -43,6 +43,7 @@ from promptgrade.testing.gemini_wire import (
     RequestInfo,
     answer_body,
     envelope,
+    inline_images,
     parse_request,
 )
 from promptgrade.testing.scripted import ScriptedAPI
@@ -158,8 +159,9 @@ class _Handler(GeminiReplies):
             return
         try:
             info = parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
+            info = dataclasses.replace(info, body=body)
             billed = fake.image_tokens(info) if fake.image_tokens is not None else TOKENS_PER_IMAGE
-            info = dataclasses.replace(info, body=body, image_tokens=billed)
+            info = dataclasses.replace(info, image_tokens=billed)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self.send_api_error(400, f"Invalid JSON payload received. {exc}")
             return
@@ -207,14 +209,45 @@ class _Handler(GeminiReplies):
 _BLOCKED_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
 
 
+_MEDIA_RESOLUTION = {
+    "MEDIA_RESOLUTION_LOW": "low",
+    "MEDIA_RESOLUTION_MEDIUM": "medium",
+    "MEDIA_RESOLUTION_HIGH": "high",
+}
+
+
+def billed_as_documented(rules: dict[str, Any]) -> Callable[[RequestInfo], int]:
+    """Images billed as Google documents them for the requested model's family: the price table's
+    ``image_tokens`` rules (``promptgrade.tokens``), at the tray's size and the request's
+    ``mediaResolution`` — so a sweep's estimated and billed input tokens agree on the stand-in as they
+    should against the API (Gemini 3 bills 1,120 tokens for an image whatever its size, Gemini 2.x 258
+    per 768-px tile). Every image of a request is billed as its tray (references share its size rule)."""
+    from promptgrade.tokens import image_size, image_tokens, longest_prefix
+
+    def billed(info: RequestInfo) -> int:
+        images = inline_images(json.loads(info.body or b"{}"))
+        try:
+            width, height = image_size(images[-1]) if images else (0, 0)
+        except OSError:  # bytes that are no image (a test's): billed as a small image
+            width, height = 0, 0
+        media = _MEDIA_RESOLUTION.get(str(info.generation_config.get("mediaResolution", "")))
+        return image_tokens(width, height, media, longest_prefix(info.model, rules))
+
+    return billed
+
+
 def serve(
     port: int, answers: Path | None, *, default_answer: str = DEFAULT_ANSWER, latency: float = 0.0
 ) -> None:
     """Serve until Ctrl-C, so a demo or a notebook can point the real SDK at scripted answers.
 
-    A missing or malformed answers file (``AnswersFileError``) and a busy port (``PortInUseError``)
-    are raised before anything is served, for the command to print as one line.
+    Images are billed by the shipped price table's rules for the requested model (see
+    ``billed_as_documented``); without a table, as ``TOKENS_PER_IMAGE``. A missing or malformed answers
+    file (``AnswersFileError``) and a busy port (``PortInUseError``) are raised before anything is
+    served, for the command to print as one line.
     """
+    from promptgrade.config import load_price_table, shipped_price_table
+
     if answers is None:
         scripted = ScriptedAnswers({}, default=default_answer)
     else:
@@ -224,7 +257,9 @@ def serve(
         "(further ones are not reported)",
         flush=True,
     )
-    fake = FakeGemini(port=port, default_answer=scripted, latency_s=latency)
+    table = shipped_price_table()
+    billing = billed_as_documented(load_price_table(table).image_tokens) if table is not None else None
+    fake = FakeGemini(port=port, default_answer=scripted, latency_s=latency, image_tokens=billing)
     try:
         fake.start()
     except OSError as exc:

@@ -170,11 +170,20 @@ def _b64decode(data: str) -> bytes:
     return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
+def inline_images(body: dict[str, Any]) -> list[bytes]:
+    """The bytes of every inline image of a ``generateContent`` body, in the order sent."""
+    return [
+        _b64decode(_get(inline, "data") or "")
+        for content in _get(body, "contents") or []
+        for part in _get(content, "parts") or []
+        if (inline := _get(part, "inlineData")) is not None
+    ]
+
+
 def parse_request(
     model: str, path: str, body: dict[str, Any], headers: Any, received_at: float
 ) -> RequestInfo:
     texts: list[str] = []
-    images: list[str] = []
     mime_type = None
     for content in _get(body, "contents") or []:
         for part in _get(content, "parts") or []:
@@ -182,8 +191,8 @@ def parse_request(
                 texts.append(text)
             inline = _get(part, "inlineData")
             if inline is not None:
-                images.append(hashlib.sha256(_b64decode(_get(inline, "data") or "")).hexdigest())
                 mime_type = _get(inline, "mimeType")
+    images = [hashlib.sha256(data).hexdigest() for data in inline_images(body)]
     config = _get(body, "generationConfig") or {}
     schema = next(
         (
