@@ -134,6 +134,11 @@ def test_the_readme_first_loop_runs_as_written_offline(
     billed = re.findall(r"estimated ([\d,]+), actual ([\d,]+) \(([+-]?\d+)%\)", flat(sweep))
     assert len(billed) == 3 and all(estimate == actual for estimate, actual, _ in billed), billed
     assert re.search(r"★ │ [0-9a-f]{8} │", table.output)
+    # at 80 columns every name and figure is whole (they were all cut to "me…"), prompt over model
+    assert "…" not in table.output and "top-1, errors, p50 ms: in a wider terminal" in flat(table)
+    for prompt in ("meal_tray_anchors@v1", "meal_tray_json@v1", "meal_tray_freetext@v1"):
+        assert re.search(rf"│ {prompt} +│.*\n.*│ gemini-3-flash-preview +│", table.output), table.output
+    assert len(re.findall(r"│ 0\.\d{4} │", table.output)) == 3  # the cost of each, whole
     assert "category: A right, B wrong on 10; B right, A wrong on 5" in flat(flips)
     assert "A = meal_tray_anchors@v1" in flat(flips) and "B = meal_tray_json@v1" in flat(flips)
     assert (

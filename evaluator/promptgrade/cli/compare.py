@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -96,21 +96,48 @@ def compare(
         _compare_two(name, runs, tracking_uri, json_path, unpaired)
         return
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
-    table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
-    for column in ("", "run", "prompt", "model", *_COMPARE_METRICS.values()):
-        table.add_column(
-            column,
-            justify="right" if column in _COMPARE_METRICS.values() else "left",
-            no_wrap=column == "run",  # `--runs` takes these ids: never cut, even at 80 columns
-            min_width=8 if column == "run" else None,
-        )
-    for index, row in enumerate(rows):
-        params, metrics = row["params"], row["metrics"]
+    common.console.print(_candidates_table(name, primary, rows, common.console.width))
+
+
+def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]], width: int) -> Table:
+    """Every figure whole and every run id whole, in one line per candidate where the terminal is wide
+    enough. Where it is not (a newcomer's 80 columns cut every cell to "me…"), prompt and model share a
+    column, on two lines, headers take two lines, and three secondary metrics wait for a wider terminal,
+    which the caption says."""
+    names: list[tuple[str, str]] = []
+    for row in rows:
+        params = row["params"]
         prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
-        cells = ["★" if index == 0 else "", row["run_id"][:8], esc(prompt), esc(params.get("model", "–"))]
-        cells += [metric_text(metric, metrics.get(metric)) for metric in _COMPARE_METRICS]
-        table.add_row(*cells)
-    common.console.print(table)
+        names.append((prompt, params.get("model", "–")))
+
+    def figures(metrics_shown: list[str]) -> list[list[str]]:
+        return [[metric_text(m, row["metrics"].get(m)) for m in metrics_shown] for row in rows]
+
+    every = list(_COMPARE_METRICS)
+    columns = [["★"], ["run", *(r["run_id"][:8] for r in rows)], ["prompt", *(p for p, _ in names)]]
+    columns += [["model", *(m for _, m in names)]]
+    table_of_every = figures(every)
+    columns += [[_COMPARE_METRICS[m], *(cells[k] for cells in table_of_every)] for k, m in enumerate(every)]
+    needed = sum(max(len(cell) for cell in column) for column in columns) + 3 * len(columns) + 1
+    narrow = needed > width
+    shown = [m for m in every if not (narrow and m in _WIDE_ONLY)]
+    table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
+    if narrow:
+        table.caption = esc(", ".join(_COMPARE_METRICS[m] for m in _WIDE_ONLY) + ": in a wider terminal")
+    table.add_column("")
+    table.add_column("run", no_wrap=True)  # `--runs` takes these ids: never cut
+    if narrow:
+        table.add_column("candidate", overflow="fold")
+    else:
+        table.add_column("prompt", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+    for metric in shown:
+        header = _COMPARE_METRICS[metric]
+        table.add_column(header.replace(" ", "\n") if narrow else header, justify="right", no_wrap=True)
+    for index, ((prompt, model), cells) in enumerate(zip(names, figures(shown), strict=True)):
+        candidate = [esc(f"{prompt}\n{model}")] if narrow else [esc(prompt), esc(model)]
+        table.add_row("★" if index == 0 else "", rows[index]["run_id"][:8], *candidate, *cells)
+    return table
 
 
 def _compare_two(
@@ -228,6 +255,7 @@ def _short(answer: str | None, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_WIDE_ONLY = ("category_top1_accuracy", "error_rate", "latency_p50_ms")
 _COMPARE_METRICS = {
     "category_accuracy": "cat acc",
     "category_top1_accuracy": "top-1",
