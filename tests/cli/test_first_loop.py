@@ -145,5 +145,11 @@ def test_the_readme_first_loop_runs_as_written_offline(
         "report written to report.html" in flat(report) and (clone / "report.html").stat().st_size > 100_000
     )
     assert "promoted meal_tray_anchors@v1" in flat(promote)
+    # the promotion table at 80 columns: one column per candidate, every interval whole
+    assert "…" not in promote.output and re.search(r"winner \([0-9a-f]{8}\)", promote.output)
+    assert (
+        len(re.findall(r"│ category accuracy +│ +\d+% \(\d+%–\d+%\) │ +\d+% \(\d+%–\d+%\) │", promote.output))
+        == 1
+    )
     assert (clone / "lambda_handler" / "bundle" / "manifest.json").is_file()
     assert "is not in" not in server_output  # every tray the sweep sent was scripted

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from promptgrade.cli import common
 from promptgrade.cli.common import TrackingOpt, app, esc, experiment_name, user_errors
@@ -72,26 +73,48 @@ def promote(
 def _print_decision(decision: Any) -> None:
     from promptgrade.promotion import SHOWN_METRICS
 
-    table = Table(title=f"promotion by {decision.metric}")
-    table.add_column("")
-    table.add_column("run")
-    table.add_column("candidate")
-    for metric in SHOWN_METRICS:
-        table.add_column(metric.replace("_", " "), justify="right")
-    table.add_column("$ / image", justify="right")
-    for role, row in (
-        ("winner", decision.winner),
-        ("production", decision.incumbent),
-        ("runner-up", decision.runner_up),
-    ):
-        if row is None:
-            continue
-        cells = [role, row.run_id[:8], esc(row.name)]
-        for metric in SHOWN_METRICS:
-            cells.append(
+    shown = [
+        (role, row)
+        for role, row in (
+            ("winner", decision.winner),
+            ("production", decision.incumbent),
+            ("runner-up", decision.runner_up),
+        )
+        if row is not None
+    ]
+    headers = [metric.replace("_", " ") for metric in SHOWN_METRICS] + ["$ / image"]
+    figures = [
+        [
+            *(
                 metric_text(metric, *(row.metric(metric + end) for end in ("", "_ci_low", "_ci_high")))
-            )
-        table.add_row(*cells, _cost_cell(row))
+                for metric in SHOWN_METRICS
+            ),
+            _cost_cell(row),
+        ]
+        for _, row in shown
+    ]
+    columns = [["", *(r for r, _ in shown)], ["run", *(row.run_id[:8] for _, row in shown)]]
+    columns += [["candidate", *(row.name for _, row in shown)]]
+    columns += [[header, *(cells[k] for cells in figures)] for k, header in enumerate(headers)]
+    needed = sum(max(len(cell) for cell in column) for column in columns) + 3 * len(columns) + 1
+    title = f"promotion by {decision.metric}"
+    if needed <= common.console.width:  # one line per candidate
+        table = Table(title=title)
+        table.add_column("")
+        table.add_column("run")
+        table.add_column("candidate")
+        for header in headers:
+            table.add_column(header, justify="right")
+        for (role, row), cells in zip(shown, figures, strict=True):
+            table.add_row(role, row.run_id[:8], esc(row.name), *cells)
+    else:  # an 80-column terminal cut every cell of that to "meal_…": one column per candidate instead
+        table = Table(title=title)
+        table.add_column("")
+        for role, row in shown:
+            table.add_column(f"{role} ({row.run_id[:8]})", justify="right", overflow="fold")
+        table.add_row("candidate", *(Text(row.name, justify="left") for _, row in shown))
+        for k, header in enumerate(headers):
+            table.add_row(header, *(cells[k] for cells in figures))
     common.console.print(table)
     against = "production" if decision.incumbent is not None else "runner-up"
     for test in decision.tests:
