@@ -39,6 +39,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,16 +236,22 @@ def bare_client(url: str, bodies: list[bytes], concurrency: int, server: ServerP
             await asyncio.gather(*(worker(session) for _ in range(concurrency)))
             return time.perf_counter() - started, ok
 
-    cpu = server.cpu_seconds()
-    client_cpu = time.process_time()
-    seconds, ok = asyncio.run(main())
-    total = len(bodies)
     return {
         "concurrency": concurrency,
+        **timed(server, len(bodies), lambda: asyncio.run(main())),
+        "ideal_per_s": concurrency / server.latency_s,
+    }
+
+
+def timed(server: ServerProcess, total: int, run: Callable[[], tuple[float, int]]) -> dict[str, Any]:
+    """``run`` (returning its seconds and how many answers were right), with its rate and both sides' CPU."""
+    cpu = server.cpu_seconds()
+    client_cpu = time.process_time()
+    seconds, ok = run()
+    return {
         "requests": total,
         "ok": ok,
         "rate_per_s": total / seconds,
-        "ideal_per_s": concurrency / server.latency_s,
         "server_cpu_cores": (server.cpu_seconds() - cpu) / seconds,
         "client_cpu_ms_per_request": (time.process_time() - client_cpu) / total * 1000,
     }
@@ -284,17 +291,9 @@ def sdk_alone(sweep: Any, server: ServerProcess, concurrency: int) -> dict[str, 
         finally:
             await provider.aclose()
 
-    cpu = server.cpu_seconds()
-    client_cpu = time.process_time()
-    seconds, ok = asyncio.run(main())
-    total = len(requests)
     return {
         "concurrency": concurrency,
-        "requests": total,
-        "ok": ok,
-        "rate_per_s": total / seconds,
-        "server_cpu_cores": (server.cpu_seconds() - cpu) / seconds,
-        "client_cpu_ms_per_request": (time.process_time() - client_cpu) / total * 1000,
+        **timed(server, len(requests), lambda: asyncio.run(main())),
         "load": load_note(),
     }
 

@@ -43,13 +43,19 @@ def sweep(
 
     everyone_but_wrong = {e.id for e in examples} - {wrong}
     server.default_answer = planted_answers(examples, everyone_but_wrong, set(), script)
+    client, run = swept(path, tracking, "traced")
+    return client, run, broken
+
+
+def swept(path: Path, tracking: str, name: str) -> tuple[MlflowClient, Any]:
+    """`promptgrade sweep` as a user runs it; the MLflow client and the (one) candidate run."""
     result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=tracking)
     mlflow.set_tracking_uri(tracking)
-    exp = client.get_experiment_by_name("traced")
-    [run] = client.search_runs([exp.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
-    return client, run, broken
+    experiment = client.get_experiment_by_name(name)
+    [run] = client.search_runs([experiment.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    return client, run
 
 
 def predictions(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any]]:
@@ -137,14 +143,9 @@ def test_the_reference_trays_are_in_every_trace_and_stored_once(
     path = tmp_path / "exp.yaml"
     write_experiment(path, name="shown", base_url=gemini_server.base_url, n=N, prompts="meal_tray_anchors@2")
     [candidate] = Sweep(path).prompt_candidates
-    result = RUNNER.invoke(app, ["sweep", str(path), "--tracking-uri", tracking])
-    assert result.exit_code == 0, result.output
-    client = MlflowClient(tracking_uri=tracking)
-    mlflow.set_tracking_uri(tracking)
-    experiment = client.get_experiment_by_name("shown")
-    [run] = client.search_runs([experiment.experiment_id], "tags.`promptgrade.kind` = 'candidate'")
+    _, run = swept(path, tracking, "shown")
     traces = mlflow.search_traces(
-        locations=[experiment.experiment_id], run_id=run.info.run_id, return_type="list"
+        locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list"
     )
     assert len(traces) == N
 
