@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from helpers import sweeps
 from helpers.mlflow_server import MlflowServer
-from helpers.scripted_sweeps import planted_answers, write_experiment
+from helpers.scripted_sweeps import TWO_PROMPTS, planted_answers, write_experiment
 from promptgrade.testing.gemini_server import FakeGemini
 from promptgrade.tracking import writer
 
@@ -76,12 +76,20 @@ def test_a_sweep_on_a_tracking_server_then_the_server_lost_and_back(
 
     # -- a healthy server: everything a sqlite store gets, over HTTP ------------------------------
     path = tmp_path / "ok.yaml"
-    examples = write_experiment(path, name="on-a-server", base_url=gemini_server.base_url, n=N)
+    # a third candidate shows five reference trays (the writer hands every batch after its first to its
+    # trace workers, so at least two of the three runs' traces, references and all, are theirs)
+    examples = write_experiment(
+        path,
+        name="on-a-server",
+        base_url=gemini_server.base_url,
+        n=N,
+        prompts=f"{TWO_PROMPTS}, meal_tray_anchors@2",
+    )
     gemini_server.default_answer = planted_answers(examples, {e.id for e in examples}, set())
     result = sweep(path, uri)
     assert result.exit_code == 0, result.output
     runs = candidate_runs(client, "on-a-server")
-    assert len(runs) == 2
+    assert len(runs) == 3
     for run in runs:
         assert run.info.status == "FINISHED"
         assert len(predictions(client, run.info.run_id)) == N
@@ -96,6 +104,16 @@ def test_a_sweep_on_a_tracking_server_then_the_server_lost_and_back(
     with urllib.request.urlopen(f"{uri}/ajax-api/3.0/mlflow/get-trace-artifact?{query}") as response:
         image = response.read()
     assert image.startswith(b"\xff\xd8\xff") and len(image) <= 40_000  # the tray, as a small JPEG
+    # the reference trays, fetched as the trace view fetches them: from the trace their refs name
+    [shown] = [r for r in runs if r.data.params["prompt_name"] == "meal_tray_anchors"]
+    references = traces_of(shown)[0].data.spans[0].inputs["references"]
+    assert [r["grade"] for r in references] == [0, 25, 50, 75, 100]
+    for reference in references:
+        ref = urllib.parse.urlparse(reference["image"])
+        holder = urllib.parse.parse_qs(ref.query)["trace_id"][0]
+        query = urllib.parse.urlencode({"request_id": holder, "path": ref.hostname})
+        with urllib.request.urlopen(f"{uri}/ajax-api/3.0/mlflow/get-trace-artifact?{query}") as response:
+            assert response.read().startswith(b"\xff\xd8\xff")
     # the span lasts as long as the model call, not as long as the logging
     table = json.loads(Path(client.download_artifacts(runs[-1].info.run_id, "predictions.json")).read_text())
     rows = {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
