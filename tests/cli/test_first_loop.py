@@ -141,6 +141,9 @@ def test_the_readme_first_loop_runs_as_written_offline(
     assert len(re.findall(r"│ 0\.\d{4} │", table.output)) == 3  # the cost of each, whole
     assert "category: A right, B wrong on 10; B right, A wrong on 5" in flat(flips)
     assert "A = meal_tray_anchors@v1" in flat(flips) and "B = meal_tray_json@v1" in flat(flips)
+    # 80 columns: one line per flipped tray (ids whole), the raw answers left to a wider terminal
+    assert len(re.findall(r"│ tray-\d{4} │ (?:category|grade) +│", flips.output)) == 10 + 5 + 8 + 3
+    assert "the raw answers: in a wider terminal" in flat(flips)
     assert (
         "report written to report.html" in flat(report) and (clone / "report.html").stat().st_size > 100_000
     )

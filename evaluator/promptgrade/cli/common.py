@@ -38,6 +38,13 @@ def esc(value: object) -> str:
     return escape(str(value))
 
 
+def fits(columns: list[list[str]]) -> bool:
+    """Whether a rich table of these columns (header first, then cells) fits the terminal with no cell
+    cut or wrapped: the layouts that cannot keep every cell whole at 80 columns choose another."""
+    lines = [max(len(line) for cell in column for line in cell.splitlines() or [""]) for column in columns]
+    return sum(lines) + 3 * len(columns) + 1 <= console.width
+
+
 @app.callback()
 def _setup() -> None:
     # Consoles are made per invocation so they see the terminal (and COLUMNS) of this run; MLflow's

@@ -96,10 +96,10 @@ def compare(
         _compare_two(name, runs, tracking_uri, json_path, unpaired)
         return
     rows, primary = candidate_rows(name, tracking_uri, latest_only=not all_sweeps)
-    common.console.print(_candidates_table(name, primary, rows, common.console.width))
+    common.console.print(_candidates_table(name, primary, rows))
 
 
-def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]], width: int) -> Table:
+def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]]) -> Table:
     """Every figure whole and every run id whole, in one line per candidate where the terminal is wide
     enough. Where it is not (a newcomer's 80 columns cut every cell to "me…"), prompt and model share a
     column, on two lines, headers take two lines, and three secondary metrics wait for a wider terminal,
@@ -118,8 +118,7 @@ def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]], width
     columns += [["model", *(m for _, m in names)]]
     table_of_every = figures(every)
     columns += [[_COMPARE_METRICS[m], *(cells[k] for cells in table_of_every)] for k, m in enumerate(every)]
-    needed = sum(max(len(cell) for cell in column) for column in columns) + 3 * len(columns) + 1
-    narrow = needed > width
+    narrow = not common.fits(columns)
     shown = [m for m in every if not (narrow and m in _WIDE_ONLY)]
     table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
     if narrow:
@@ -172,31 +171,27 @@ def _compare_two(
         )
     for note in result.notes:
         common.console.print(f"[yellow]note:[/] {esc(note)}", highlight=False)
+    headers = ["example", "on", "truth", "A predicted", "B predicted", "right", "A's answer", "B's answer"]
+    rows = [
+        [
+            *(flip.example_id, flips.name, flip.truth, flip.predicted_a, flip.predicted_b, side),
+            *(_short(flip.answer_a), _short(flip.answer_b)),
+        ]
+        for flips in (result.category, result.grade)
+        for side, examples in (("A", flips.a_only), ("B", flips.b_only))
+        for flip in examples
+    ]
+    # the raw answers take most of the width: where the rest would be cut (80 columns), they are left
+    # to a wider terminal, and the caption says so
+    whole = common.fits([[header, *(row[k] for row in rows)] for k, header in enumerate(headers)])
+    kept = len(headers) if whole else len(headers) - 2
     table = Table(title="examples where they disagree")
-    for column in (
-        "example",
-        "on",
-        "truth",
-        "A predicted",
-        "B predicted",
-        "right",
-        "A's answer",
-        "B's answer",
-    ):
-        table.add_column(column, overflow="fold")
-    for flips in (result.category, result.grade):
-        for side, examples in (("A", flips.a_only), ("B", flips.b_only)):
-            for flip in examples:
-                table.add_row(
-                    esc(flip.example_id),
-                    flips.name,
-                    esc(flip.truth),
-                    esc(flip.predicted_a),
-                    esc(flip.predicted_b),
-                    side,
-                    esc(_short(flip.answer_a)),
-                    esc(_short(flip.answer_b)),
-                )
+    if not whole:
+        table.caption = "the raw answers: in a wider terminal"
+    for header in headers[:kept]:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(esc(cell) for cell in row[:kept]))
     if table.row_count:
         common.console.print(table)
     if json_path is not None:

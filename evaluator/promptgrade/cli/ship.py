@@ -96,9 +96,8 @@ def _print_decision(decision: Any) -> None:
     columns = [["", *(r for r, _ in shown)], ["run", *(row.run_id[:8] for _, row in shown)]]
     columns += [["candidate", *(row.name for _, row in shown)]]
     columns += [[header, *(cells[k] for cells in figures)] for k, header in enumerate(headers)]
-    needed = sum(max(len(cell) for cell in column) for column in columns) + 3 * len(columns) + 1
     title = f"promotion by {decision.metric}"
-    if needed <= common.console.width:  # one line per candidate
+    if common.fits(columns):  # one line per candidate
         table = Table(title=title)
         table.add_column("")
         table.add_column("run")
