@@ -308,9 +308,10 @@ class Tracker:
             image_sha256=dataset.image_sha256 if dataset is not None else {},
             references=tuple(r.id for r in references),
         )
-        self._unshown_references[run_id] = [
-            (r.id, r.grade, r.image.data, r.image.mime_type) for r in references
-        ]
+        if self.trace_examples and references:  # the bytes are held only for traces to come
+            self._unshown_references[run_id] = [
+                (r.id, r.grade, r.image.data, r.image.mime_type) for r in references
+            ]
 
     def _new_child(self, candidate: Candidate | BaselineCandidate, task: Task, params: dict[str, Any]) -> str:
         """A candidate run under the sweep: the candidate's params also as tags, to filter on in the UI."""
