@@ -13,7 +13,8 @@ Vertex AI mode is served as well (``/v1beta1/projects/…/publishers/google/mode
 answers an OAuth token request, so a service-account key file (``GOOGLE_APPLICATION_CREDENTIALS``) whose
 ``token_uri`` points here gives the SDK a bearer token that its model requests then carry.
 
-Standard library only, so it runs anywhere the package does.
+The server is standard library only, so it runs anywhere the package does; ``serve`` (the command)
+also reads the shipped price table and an image's size (Pillow), to bill as the API does.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from promptgrade.testing.gemini_wire import (
     RequestInfo,
     answer_body,
     envelope,
-    inline_images,
     parse_request,
 )
 from promptgrade.testing.scripted import ScriptedAPI
@@ -159,9 +159,8 @@ class _Handler(GeminiReplies):
             return
         try:
             info = parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
-            info = dataclasses.replace(info, body=body)
             billed = fake.image_tokens(info) if fake.image_tokens is not None else TOKENS_PER_IMAGE
-            info = dataclasses.replace(info, image_tokens=billed)
+            info = dataclasses.replace(info, body=body, image_tokens=billed)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self.send_api_error(400, f"Invalid JSON payload received. {exc}")
             return
@@ -225,9 +224,8 @@ def billed_as_documented(rules: dict[str, Any]) -> Callable[[RequestInfo], int]:
     from promptgrade.tokens import image_size, image_tokens, longest_prefix
 
     def billed(info: RequestInfo) -> int:
-        images = inline_images(json.loads(info.body or b"{}"))
         try:
-            width, height = image_size(images[-1]) if images else (0, 0)
+            width, height = image_size(info.tray) if info.tray else (0, 0)
         except OSError:  # bytes that are no image (a test's): billed as a small image
             width, height = 0, 0
         media = _MEDIA_RESOLUTION.get(str(info.generation_config.get("mediaResolution", "")))

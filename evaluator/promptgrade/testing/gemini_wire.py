@@ -122,6 +122,7 @@ class RequestInfo:
     body: bytes = field(default=b"", repr=False)  # the raw JSON, for tests that compare what was sent
     image_tokens: int = TOKENS_PER_IMAGE  # what this request's image is billed (see FakeGemini.image_tokens)
     image_sha256s: tuple[str, ...] = ()  # every image, in the order sent (references, then the tray)
+    tray: bytes = field(default=b"", repr=False, compare=False)  # the last image, decoded: billed by its size
 
 
 class GeminiReplies(JSONHandler):
@@ -192,7 +193,8 @@ def parse_request(
             inline = _get(part, "inlineData")
             if inline is not None:
                 mime_type = _get(inline, "mimeType")
-    images = [hashlib.sha256(data).hexdigest() for data in inline_images(body)]
+    decoded = inline_images(body)
+    images = [hashlib.sha256(data).hexdigest() for data in decoded]
     config = _get(body, "generationConfig") or {}
     schema = next(
         (
@@ -209,6 +211,7 @@ def parse_request(
         image_sha256=images[-1] if images else None,
         mime_type=mime_type,
         image_sha256s=tuple(images),
+        tray=decoded[-1] if decoded else b"",
         generation_config=config,
         has_response_schema=schema is not None,
         response_schema=schema,
