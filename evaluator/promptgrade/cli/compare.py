@@ -110,16 +110,13 @@ def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]]) -> Ta
         prompt = f"{params['prompt_name']}@v{params['prompt_version']}" if "prompt_name" in params else "–"
         names.append((prompt, params.get("model", "–")))
 
-    def figures(metrics_shown: list[str]) -> list[list[str]]:
-        return [[metric_text(m, row["metrics"].get(m)) for m in metrics_shown] for row in rows]
-
     every = list(_COMPARE_METRICS)
+    figures = [[metric_text(m, row["metrics"].get(m)) for m in every] for row in rows]
     columns = [["★"], ["run", *(r["run_id"][:8] for r in rows)], ["prompt", *(p for p, _ in names)]]
     columns += [["model", *(m for _, m in names)]]
-    table_of_every = figures(every)
-    columns += [[_COMPARE_METRICS[m], *(cells[k] for cells in table_of_every)] for k, m in enumerate(every)]
+    columns += [[_COMPARE_METRICS[m], *(cells[k] for cells in figures)] for k, m in enumerate(every)]
     narrow = not common.fits(columns)
-    shown = [m for m in every if not (narrow and m in _WIDE_ONLY)]
+    kept = [k for k, m in enumerate(every) if not (narrow and m in _WIDE_ONLY)]
     table = Table(title=esc(f"{name}: candidates by {primary}, best first"))
     if narrow:
         table.caption = esc(", ".join(_COMPARE_METRICS[m] for m in _WIDE_ONLY) + ": in a wider terminal")
@@ -130,12 +127,14 @@ def _candidates_table(name: str, primary: str, rows: list[dict[str, Any]]) -> Ta
     else:
         table.add_column("prompt", no_wrap=True)
         table.add_column("model", no_wrap=True)
-    for metric in shown:
-        header = _COMPARE_METRICS[metric]
+    for k in kept:
+        header = _COMPARE_METRICS[every[k]]
         table.add_column(header.replace(" ", "\n") if narrow else header, justify="right", no_wrap=True)
-    for index, ((prompt, model), cells) in enumerate(zip(names, figures(shown), strict=True)):
+    for index, ((prompt, model), cells) in enumerate(zip(names, figures, strict=True)):
         candidate = [esc(f"{prompt}\n{model}")] if narrow else [esc(prompt), esc(model)]
-        table.add_row("★" if index == 0 else "", rows[index]["run_id"][:8], *candidate, *cells)
+        table.add_row(
+            "★" if index == 0 else "", rows[index]["run_id"][:8], *candidate, *(cells[k] for k in kept)
+        )
     return table
 
 

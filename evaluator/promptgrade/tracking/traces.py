@@ -4,8 +4,8 @@ Why traces and not only the predictions table: MLflow 3's run page lists a run's
 assessments and compares two runs example by example, so a person can see *which* trays a prompt
 gets wrong — and, with the tray attached as an image, *what* the tray looked like — without
 downloading JSON. Each trace holds what the model saw (example id, the tray, its file, the reference
-trays shown, the rendered prompt) and what it said (raw answer, parsed prediction); the truth is logged as expectations and our
-scores as feedback, all with source ``CODE:promptgrade``.
+trays shown, the rendered prompt) and what it said (raw answer, parsed prediction); the truth is
+logged as expectations and our scores as feedback, all with source ``CODE:promptgrade``.
 
 Why this route and not MLflow's fluent tracing: the fluent API writes each trace through its exporter
 — trace info, spans, assessments, attachments and previews in about five store sessions per trace,
@@ -336,21 +336,24 @@ class TraceWriter:
             self.client.log_spans(context.experiment_id, [t.span for t in todo])
         for trace in todo:
             if trace.attachments:
-                repo = self.client._get_artifact_repo_for_trace(stored[trace.info.trace_id])
-                for attachment_id, attachment in trace.attachments.items():
-                    repo.upload_attachment(attachment_id, attachment.content_bytes)
+                files = [(key, attachment.content_bytes) for key, attachment in trace.attachments.items()]
+                self._store_files(stored[trace.info.trace_id], files)
         references = context.reference_images
         if references is not None and references.files:
             # the holder is one of this batch's traces: new (stored) or written by an earlier sweep (known)
             holder = stored.get(references.holder) or known.get(references.holder)
             if holder is None:
                 raise TrackingError(f"trace {references.holder} for the reference images is not in its batch")
-            repo = self.client._get_artifact_repo_for_trace(holder)
-            for attachment_id, data in references.files:
-                repo.upload_attachment(attachment_id, data)
+            self._store_files(holder, references.files)
         ids = [b.info.trace_id for b in built]
         self.link(ids, context.run_id)
         return ids
+
+    def _store_files(self, info: TraceInfo, files: Iterable[tuple[str, bytes]]) -> None:
+        """Attachments into the trace's artifact folder, where its ``mlflow-attachment://`` refs point."""
+        repo = self.client._get_artifact_repo_for_trace(info)
+        for attachment_id, data in files:
+            repo.upload_attachment(attachment_id, data)
 
     def link(self, trace_ids: Iterable[str], run_id: str) -> None:
         pending = list(trace_ids)
