@@ -219,3 +219,101 @@ def test_a_resumed_run_stores_its_reference_trays_under_a_trace_written_before(t
     assert (
         stored.startswith(b"\xff\xd8\xff") and max(Image.open(BytesIO(stored)).size) <= 384
     )  # a JPEG thumbnail
+
+
+def _three_trays(tracking: str, name: str, artifacts: Path) -> tuple[Any, Any, list[Any]]:
+    """A run in its own experiment (artifacts under ``artifacts``), a writer, and three traced trays."""
+    import time
+    from io import BytesIO
+
+    from PIL import Image
+
+    from promptgrade.scoring import Outcome
+    from promptgrade.tracking.payloads import ExampleTrace
+    from promptgrade.tracking.traces import TraceContext
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
+    run_id = client.create_run(experiment_id).info.run_id
+    buffer = BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="JPEG")
+    items = [
+        ExampleTrace(
+            Outcome(example_id=f"tray-{i}", status="ok", true_categories=("soup",), true_grade=40.0),
+            ended_ns=time.time_ns(),
+            image=buffer.getvalue(),
+            image_mime="image/jpeg",
+        )
+        for i in range(3)
+    ]
+    context = TraceContext(experiment_id, run_id, "candidate", "prompt", "model", {}, {})
+    return client, context, items
+
+
+def _trays_stored(tracking: str, context: Any) -> dict[str, tuple[int, bool]]:
+    """Each of the run's traces by example: (its assessments — two expectations, two feedbacks here —
+    and whether its tray's file is stored)."""
+    from mlflow.tracing.attachments import Attachment
+    from mlflow.tracing.utils.artifact_utils import get_artifact_uri_for_trace
+
+    mlflow.set_tracking_uri(tracking)
+    found = {}
+    for trace in mlflow.search_traces(
+        locations=[context.experiment_id], run_id=context.run_id, return_type="list"
+    ):
+        parsed = Attachment.parse_ref(trace.data.spans[0].inputs["tray"])
+        assert parsed is not None
+        folder = Path(urllib.parse.urlparse(get_artifact_uri_for_trace(trace.info)).path)
+        stored = (folder / "attachments" / str(parsed["attachment_id"])).is_file()
+        found[trace.info.tags["example_id"]] = (len(trace.info.assessments), stored)
+    return found
+
+
+def test_a_batch_of_traces_is_stored_whole_or_not_at_all(tracking: str, tmp_path: Path) -> None:
+    """A batch whose third tray cannot be stored (its trace's folder is taken by a file) leaves no trace
+    behind — not two traces whose retry would find them complete and never store their trays — and the
+    same batch written again once the folder is free stores all three, each with its tray."""
+    from promptgrade.tracking.traces import TraceWriter, trace_id_for
+
+    artifacts = tmp_path / "artifacts"
+    _, context, items = _three_trays(tracking, "whole", artifacts)
+    blocker = artifacts / "traces" / trace_id_for(context.run_id, "tray-2")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    writer = TraceWriter(tracking)
+    with pytest.raises(NotADirectoryError):
+        writer.write(context, items)
+    assert _trays_stored(tracking, context) == {}
+
+    blocker.unlink()
+    assert len(writer.write(context, items)) == 3
+    assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
+
+
+def test_a_trace_another_writer_stored_meanwhile_is_kept_once(tracking: str, tmp_path: Path) -> None:
+    """Two writers on one store: the second stores tray-1's trace after the first looked for existing
+    traces and before it wrote. The first writer's batch is written again, call by call, and every trace
+    is there once — tray-1's kept as the other writer stored it, no assessment doubled, every tray stored."""
+    from promptgrade.tracking.traces import TraceWriter
+
+    _, context, items = _three_trays(tracking, "meanwhile", tmp_path / "artifacts")
+    first, other = TraceWriter(tracking), TraceWriter(tracking)
+    store = first.client.store
+    looked = store.batch_get_trace_infos
+    lookups = []
+
+    def look_then_let_the_other_write(trace_ids: list[str]) -> Any:
+        found = looked(trace_ids)
+        lookups.append(len(found))
+        if len(lookups) == 1:
+            other.write(context, items[1:2])  # between the first writer's look and its write
+        return found
+
+    store.batch_get_trace_infos = look_then_let_the_other_write
+    assert len(first.write(context, items)) == 3
+    assert lookups == [
+        0,
+        0,
+        1,
+    ]  # (the other's look,) the shared transaction was abandoned whole and the batch looked again
+    assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
