@@ -245,6 +245,7 @@ class Sweep:
             self._stop_tracking(tracker, primary)
             raise
         todo = self._candidate_runs(tracker, summary)
+        tracker.warm_plots()
         self.stop_reason = None
         # Everything alive now (modules, the dataset) lives through the request phase: frozen, the
         # cyclic collector stops re-scanning it on every collection (~0.2 ms of CPU per call at

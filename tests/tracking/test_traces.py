@@ -317,3 +317,23 @@ def test_a_trace_another_writer_stored_meanwhile_is_kept_once(tracking: str, tmp
         1,
     ]  # (the other's look,) the shared transaction was abandoned whole and the batch looked again
     assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
+
+
+def test_the_traces_of_a_run_are_counted_in_the_store(tracking: str, tmp_path: Path) -> None:
+    """The count a candidate is checked against is the store's own: per run, and a trace deleted from
+    the store is no longer counted (what reading every trace back used to give, without the read)."""
+    from promptgrade.tracking.traces import TraceWriter, trace_id_for
+
+    client, context, items = _three_trays(tracking, "counted", tmp_path / "artifacts")
+    other = dataclasses.replace(context, run_id=client.create_run(context.experiment_id).info.run_id)
+    writer = TraceWriter(tracking)
+    writer.write(context, items)
+    writer.write(other, items[:2])
+    assert writer.count(context.experiment_id, context.run_id) == 3
+    assert writer.count(context.experiment_id, other.run_id) == 2
+
+    client.delete_traces(context.experiment_id, trace_ids=[trace_id_for(context.run_id, "tray-0")])
+    assert writer.count(context.experiment_id, context.run_id) == 2
+    assert writer.count(context.experiment_id, context.run_id) == writer._count_read_back(
+        context.experiment_id, context.run_id
+    )

