@@ -119,3 +119,24 @@ def test_a_bad_inline_limit_is_one_line_before_anything_is_submitted(
     result = sweep(path, tracking)
     assert result.exit_code == 2 and "PROMPTGRADE_BATCH_INLINE_BYTES='20MB'" in result.output
     assert gemini.jobs() == 0
+
+
+def test_a_batch_is_billed_for_its_images_as_online_calls_are(
+    tmp_path: Path, gemini: BatchServer, tracking: str
+) -> None:
+    """The stand-in's bill for an image (``promptgrade fake-gemini --prices``: the price table's rule for
+    the model) holds for a batch's inner requests too, so a batch sweep's input tokens are what the same
+    calls online would be billed — not 258 per image whatever the model."""
+    gemini.server.image_tokens = lambda info: 1120  # Gemini 3's documented count, any size
+    try:
+        path = gemini.experiment(tmp_path, "batch-billed", n=N)
+        result = sweep(path, tracking)
+    finally:
+        gemini.server.image_tokens = None
+    assert result.exit_code == 0, result.output
+    inner = gemini.batch()
+    assert len(inner) == 2 * N and {r.image_tokens for r in inner} == {1120}
+    billed = sum(u.input_tokens for u in gemini.server.usage[-2 * N :])
+    runs = candidate_runs(tracking, "batch-billed")
+    assert sum(r.data.metrics["input_tokens"] for r in runs) == billed
+    assert billed >= 2 * N * 1120

@@ -50,6 +50,8 @@ class Scripting(Protocol):
 
     def _answer(self, request: RequestInfo) -> str: ...
 
+    def _priced(self, request: RequestInfo) -> RequestInfo: ...
+
     def _bill(self, usage: dict[str, Any]) -> None: ...
 
 
@@ -162,7 +164,7 @@ class BatchAPI(ScriptedJobs[BatchJob]):
         results: list[dict[str, Any]] = []
         for metadata, key, request in items:
             path = f"/v1beta/models/{model}:batchGenerateContent"  # how a test tells batch from online
-            info = parse_request(model, path, request, {}, now)
+            info = self.fake._priced(parse_request(model, path, request, {}, now))
             info = dataclasses.replace(info, body=json.dumps(request).encode())
             answer = self._respond(info, self.fake._record(info))
             results.append({**answer, **({"key": key} if key is not None else {"metadata": metadata})})

@@ -128,6 +128,11 @@ class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
         return scripted(request) if callable(scripted) else scripted
 
     # -- used by the handler ---------------------------------------------------------------------
+    def _priced(self, info: RequestInfo) -> RequestInfo:
+        """The request with what its image is billed (``image_tokens``): online and in a batch alike."""
+        billed = self.image_tokens(info) if self.image_tokens is not None else TOKENS_PER_IMAGE
+        return dataclasses.replace(info, image_tokens=billed)
+
     def _bill(self, usage: dict[str, Any]) -> None:
         with self._lock:
             self._usage.append(Usage(usage["promptTokenCount"], usage["candidatesTokenCount"]))
@@ -159,8 +164,7 @@ class _Handler(GeminiReplies):
             return
         try:
             info = parse_request(match["model"], path, json.loads(body or b"{}"), self.headers, received_at)
-            billed = fake.image_tokens(info) if fake.image_tokens is not None else TOKENS_PER_IMAGE
-            info = dataclasses.replace(info, body=body, image_tokens=billed)
+            info = dataclasses.replace(fake._priced(info), body=body)
         except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
             self.send_api_error(400, f"Invalid JSON payload received. {exc}")
             return
