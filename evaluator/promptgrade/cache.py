@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +124,16 @@ class AnswerCache:
 
 
 def _encode(completion: Completion) -> str:
-    data = asdict(completion)
+    data = _fields(completion)
     if completion.error is not None:
-        data["error"] = {**asdict(completion.error), "kind": completion.error.kind.value}
+        data["error"] = {**_fields(completion.error), "kind": completion.error.kind.value}
     return json.dumps(data, separators=(",", ":"))
+
+
+def _fields(value: Completion | ErrorInfo) -> dict[str, Any]:
+    """The fields of a dataclass whose fields are plain values, as ``asdict`` gives them (so the stored
+    text is the same) without its recursive deep copy, which was half of every answer's cache write."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _decode(text: str) -> Completion:
