@@ -203,6 +203,8 @@ class _Handler(GeminiReplies):
             answer = fake._answer(info)
             text = fault.text if fault.text is not None else answer[: max(1, len(answer) // 2)]
             self.send_json(200, answer_body(info, text, finish_reason="MAX_TOKENS"))
+        elif fault.kind == "raw":
+            self.send_raw(200, (fault.body or "").encode(), "application/json")
         elif fault.kind == "drop":
             self.close_connection = True  # return without writing: the client sees a disconnect
         elif fault.kind == "hang" and not fake._stopping.wait(fault.seconds):

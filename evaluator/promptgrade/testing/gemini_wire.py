@@ -31,7 +31,7 @@ STATUS_NAMES = {
 }
 
 FaultKind = Literal[
-    "http_error", "malformed", "safety", "prompt_blocked", "empty", "truncated", "drop", "hang"
+    "http_error", "malformed", "safety", "prompt_blocked", "empty", "truncated", "drop", "hang", "raw"
 ]
 
 
@@ -47,6 +47,7 @@ class Fault:
     block_reason: str = "SAFETY"
     text: str | None = None  # the partial text of a truncated answer
     seconds: float = 30.0  # how long a hang lasts (stop() cuts it short)
+    body: str | None = None  # a raw 200 response's JSON text
 
     @classmethod
     def http_error(cls, status: int, message: str = "") -> Fault:
@@ -92,6 +93,12 @@ class Fault:
     def truncated(cls, text: str | None = None) -> Fault:
         """finishReason MAX_TOKENS; ``text`` defaults to the first half of the scripted answer."""
         return cls("truncated", text=text)
+
+    @classmethod
+    def raw(cls, body: dict[str, Any]) -> Fault:
+        """A 200 whose body is exactly ``body``: a response shape the other faults do not script
+        (thought parts, another finish reason, a part that is not text)."""
+        return cls("raw", body=json.dumps(body))
 
     @classmethod
     def dropped(cls) -> Fault:
