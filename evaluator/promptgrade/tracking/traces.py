@@ -261,11 +261,11 @@ def _one_transaction(store: Any) -> Iterator[None]:
     transaction is wider, through the store's ``ManagedSessionMaker``, the one place it opens
     sessions. A store without it (a tracking server's REST store) is left alone.
 
-    An error inside the batch rolls all of it back and is raised as it was (a bug of ours stays a bug,
-    not a store failure). A call that rolls back and carries on (MLflow does so when another writer inserted the same
-    trace first) would, in a shared session, silently undo the calls before it in the batch. So in
-    the shared session a rollback raises ``_SharedRollback`` instead: the whole batch is rolled
-    back, and the caller writes it again with one transaction per call.
+    An error inside the batch rolls all of it back and is raised as it was (a bug of ours stays a
+    bug, not a store failure). A call that rolls back and carries on (MLflow does so when another
+    writer inserted the same trace first) would, in a shared session, silently undo the calls before
+    it in the batch. So in the shared session a rollback raises ``_SharedRollback`` instead: the
+    whole batch is rolled back, and the caller writes it again with one transaction per call.
     """
     original = getattr(store, "ManagedSessionMaker", None)
     if original is None or "ManagedSessionMaker" not in vars(store):
