@@ -172,57 +172,9 @@ def test_the_reference_trays_are_in_every_trace_and_stored_once(
     assert counts == [1] * (N - 1) + [1 + len(refs)]
 
 
-def test_a_resumed_run_stores_its_reference_trays_under_a_trace_written_before(tracking: str) -> None:
-    """A sweep resumed after its run's traces were written: the first batch's holder already exists,
-    complete, so its traces are left alone and the reference trays are stored under it all the same."""
-    import time
-    from io import BytesIO
-
-    from mlflow.tracing.attachments import Attachment
-    from mlflow.tracing.utils.artifact_utils import get_artifact_uri_for_trace
-    from PIL import Image
-
-    from promptgrade.scoring import Outcome
-    from promptgrade.tracking.payloads import ExampleTrace
-    from promptgrade.tracking.traces import TraceContext, TraceWriter, reference_images
-
-    mlflow.set_tracking_uri(tracking)
-    client = MlflowClient(tracking_uri=tracking)
-    experiment_id = client.create_experiment("resumed")
-    run_id = client.create_run(experiment_id).info.run_id
-    items = [
-        ExampleTrace(
-            Outcome(example_id=f"tray-{i}", status="ok", true_categories=("soup",), true_grade=40.0),
-            ended_ns=time.time_ns(),
-        )
-        for i in range(3)
-    ]
-    buffer = BytesIO()
-    Image.new("RGB", (600, 400), (200, 120, 40)).save(buffer, format="PNG")
-    png = buffer.getvalue()
-    context = TraceContext(experiment_id, run_id, "candidate", "prompt", "model", {}, {}, ("ref-a",))
-    writer = TraceWriter(tracking)
-    assert len(writer.write(context, items)) == 3  # the first sweep: traces without references
-
-    images = reference_images(run_id, "tray-0", [("ref-a", 25.0, png, "image/png")])
-    resumed = dataclasses.replace(context, reference_images=images)
-    assert len(writer.write(resumed, items)) == 3  # every trace exists: none written twice
-    assert len(mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")) == 3
-    [(reference_id, grade, ref)] = images.shown
-    assert (reference_id, grade) == ("ref-a", 25.0)
-    parsed = Attachment.parse_ref(ref)
-    assert parsed is not None and parsed["trace_id"] == images.holder
-    folder = Path(
-        urllib.parse.urlparse(get_artifact_uri_for_trace(mlflow.get_trace(images.holder).info)).path
-    )
-    stored = (folder / "attachments" / str(parsed["attachment_id"])).read_bytes()
-    assert (
-        stored.startswith(b"\xff\xd8\xff") and max(Image.open(BytesIO(stored)).size) <= 384
-    )  # a JPEG thumbnail
-
-
 def _three_trays(tracking: str, name: str, artifacts: Path) -> tuple[Any, Any, list[Any]]:
-    """A run in its own experiment (artifacts under ``artifacts``), a writer, and three traced trays."""
+    """A client, the context of a run in its own experiment (artifacts under ``artifacts``), and three
+    traced trays."""
     import time
     from io import BytesIO
 
@@ -248,6 +200,46 @@ def _three_trays(tracking: str, name: str, artifacts: Path) -> tuple[Any, Any, l
     ]
     context = TraceContext(experiment_id, run_id, "candidate", "prompt", "model", {}, {})
     return client, context, items
+
+
+def test_a_resumed_run_stores_its_reference_trays_under_a_trace_written_before(
+    tracking: str, tmp_path: Path
+) -> None:
+    """A sweep resumed after its run's traces were written: the first batch's holder already exists,
+    complete, so its traces are left alone and the reference trays are stored under it all the same."""
+    from io import BytesIO
+
+    from mlflow.tracing.attachments import Attachment
+    from mlflow.tracing.utils.artifact_utils import get_artifact_uri_for_trace
+    from PIL import Image
+
+    from promptgrade.tracking.traces import TraceWriter, reference_images
+
+    mlflow.set_tracking_uri(tracking)
+    _, context, items = _three_trays(tracking, "resumed", tmp_path / "artifacts")
+    context = dataclasses.replace(context, references=("ref-a",))
+    experiment_id, run_id = context.experiment_id, context.run_id
+    buffer = BytesIO()
+    Image.new("RGB", (600, 400), (200, 120, 40)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    writer = TraceWriter(tracking)
+    assert len(writer.write(context, items)) == 3  # the first sweep: traces without references
+
+    images = reference_images(run_id, "tray-0", [("ref-a", 25.0, png, "image/png")])
+    resumed = dataclasses.replace(context, reference_images=images)
+    assert len(writer.write(resumed, items)) == 3  # every trace exists: none written twice
+    assert len(mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")) == 3
+    [(reference_id, grade, ref)] = images.shown
+    assert (reference_id, grade) == ("ref-a", 25.0)
+    parsed = Attachment.parse_ref(ref)
+    assert parsed is not None and parsed["trace_id"] == images.holder
+    folder = Path(
+        urllib.parse.urlparse(get_artifact_uri_for_trace(mlflow.get_trace(images.holder).info)).path
+    )
+    stored = (folder / "attachments" / str(parsed["attachment_id"])).read_bytes()
+    assert (
+        stored.startswith(b"\xff\xd8\xff") and max(Image.open(BytesIO(stored)).size) <= 384
+    )  # a JPEG thumbnail
 
 
 def _trays_stored(tracking: str, context: Any) -> dict[str, tuple[int, bool]]:
@@ -311,11 +303,9 @@ def test_a_trace_another_writer_stored_meanwhile_is_kept_once(tracking: str, tmp
 
     store.batch_get_trace_infos = look_then_let_the_other_write
     assert len(first.write(context, items)) == 3
-    assert lookups == [
-        0,
-        0,
-        1,
-    ]  # (the other's look,) the shared transaction was abandoned whole and the batch looked again
+    # the first look, the other writer's, then the first writer's again: its shared transaction was
+    # abandoned whole and the batch looked up anew
+    assert lookups == [0, 0, 1]
     assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
 
 
