@@ -53,6 +53,20 @@ def test_training_leaves_the_callers_torch_settings_alone(tiny, task) -> None:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_predictions_are_the_same_with_or_without_deterministic_kernels(trained, held_out) -> None:
+    """Prediction leaves torch's determinism flag as the caller set it (setting it costs a process
+    torch's compiler stack): the forward pass gives the same predictions either way."""
+    plain = trained.predict(held_out)
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        strict = trained.predict(held_out)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert strict == plain
+
+
 def test_a_saved_cnn_loads_back_and_predicts_the_same(trained, held_out, tmp_path: Path) -> None:
     folder = trained.save(tmp_path / "cnn")
     loaded = load_baseline(folder)

@@ -73,21 +73,28 @@ class TrayNet(nn.Module):
 
 
 @contextmanager
-def _controlled() -> Iterator[None]:
-    """Deterministic kernels on one thread, then the caller's process-global settings back.
+def _controlled(*, training: bool) -> Iterator[None]:
+    """One thread (and, for training, deterministic kernels), then the caller's process-global settings back.
 
     One thread because a network this small gains little from two, while on a busy machine (a sweep
     calling APIs, other jobs) spinning OpenMP workers made training several times slower; and a fixed
     thread count keeps floating-point sums, and so the trained weights, the same on any machine.
+    Deterministic kernels only for training: this network's forward pass on the CPU (convolutions, batch
+    norm, pooling, linear layers) has no nondeterministic kernel for the flag to replace at a fixed
+    thread count, and setting the flag imports torch's compiler stack (~1.8 s of CPU), which a process
+    that only predicts (the tracking writer logging the model, a loaded pyfunc) would pay for nothing.
     """
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if training:
+        torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        if training:
+            torch.use_deterministic_algorithms(deterministic)
 
 
 class CnnBaseline:
@@ -143,7 +150,7 @@ class CnnBaseline:
         scaled = torch.nan_to_num(scaled, nan=0.0).clamp(0.0, 1.0)
 
         generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]), _controlled():
+        with torch.random.fork_rng(devices=[]), _controlled(training=True):
             torch.manual_seed(seed)  # weight initialisation and dropout, without touching the caller's RNG
             net = TrayNet(len(targets.vocabulary))
             optimiser = torch.optim.AdamW(
@@ -186,7 +193,7 @@ class CnnBaseline:
         if not images:
             return []
         probabilities, positions = [], []
-        with _controlled(), torch.inference_mode():
+        with _controlled(training=False), torch.inference_mode():
             for start in range(0, len(images), 64):
                 batch = self._normalise(self._pixels(images[start : start + 64]))
                 category_logits, grade_logits = net(batch)
