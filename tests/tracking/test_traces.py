@@ -309,6 +309,35 @@ def test_a_trace_another_writer_stored_meanwhile_is_kept_once(tracking: str, tmp
     assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
 
 
+def test_a_batch_sends_its_trace_infos_to_the_database_together(tracking: str, tmp_path: Path) -> None:
+    """What keeps a trace's write cheap on a database store: the batch's infos, tags, metadata and
+    assessments go out as one multi-row INSERT per table, not a flush per trace (what MLflow's
+    ``start_trace`` does alone) — and the traces read back whole."""
+    from sqlalchemy import event
+
+    from promptgrade.tracking.traces import TraceWriter
+
+    _, context, items = _three_trays(tracking, "together", tmp_path / "artifacts")
+    writer = TraceWriter(tracking)
+    inserts: list[tuple[str, bool]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO"):
+            inserts.append((statement.split()[2], many))
+
+    engine = writer.client.store.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        writer.write(context, items)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    # what start_trace makes, before log_spans writes the spans (and its own rows after them)
+    infos = inserts[: inserts.index(("spans", False))]
+    tables = ("trace_info", "trace_tags", "trace_request_metadata", "assessments")
+    assert sorted(infos) == [(table, True) for table in sorted(tables)], inserts
+    assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
+
+
 def test_the_traces_of_a_run_are_counted_in_the_store(tracking: str, tmp_path: Path) -> None:
     """The count a candidate is checked against is the store's own: per run, and a trace deleted from
     the store is no longer counted (what reading every trace back used to give, without the read)."""
