@@ -4,9 +4,11 @@ The real ``Sweep`` over N synthetic trays with one prompt, against the local Gem
 own process with zero latency, into a migrated MLflow sqlite store. Each round runs the same sweep
 twice, traces off then on, each with a fresh store and answer cache (so both make N calls); the
 difference between the two, per example, is what tracing costs. Rounds alternate so a noisy
-neighbour hurts both variants alike; the median round is reported.
+neighbour hurts both variants alike; the median round is reported. Five rounds, not three: the same
+"off" sweep took 4.1–6.3 s within one run on this machine, so a single round's difference moves by
+several milliseconds per example, and the median of three followed it.
 
-    .venv/bin/python benchmarks/tracing.py                 # 500 examples, 3 rounds
+    .venv/bin/python benchmarks/tracing.py                 # 500 examples, 5 rounds
     .venv/bin/python benchmarks/tracing.py --examples 1000 --rounds 1
 """
 
@@ -83,7 +85,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--examples", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     report = Report("tracing", command_line())
     print(f"tracing: one prompt over {args.examples} examples, traces off vs on ({load_note()})")
