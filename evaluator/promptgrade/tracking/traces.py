@@ -316,7 +316,9 @@ def _flushes_deferred(session: Any) -> Iterator[None]:
     (benchmarks/README.md §9). ``start_trace`` reads nothing back after its flush; it builds the
     TraceInfo it returns from the rows it made. A trace another writer inserted meanwhile fails that
     one flush (IntegrityError) instead of its ``start_trace``: the batch is rolled back and written
-    again call by call (``_SharedRollback``), as when ``start_trace`` itself finds it.
+    again call by call (``_SharedRollback``), as when ``start_trace`` itself finds it. Autoflushes are
+    held back too: the queries ``start_trace`` makes read the experiment, not trace rows (with MLflow's
+    opt-in trace rollups, a rebuild-queue row it then adds twice would fail the flush the same way).
     """
     if session is None:
         yield
