@@ -4,7 +4,11 @@ The real ``Sweep`` over N synthetic trays with one prompt, against the local Gem
 own process with zero latency, into a migrated MLflow sqlite store. Each round runs the same sweep
 twice, traces off then on, each with a fresh store and answer cache (so both make N calls); the
 difference between the two, per example, is what tracing costs. Rounds alternate so a noisy
-neighbour hurts both variants alike; the median round is reported. Five rounds, not three: the same
+neighbour hurts both variants alike; the median round is reported. Each sweep runs in a fresh Python
+process, as a user's ``promptgrade sweep`` does (timed from ``Sweep.run`` on, as before): run one
+after another in the benchmark's own process, the untraced sweeps grew slower from round to round
+(3.6–4.5 s in the first round, 4.4–6.3 s later, with ``os.sync()`` between sweeps too) while the traced
+ones did not, so every round after the first understated what tracing costs. Five rounds, not three: the same
 "off" sweep took 4.1–6.3 s within one run on this machine, so a single round's difference moves by
 several milliseconds per example, and the median of three followed it.
 
@@ -15,8 +19,10 @@ several milliseconds per example, and the median of three followed it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,21 +86,41 @@ def one_sweep(tmp: Path, dataset: Path, base_url: str, examples: int, traces: bo
     return {"seconds": seconds, "calls": report.calls, "traces": traced}
 
 
+def fresh_sweep(tmp: Path, dataset: Path, base_url: str, examples: int, traces: bool) -> dict[str, Any]:
+    """``one_sweep`` in a Python process of its own, started for it (see the module docstring)."""
+    command = [sys.executable, __file__, "--one-sweep", str(tmp), "--dataset", str(dataset)]
+    command += ["--base-url", base_url, "--examples", str(examples)]
+    command += ["--traces"] if traces else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the sweep in {tmp} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--examples", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
+    # one sweep, in the process fresh_sweep starts
+    parser.add_argument("--one-sweep", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--traces", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_sweep is not None:
+        print(json.dumps(one_sweep(args.one_sweep, args.dataset, args.base_url, args.examples, args.traces)))
+        return 0
     report = Report("tracing", command_line())
     print(f"tracing: one prompt over {args.examples} examples, traces off vs on ({load_note()})")
     dataset = synthetic_folder(args.examples)
     rounds: list[dict[str, Any]] = []
     with ServerProcess(0.0) as server, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
         for index in range(args.rounds):
-            off = one_sweep(Path(tmp) / f"r{index}-off", dataset, server.base_url, args.examples, False)
-            on = one_sweep(Path(tmp) / f"r{index}-on", dataset, server.base_url, args.examples, True)
+            off = fresh_sweep(Path(tmp) / f"r{index}-off", dataset, server.base_url, args.examples, False)
+            on = fresh_sweep(Path(tmp) / f"r{index}-on", dataset, server.base_url, args.examples, True)
             if on["traces"] != args.examples:
                 raise RuntimeError(f"expected {args.examples} traces, MLflow holds {on['traces']}")
             cost_ms = (on["seconds"] - off["seconds"]) * 1000 / args.examples
