@@ -315,6 +315,28 @@ def with_bytecode(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
+RESULT_MARK = "RESULT:"
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """What a benchmark's child process hands back: one marked JSON line on its stdout (``child_result``)."""
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+def child_result(command: list[str], what: str) -> dict[str, Any]:
+    """Run a benchmark's child — a fresh interpreter, so what one measurement leaves behind in a process
+    cannot slow the next — and return what it printed with ``print_result``. A child that fails, or
+    prints no result, is an error naming ``what``."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_MARK)), None)
+    if line is None:
+        raise RuntimeError(f"{what} printed no result:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(line.removeprefix(RESULT_MARK))
+    return result
+
+
 def import_profile(args: list[str], env: dict[str, str], top: int = 8) -> list[tuple[str, float]]:
     """Top-level packages by import time in a fresh interpreter (``-X importtime`` self times, summed
     per package so nothing is counted twice). ``args`` follow the interpreter, e.g. ``["-c", code]``."""

@@ -15,9 +15,7 @@ predictions table).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,20 +24,19 @@ from typing import Any
 
 from common import (
     PYTHON,
-    REPO,
     Check,
     Report,
     ServerProcess,
+    child_result,
     command_line,
     isolated_env,
     load_note,
     migrate_store,
+    print_result,
     rss_mb,
     synthetic_folder,
     write_experiment,
 )
-
-MARK = "MEMORY:"
 
 
 def child(args: argparse.Namespace) -> int:
@@ -82,7 +79,7 @@ def child(args: argparse.Namespace) -> int:
         marks["examples"] = len(sweep.dataset.examples)
         marks["calls"] = report.calls
         marks["ok"] = sum(o.status == "ok" for r in report.results for o in r.outcomes)
-    print(MARK + json.dumps(marks), flush=True)
+    print_result(marks)
     return 0
 
 
@@ -90,16 +87,8 @@ def measure(n: int, dataset: Path, server: ServerProcess, concurrency: int, tmp:
     command = [PYTHON, __file__, "--child", "--examples", str(n), "--dataset", str(dataset)]
     command += ["--base-url", server.base_url, "--tmp", str(tmp), "--concurrency", str(concurrency)]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    stdout, stderr = process.communicate()  # reads both pipes to the end; the child is not reaped yet?
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"memory child for {n} failed:\n{stderr[-3000:]}")
-    line = next((ln for ln in stdout.splitlines() if ln.startswith(MARK)), None)
-    if line is None:
-        raise RuntimeError(f"memory child for {n} printed no result:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    marks = json.loads(line.removeprefix(MARK))
-    marks["wall_s"] = wall
+    marks = child_result(command, f"memory child for {n}")
+    marks["wall_s"] = time.perf_counter() - started
     marks["load"] = load_note()
     return marks
 

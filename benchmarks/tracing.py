@@ -8,9 +8,9 @@ neighbour hurts both variants alike; the median round is reported. Each sweep ru
 process, as a user's ``promptgrade sweep`` does (timed from ``Sweep.run`` on, as before): run one
 after another in the benchmark's own process, the untraced sweeps grew slower from round to round
 (3.6–4.5 s in the first round, 4.4–6.3 s later, with ``os.sync()`` between sweeps too) while the traced
-ones did not, so every round after the first understated what tracing costs. Five rounds, not three: the same
-"off" sweep took 4.1–6.3 s within one run on this machine, so a single round's difference moves by
-several milliseconds per example, and the median of three followed it.
+ones did not, so every round after the first understated what tracing costs. Five rounds, not three: a
+single round's difference moves by several milliseconds per example (untraced sweeps took 3.2–4.7 s
+within one run, each in its fresh process), and the median of three followed it.
 
     .venv/bin/python benchmarks/tracing.py                 # 500 examples, 5 rounds
     .venv/bin/python benchmarks/tracing.py --examples 1000 --rounds 1
@@ -19,10 +19,8 @@ several milliseconds per example, and the median of three followed it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +31,12 @@ from common import (
     Check,
     Report,
     ServerProcess,
+    child_result,
     command_line,
     isolated_env,
     load_note,
     migrate_store,
+    print_result,
     synthetic_folder,
     write_experiment,
 )
@@ -91,11 +91,7 @@ def fresh_sweep(tmp: Path, dataset: Path, base_url: str, examples: int, traces: 
     command = [sys.executable, __file__, "--one-sweep", str(tmp), "--dataset", str(dataset)]
     command += ["--base-url", base_url, "--examples", str(examples)]
     command += ["--traces"] if traces else []
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the sweep in {tmp} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return child_result(command, f"the sweep in {tmp}")
 
 
 def main() -> int:
@@ -111,7 +107,7 @@ def main() -> int:
     parser.add_argument("--traces", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_sweep is not None:
-        print(json.dumps(one_sweep(args.one_sweep, args.dataset, args.base_url, args.examples, args.traces)))
+        print_result(one_sweep(args.one_sweep, args.dataset, args.base_url, args.examples, args.traces))
         return 0
     report = Report("tracing", command_line())
     print(f"tracing: one prompt over {args.examples} examples, traces off vs on ({load_note()})")
