@@ -321,7 +321,7 @@ def test_a_batch_sends_its_trace_infos_to_the_database_together(tracking: str, t
     writer = TraceWriter(tracking)
     inserts: list[tuple[str, bool]] = []
 
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, _: Any, many: bool) -> None:
         if statement.startswith("INSERT INTO"):
             inserts.append((statement.split()[2], many))
 

@@ -437,10 +437,9 @@ class TraceWriter:
                 stored: dict[str, TraceInfo] = {}
                 with _flushes_deferred(session):
                     for trace in todo:
+                        trace_id = trace.info.trace_id
                         # the store's copy carries where this trace's artifacts (the tray) live
-                        stored[trace.info.trace_id] = known.get(
-                            trace.info.trace_id
-                        ) or self.client.start_trace(trace.info)
+                        stored[trace_id] = known.get(trace_id) or self.client.start_trace(trace.info)
                 if todo:
                     self.client.log_spans(context.experiment_id, [t.span for t in todo])
                 for trace in todo:
