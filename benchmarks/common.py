@@ -356,17 +356,23 @@ def import_profile(args: list[str], env: dict[str, str], top: int = 8) -> list[t
 
 # -- the local Gemini server, in its own process -----------------------------------------------------
 class ServerProcess:
-    """``python -m promptgrade.testing.gemini_server`` on a free loopback port, with its CPU time."""
+    """``python -m promptgrade.testing.gemini_server`` on a free loopback port, with its CPU time.
 
-    def __init__(self, latency_s: float, answer: str = ANSWER) -> None:
+    ``keep_alive``: connections stay open between requests, as the real API's do; otherwise one
+    connection per request, as the test suite's stand-in serves (see throughput.py for the difference).
+    """
+
+    def __init__(self, latency_s: float, answer: str = ANSWER, *, keep_alive: bool = False) -> None:
         self.latency_s = latency_s
         self.answer = answer
+        self.keep_alive = keep_alive
         self.process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def __enter__(self) -> ServerProcess:
         command = [PYTHON, "-m", "promptgrade.testing.gemini_server", "--port", "0"]
         command += ["--latency", str(self.latency_s), "--default-answer", self.answer]
+        command += ["--keep-alive"] if self.keep_alive else []
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO
         )

@@ -189,6 +189,33 @@ def test_64_concurrent_calls_each_get_their_own_answer(gemini_server: FakeGemini
             assert completion.text == f"answer for {img.sha256}"
 
 
+@pytest.mark.parametrize(("keep_alive", "connections"), [(True, 1), (False, 3)])
+def test_a_keep_alive_server_serves_the_sdks_requests_over_one_connection(
+    fake_api_key: str, keep_alive: bool, connections: int
+) -> None:
+    """The throughput benchmark's server keeps connections open, as the API does: google-genai then
+    sends one request after another over the connection it pooled, with nothing lost on the way."""
+    images = [image(n) for n in range(3)]
+    with FakeGemini(
+        keep_alive=keep_alive, default_answer=lambda info: f"answer for {info.image_sha256}"
+    ) as server:
+        provider = GeminiProvider(MODEL, base_url=server.base_url)
+
+        async def one_after_another() -> list[Completion]:
+            try:
+                return [
+                    await provider.complete(CompletionRequest(prompt=PROMPT, image=img)) for img in images
+                ]
+            finally:
+                await provider.aclose()
+
+        completions = asyncio.run(one_after_another())
+
+        assert [c.text for c in completions] == [f"answer for {img.sha256}" for img in images]
+        assert server.calls == 3
+        assert server.connections == connections
+
+
 # -- where requests go ---------------------------------------------------------------------------
 
 

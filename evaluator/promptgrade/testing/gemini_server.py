@@ -84,8 +84,10 @@ class FakeGemini(ScriptedAPI[RequestInfo, Fault]):
         default_answer: Answer = DEFAULT_ANSWER,
         latency_s: Latency = 0.0,
         image_tokens: Callable[[RequestInfo], int] | None = None,
+        keep_alive: bool = False,
     ) -> None:
-        super().__init__(_Handler, port=port, answers=answers, default_answer=default_answer)
+        handler = _KeepAliveHandler if keep_alive else _Handler
+        super().__init__(handler, port=port, answers=answers, default_answer=default_answer)
         # How an image is billed: TOKENS_PER_IMAGE (Gemini 2.x's small-image count) unless a benchmark
         # scripts a model family's rule, e.g. per media_resolution.
         self.image_tokens = image_tokens
@@ -211,6 +213,18 @@ class _Handler(GeminiReplies):
             self.send_json(200, answer_body(info, fake._answer(info)))
 
 
+class _KeepAliveHandler(_Handler):
+    """Connections kept open between requests, as the API's front end keeps them (google-genai's HTTP
+    session pools them): a benchmark measuring a client then charges no request a TCP handshake and
+    a new server thread that no user pays. Not the default: a fault that drops or hangs a connection
+    should leave no pooled socket behind for a test's next request. Headers and body go out without
+    waiting for the client's ACK (no Nagle): on a kept-open connection Nagle's algorithm and the
+    client's delayed ACK hold every response back ~40 ms."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+
 _BLOCKED_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
 
 
@@ -241,7 +255,12 @@ def billed_as_documented(rules: dict[str, Any]) -> Callable[[RequestInfo], int]:
 
 
 def serve(
-    port: int, answers: Path | None, *, default_answer: str = DEFAULT_ANSWER, latency: float = 0.0
+    port: int,
+    answers: Path | None,
+    *,
+    default_answer: str = DEFAULT_ANSWER,
+    latency: float = 0.0,
+    keep_alive: bool = False,
 ) -> None:
     """Serve until Ctrl-C, so a demo or a notebook can point the real SDK at scripted answers.
 
@@ -263,7 +282,9 @@ def serve(
     )
     table = shipped_price_table()
     billing = billed_as_documented(load_price_table(table).image_tokens) if table is not None else None
-    fake = FakeGemini(port=port, default_answer=scripted, latency_s=latency, image_tokens=billing)
+    fake = FakeGemini(
+        port=port, default_answer=scripted, latency_s=latency, image_tokens=billing, keep_alive=keep_alive
+    )
     try:
         fake.start()
     except OSError as exc:
@@ -288,9 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", type=Path, help="answers file (promptgrade.testing.answer_files)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each response")
     parser.add_argument("--default-answer", default=DEFAULT_ANSWER, help="answer for images not in --answers")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="keep connections open between requests, as the real API does (default: one per request)",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.port, args.answers, default_answer=args.default_answer, latency=args.latency)
+        serve(
+            args.port,
+            args.answers,
+            default_answer=args.default_answer,
+            latency=args.latency,
+            keep_alive=args.keep_alive,
+        )
     except PromptgradeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

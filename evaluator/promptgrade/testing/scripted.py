@@ -31,7 +31,12 @@ class LoopbackServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: Any) -> None:
         self.fake = fake
+        self.connections = 0  # accepted so far (counted by the one thread that accepts them)
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
 
 
 class JSONHandler(BaseHTTPRequestHandler):
@@ -147,6 +152,11 @@ class ScriptedAPI(Generic[R, F]):
     def requests(self) -> list[R]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted: one per request, unless the server keeps them open between requests."""
+        return self._server.connections if self._server is not None else 0
 
     @property
     def calls(self) -> int:
