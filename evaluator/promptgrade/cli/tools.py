@@ -157,9 +157,16 @@ def fake_gemini(
     default_answer: Annotated[
         str | None, typer.Option(help="Answer text for images not in --answers (default: an empty answer).")
     ] = None,
+    keep_alive: Annotated[
+        bool,
+        typer.Option(
+            "--keep-alive",
+            help="Keep connections open between requests, as the real API does (default: one per request).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a local stand-in for the Gemini REST API (scripted answers), for demos and offline runs."""
     from promptgrade.testing import gemini_server
 
     default = gemini_server.DEFAULT_ANSWER if default_answer is None else default_answer
-    gemini_server.serve(port, answers, default_answer=default, latency=latency)
+    gemini_server.serve(port, answers, default_answer=default, latency=latency, keep_alive=keep_alive)
