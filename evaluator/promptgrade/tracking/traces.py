@@ -24,10 +24,12 @@ import base64
 import contextlib
 import hashlib
 import json
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import (
@@ -41,6 +43,7 @@ from mlflow.entities import (
     TraceState,
 )
 from mlflow.entities.span import Span
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.tracing.attachments import Attachment
 from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import (
@@ -433,7 +436,12 @@ class TraceWriter:
         ids = [b.info.trace_id for b in built]
         scope = _one_transaction(store) if one_transaction else contextlib.nullcontext()
         try:
-            with _BATCH_LOCK, scope as session, _experiment_read_once(store):
+            with (
+                _BATCH_LOCK,
+                scope as session,
+                _experiment_read_once(store),
+                tempfile.TemporaryDirectory(prefix="promptgrade-attachments-") as staging,
+            ):
                 stored: dict[str, TraceInfo] = {}
                 with _flushes_deferred(session):
                     for trace in todo:
@@ -447,7 +455,7 @@ class TraceWriter:
                         files = [
                             (key, attachment.content_bytes) for key, attachment in trace.attachments.items()
                         ]
-                        self._store_files(stored[trace.info.trace_id], files)
+                        self._store_files(stored[trace.info.trace_id], files, Path(staging))
                 references = context.reference_images
                 if references is not None and references.files:
                     # the holder is one of this batch's traces: new (stored) or written by an earlier sweep (known)
@@ -456,7 +464,7 @@ class TraceWriter:
                         raise TrackingError(
                             f"trace {references.holder} for the reference images is not in its batch"
                         )
-                    self._store_files(holder, references.files)
+                    self._store_files(holder, references.files, Path(staging))
                 self.link(ids, context.run_id)
         except _SharedRollback:
             # another writer stored some of these traces meanwhile: nothing of this batch was kept, and
@@ -464,11 +472,28 @@ class TraceWriter:
             return self.write(context, items, one_transaction=False)
         return ids
 
-    def _store_files(self, info: TraceInfo, files: Iterable[tuple[str, bytes]]) -> None:
-        """Attachments into the trace's artifact folder, where its ``mlflow-attachment://`` refs point."""
+    def _store_files(self, info: TraceInfo, files: Iterable[tuple[str, bytes]], staging: Path) -> None:
+        """Attachments into the trace's artifact folder, where its ``mlflow-attachment://`` refs point.
+
+        MLflow's own ``upload_attachment`` writes each file into a temporary folder made for it alone,
+        then hands it to the repository's ``log_artifact``. A repository that keeps that upload gets the
+        same ``log_artifact`` call here, from one staging folder per batch: making and removing a folder
+        per trace was a third of what an attachment cost the writer (benchmarks/README.md §10). A
+        repository with an upload of its own (Databricks'), or an id that is not a plain file name, goes
+        through ``upload_attachment`` as MLflow calls it (which also validates the id).
+        """
         repo = self.client._get_artifact_repo_for_trace(info)
+        staged = type(repo).upload_attachment is ArtifactRepository.upload_attachment
         for attachment_id, data in files:
-            repo.upload_attachment(attachment_id, data)
+            if not staged or Path(attachment_id).name != attachment_id:
+                repo.upload_attachment(attachment_id, data)
+                continue
+            path = staging / attachment_id
+            path.write_bytes(data)
+            try:
+                repo.log_artifact(str(path), artifact_path="attachments")
+            finally:
+                path.unlink(missing_ok=True)
 
     def link(self, trace_ids: Iterable[str], run_id: str) -> None:
         pending = list(trace_ids)
