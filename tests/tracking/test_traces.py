@@ -356,3 +356,58 @@ def test_the_traces_of_a_run_are_counted_in_the_store(tracking: str, tmp_path: P
     assert writer.count(context.experiment_id, context.run_id) == writer._count_read_back(
         context.experiment_id, context.run_id
     )
+
+
+def test_a_repository_with_its_own_attachment_upload_gets_it_called(
+    tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trays are staged per batch and handed to ``log_artifact`` only where a repository keeps MLflow's
+    default upload; one with an upload of its own (as Databricks' has) is called through it, per tray."""
+    import time
+    from io import BytesIO
+
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from PIL import Image
+
+    from promptgrade.scoring import Outcome
+    from promptgrade.tracking.payloads import ExampleTrace
+    from promptgrade.tracking.traces import TraceContext, TraceWriter
+
+    uploads: list[str] = []
+
+    class OwnUpload(LocalArtifactRepository):
+        def __init__(self, artifact_uri: str, *args: Any, **kwargs: Any) -> None:
+            super().__init__(artifact_uri.replace("own-upload:", "file:", 1), *args, **kwargs)
+
+        def upload_attachment(self, attachment_id: str, content_bytes: bytes) -> None:
+            uploads.append(attachment_id)
+            super().upload_attachment(attachment_id, content_bytes)
+
+    # MLflow's plugin registry, as an artifact-repository plugin registers its scheme
+    monkeypatch.setitem(_artifact_repository_registry._registry, "own-upload", OwnUpload)
+    client = MlflowClient(tracking_uri=tracking)
+    location = (tmp_path / "artifacts").as_uri().replace("file:", "own-upload:", 1)
+    experiment_id = client.create_experiment("own-upload", artifact_location=location)
+    run_id = client.create_run(experiment_id).info.run_id
+    buffer = BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="JPEG")
+    items = [
+        ExampleTrace(
+            Outcome(example_id=f"tray-{i}", status="ok", true_categories=("soup",), true_grade=40.0),
+            ended_ns=time.time_ns(),
+            image=buffer.getvalue(),
+            image_mime="image/jpeg",
+        )
+        for i in range(3)
+    ]
+    context = TraceContext(experiment_id, run_id, "candidate", "prompt", "model", {}, {})
+
+    assert len(TraceWriter(tracking).write(context, items)) == 3
+
+    assert len(uploads) == 3
+    assert {example: stored for example, (_, stored) in _trays_stored(tracking, context).items()} == {
+        "tray-0": True,
+        "tray-1": True,
+        "tray-2": True,
+    }

@@ -478,9 +478,10 @@ class TraceWriter:
         MLflow's own ``upload_attachment`` writes each file into a temporary folder made for it alone,
         then hands it to the repository's ``log_artifact``. A repository that keeps that upload gets the
         same ``log_artifact`` call here, from one staging folder per batch: making and removing a folder
-        per trace was a third of what an attachment cost the writer (benchmarks/README.md §10). A
-        repository with an upload of its own (Databricks'), or an id that is not a plain file name, goes
-        through ``upload_attachment`` as MLflow calls it (which also validates the id).
+        per trace was a third of what an attachment cost the writer, and staged, the writer's CPU per
+        trace fell 13 % (benchmarks/README.md, *Connections kept open*). A repository with an upload of
+        its own (Databricks'), or an id that is not a plain file name, goes through ``upload_attachment``
+        as MLflow calls it (which also validates the id).
         """
         repo = self.client._get_artifact_repo_for_trace(info)
         staged = type(repo).upload_attachment is ArtifactRepository.upload_attachment
