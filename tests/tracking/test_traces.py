@@ -175,6 +175,11 @@ def test_the_reference_trays_are_in_every_trace_and_stored_once(
 def _three_trays(tracking: str, name: str, artifacts: Path) -> tuple[Any, Any, list[Any]]:
     """A client, the context of a run in its own experiment (artifacts under ``artifacts``), and three
     traced trays."""
+    return _three_trays_at(tracking, name, artifacts.as_uri())
+
+
+def _three_trays_at(tracking: str, name: str, location: str) -> tuple[Any, Any, list[Any]]:
+    """``_three_trays`` with the experiment's artifact location as a URI of any scheme."""
     import time
     from io import BytesIO
 
@@ -185,7 +190,7 @@ def _three_trays(tracking: str, name: str, artifacts: Path) -> tuple[Any, Any, l
     from promptgrade.tracking.traces import TraceContext
 
     client = MlflowClient(tracking_uri=tracking)
-    experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
+    experiment_id = client.create_experiment(name, artifact_location=location)
     run_id = client.create_run(experiment_id).info.run_id
     buffer = BytesIO()
     Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="JPEG")
@@ -363,16 +368,10 @@ def test_a_repository_with_its_own_attachment_upload_gets_it_called(
 ) -> None:
     """Trays are staged per batch and handed to ``log_artifact`` only where a repository keeps MLflow's
     default upload; one with an upload of its own (as Databricks' has) is called through it, per tray."""
-    import time
-    from io import BytesIO
-
     from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
-    from PIL import Image
 
-    from promptgrade.scoring import Outcome
-    from promptgrade.tracking.payloads import ExampleTrace
-    from promptgrade.tracking.traces import TraceContext, TraceWriter
+    from promptgrade.tracking.traces import TraceWriter
 
     uploads: list[str] = []
 
@@ -386,22 +385,8 @@ def test_a_repository_with_its_own_attachment_upload_gets_it_called(
 
     # MLflow's plugin registry, as an artifact-repository plugin registers its scheme
     monkeypatch.setitem(_artifact_repository_registry._registry, "own-upload", OwnUpload)
-    client = MlflowClient(tracking_uri=tracking)
     location = (tmp_path / "artifacts").as_uri().replace("file:", "own-upload:", 1)
-    experiment_id = client.create_experiment("own-upload", artifact_location=location)
-    run_id = client.create_run(experiment_id).info.run_id
-    buffer = BytesIO()
-    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="JPEG")
-    items = [
-        ExampleTrace(
-            Outcome(example_id=f"tray-{i}", status="ok", true_categories=("soup",), true_grade=40.0),
-            ended_ns=time.time_ns(),
-            image=buffer.getvalue(),
-            image_mime="image/jpeg",
-        )
-        for i in range(3)
-    ]
-    context = TraceContext(experiment_id, run_id, "candidate", "prompt", "model", {}, {})
+    _, context, items = _three_trays_at(tracking, "own-upload", location)
 
     assert len(TraceWriter(tracking).write(context, items)) == 3
 
