@@ -396,3 +396,27 @@ def test_a_repository_with_its_own_attachment_upload_gets_it_called(
         "tray-1": True,
         "tray-2": True,
     }
+
+
+def test_an_attachment_id_mlflow_refuses_is_refused_before_it_is_staged(
+    tracking: str, tmp_path: Path
+) -> None:
+    """Staging writes a file named by the id: an id that is not MLflow's canonical UUID (a path that
+    climbs out of the staging folder) still meets MLflow's own check, and nothing is written."""
+    from mlflow.exceptions import MlflowException
+
+    from promptgrade.tracking.traces import TraceWriter
+
+    client, context, items = _three_trays(tracking, "refused-ids", tmp_path / "artifacts")
+    writer = TraceWriter(tracking)
+    [trace_id, *_] = writer.write(context, items)
+    info = client.get_trace(trace_id).info
+    staging = tmp_path / "staging" / "batch"
+    staging.mkdir(parents=True)
+
+    for refused in ("../escaped", "..", "not-a-uuid"):
+        with pytest.raises(MlflowException, match="must be a valid UUID"):
+            writer._store_files(info, [(refused, b"tray")], staging)
+
+    assert not (tmp_path / "staging" / "escaped").exists()
+    assert list(staging.iterdir()) == []

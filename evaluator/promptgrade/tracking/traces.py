@@ -26,6 +26,7 @@ import hashlib
 import json
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -406,6 +407,14 @@ def _preview(value: Any) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
 
 
+def _canonical_uuid(text: str) -> bool:
+    """MLflow's rule for an attachment id: a UUID in its canonical form (so never a path)."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
 class TraceWriter:
     """Writes batches of example traces to one MLflow store with the calls MLflow's exporter uses."""
 
@@ -440,8 +449,9 @@ class TraceWriter:
                 _BATCH_LOCK,
                 scope as session,
                 _experiment_read_once(store),
-                tempfile.TemporaryDirectory(prefix="promptgrade-attachments-") as staging,
+                tempfile.TemporaryDirectory(prefix="promptgrade-attachments-") as staging_dir,
             ):
+                staging = Path(staging_dir)
                 stored: dict[str, TraceInfo] = {}
                 with _flushes_deferred(session):
                     for trace in todo:
@@ -455,7 +465,7 @@ class TraceWriter:
                         files = [
                             (key, attachment.content_bytes) for key, attachment in trace.attachments.items()
                         ]
-                        self._store_files(stored[trace.info.trace_id], files, Path(staging))
+                        self._store_files(stored[trace.info.trace_id], files, staging)
                 references = context.reference_images
                 if references is not None and references.files:
                     # the holder is one of this batch's traces: new (stored) or written by an earlier sweep (known)
@@ -464,7 +474,7 @@ class TraceWriter:
                         raise TrackingError(
                             f"trace {references.holder} for the reference images is not in its batch"
                         )
-                    self._store_files(holder, references.files, Path(staging))
+                    self._store_files(holder, references.files, staging)
                 self.link(ids, context.run_id)
         except _SharedRollback:
             # another writer stored some of these traces meanwhile: nothing of this batch was kept, and
@@ -480,13 +490,13 @@ class TraceWriter:
         same ``log_artifact`` call here, from one staging folder per batch: making and removing a folder
         per trace was a third of what an attachment cost the writer, and staged, the writer's CPU per
         trace fell 13 % (benchmarks/README.md, *Connections kept open*). A repository with an upload of
-        its own (Databricks'), or an id that is not a plain file name, goes through ``upload_attachment``
-        as MLflow calls it (which also validates the id).
+        its own (Databricks'), or an id that is not a canonical UUID — the only ids MLflow's upload
+        accepts — goes through ``upload_attachment`` as MLflow calls it, which refuses the id.
         """
         repo = self.client._get_artifact_repo_for_trace(info)
         staged = type(repo).upload_attachment is ArtifactRepository.upload_attachment
         for attachment_id, data in files:
-            if not staged or Path(attachment_id).name != attachment_id:
+            if not staged or not _canonical_uuid(attachment_id):
                 repo.upload_attachment(attachment_id, data)
                 continue
             path = staging / attachment_id
