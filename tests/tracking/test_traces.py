@@ -343,6 +343,41 @@ def test_a_batch_sends_its_trace_infos_to_the_database_together(tracking: str, t
     assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
 
 
+def test_log_spans_finds_the_tags_the_batch_sent_without_reading_them_back(
+    tracking: str, tmp_path: Path
+) -> None:
+    """Within a batch's transaction ``start_trace`` already sends each trace's spans-location tag, and
+    ``log_spans`` finds it in the session instead of reading trace_tags back once per trace; the traces
+    read back with their spans and the tag, and a resumed write finds them complete (nothing doubled)."""
+    from mlflow.tracing.constant import SpansLocation, TraceTagKey
+    from sqlalchemy import event
+
+    from promptgrade.tracking.traces import TraceWriter
+
+    client, context, items = _three_trays(tracking, "tags-sent", tmp_path / "artifacts")
+    writer = TraceWriter(tracking)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, _: Any, many: bool) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = writer.client.store.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        ids = writer.write(context, items)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    tag_reads = [s for s in statements if s.startswith("SELECT") and "FROM trace_tags" in s]
+    assert tag_reads == [], tag_reads
+    for trace_id in ids:
+        trace = client.get_trace(trace_id)
+        assert trace.info.tags[TraceTagKey.SPANS_LOCATION] == SpansLocation.TRACKING_STORE.value
+        assert [span.name for span in trace.data.spans] == [context.name]
+    assert writer.write(context, items) == ids
+    assert writer.count(context.experiment_id, context.run_id) == 3
+    assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
+
+
 def test_the_traces_of_a_run_are_counted_in_the_store(tracking: str, tmp_path: Path) -> None:
     """The count a candidate is checked against is the store's own: per run, and a trace deleted from
     the store is no longer counted (what reading every trace back used to give, without the read)."""

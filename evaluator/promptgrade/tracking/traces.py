@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
 import tempfile
 import threading
@@ -44,7 +46,7 @@ from mlflow.entities import (
     TraceState,
 )
 from mlflow.entities.span import Span
-from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
 from mlflow.tracing.attachments import Attachment
 from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import (
@@ -272,6 +274,11 @@ def _one_transaction(store: Any) -> Iterator[Any]:
     it in the batch. So in the shared session a rollback raises ``_SharedRollback`` instead: the
     whole batch is rolled back, and the caller writes it again with one transaction per call.
 
+    Autoflush is off in the shared session: the batch's rows go out in ``_flushes_deferred``'s flush
+    and at the commit. ``log_spans`` reads only rows already sent (the trace infos, which its first
+    query locks); with autoflush on, each of its per-trace ``merge`` calls flushed the session first —
+    a unit of work per trace that found nothing to write.
+
     Yields the shared session (None where the store is left alone).
     """
     original = getattr(store, "ManagedSessionMaker", None)
@@ -292,6 +299,7 @@ def _one_transaction(store: Any) -> Iterator[Any]:
     try:
         with original(read_only=False) as session:
             session.rollback = refuse_rollback
+            session.autoflush = False
             store.ManagedSessionMaker = shared
             try:
                 yield session
@@ -323,6 +331,12 @@ def _flushes_deferred(session: Any) -> Iterator[None]:
     again call by call (``_SharedRollback``), as when ``start_trace`` itself finds it. Autoflushes are
     held back too: the queries ``start_trace`` makes read the experiment, not trace rows (with MLflow's
     opt-in trace rollups, a rebuild-queue row it then adds twice would fail the flush the same way).
+
+    The rows it sends stay in the session for the rest of the batch, so ``log_spans`` finds each
+    trace's spans-location tag — sent with ``start_trace``, see ``_spans_in_store`` — in the session's
+    identity map, where its ``merge`` looks first, instead of reading the tag back with one SELECT per
+    trace. With autoflush off as well: ``log_spans`` 1.03–1.27 → 0.68–0.72 s of CPU per 1,024 traces
+    (benchmarks/README.md §9).
     """
     if session is None:
         yield
@@ -338,6 +352,19 @@ def _flushes_deferred(session: Any) -> Iterator[None]:
         session.flush()
     except IntegrityError:
         raise _SharedRollback from None
+
+
+def _spans_in_store(info: TraceInfo) -> TraceInfo:
+    """The trace info as ``log_spans`` leaves it: its spans in the tracking store.
+
+    Sent with ``start_trace`` only inside a batch's shared transaction, where a trace's info and spans
+    are committed together, so a stored trace with this tag always has its spans (what ``_complete``
+    relies on to resume). Elsewhere (a tracking server, a batch written call by call) ``log_spans``
+    sets it, as MLflow does alone.
+    """
+    return dataclasses.replace(
+        info, tags={**info.tags, TraceTagKey.SPANS_LOCATION: SpansLocation.TRACKING_STORE.value}
+    )
 
 
 def _flush_later(objects: Any = None) -> None:
@@ -457,7 +484,8 @@ class TraceWriter:
                     for trace in todo:
                         trace_id = trace.info.trace_id
                         # the store's copy carries where this trace's artifacts (the tray) live
-                        stored[trace_id] = known.get(trace_id) or self.client.start_trace(trace.info)
+                        info = trace.info if session is None else _spans_in_store(trace.info)
+                        stored[trace_id] = known.get(trace_id) or self.client.start_trace(info)
                 if todo:
                     self.client.log_spans(context.experiment_id, [t.span for t in todo])
                 for trace in todo:
@@ -486,25 +514,35 @@ class TraceWriter:
         """Attachments into the trace's artifact folder, where its ``mlflow-attachment://`` refs point.
 
         MLflow's own ``upload_attachment`` writes each file into a temporary folder made for it alone,
-        then hands it to the repository's ``log_artifact``. A repository that keeps that upload gets the
-        same ``log_artifact`` call here, from one staging folder per batch: making and removing a folder
-        per trace was a third of what an attachment cost the writer, and staged, the writer's CPU per
-        trace fell 13 % (benchmarks/README.md, *Connections kept open*). A repository with an upload of
-        its own (Databricks'), or an id that is not a canonical UUID — the only ids MLflow's upload
-        accepts — goes through ``upload_attachment`` as MLflow calls it, which refuses the id.
+        then hands it to the repository's ``log_artifact``, which copies it. On this machine's disk a
+        folder made and removed is a few hundred microseconds of kernel time, and the tray was a fifth
+        of a trace's write. So, for a repository that keeps MLflow's default upload:
+
+        - one that takes a stream (MLflow's ``StreamUploadMixin``: the local store's) gets the bytes
+          straight from memory, written to a temporary file beside the destination and renamed into
+          place, as its ``log_artifact`` does — no folder, no copy (the writer's CPU for a tray 0.96–1.21 →
+          0.60–0.73 ms per trace, benchmarks/README.md §9);
+        - any other (a tracking server's, S3's) gets its ``log_artifact`` from one staging folder per
+          batch, as ``upload_attachment`` would call it, without a folder per file.
+
+        A repository with an upload of its own (Databricks'), or an id that is not a canonical UUID —
+        the only ids MLflow's upload accepts — goes through ``upload_attachment`` as MLflow calls it,
+        which refuses the id.
         """
         repo = self.client._get_artifact_repo_for_trace(info)
-        staged = type(repo).upload_attachment is ArtifactRepository.upload_attachment
+        default = type(repo).upload_attachment is ArtifactRepository.upload_attachment
         for attachment_id, data in files:
-            if not staged or not _canonical_uuid(attachment_id):
+            if not default or not _canonical_uuid(attachment_id):
                 repo.upload_attachment(attachment_id, data)
-                continue
-            path = staging / attachment_id
-            path.write_bytes(data)
-            try:
-                repo.log_artifact(str(path), artifact_path="attachments")
-            finally:
-                path.unlink(missing_ok=True)
+            elif isinstance(repo, StreamUploadMixin):
+                repo.log_artifact_from_stream(io.BytesIO(data), attachment_id, artifact_path="attachments")
+            else:
+                path = staging / attachment_id
+                path.write_bytes(data)
+                try:
+                    repo.log_artifact(str(path), artifact_path="attachments")
+                finally:
+                    path.unlink(missing_ok=True)
 
     def link(self, trace_ids: Iterable[str], run_id: str) -> None:
         pending = list(trace_ids)
