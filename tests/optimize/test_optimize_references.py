@@ -328,3 +328,102 @@ def test_a_rewrite_may_place_the_images_and_is_checked_with_its_parents_referenc
         "unrenderable: the tray ({{ image }}) is placed twice"
     )
     assert server.calls == 0
+
+
+def test_the_categories_a_prompt_missed_are_counted_from_its_answered_trays() -> None:
+    """Most often missed first, ties by name; a category the answer named is not missed, and an answer
+    that did not parse says nothing about which dish the model could not see."""
+    from promptgrade.optimize.reference_changes import missed_categories
+    from promptgrade.scoring import Outcome
+
+    def answered(true: tuple[str, ...], said: tuple[str, ...], status: str = "ok") -> Outcome:
+        return Outcome(
+            example_id="x", status=status, true_categories=true, true_grade=0.0, predicted_categories=said
+        )
+
+    outcomes = [
+        answered(("soup", "salad"), ("salad",)),
+        answered(("rice dish",), ("soup",)),
+        answered(("soup",), ()),
+        answered(("dessert",), (), status="parse_failure"),
+        answered(("salad",), ("salad",)),
+    ]
+    assert missed_categories(outcomes) == ("soup", "rice dish")
+    assert missed_categories([]) == ()
+
+
+def test_a_category_the_parent_missed_is_shown_first_added_or_in_place_of_the_nearest_grade(
+    tmp_path: Path, server: FakeGemini
+) -> None:
+    """The first reference change from a parent that missed a dish no reference shows is a training tray
+    of that dish (seeded); with the references at their most, it takes the place of the reference
+    nearest its grade; a missed dish a reference already shows leaves the step to the next one."""
+    experiment = experiment_with(tmp_path, server, {"anchors": TWO_ANCHORS})
+    search = Optimization(
+        experiment, Options(prompt="anchors@1", reflection_model=REFLECTION_MODEL, references=1)
+    )
+    start = search.start.references
+    train = full_split(experiment, "train")
+    shown = {c for r in start for c in r.categories}
+    unseen = sorted({c for e in train.examples for c in e.labels.categories} - shown)
+    assert unseen, "the sample set's training split has dishes the two anchors do not show"
+    missed = (unseen[0], *sorted(shown))
+
+    def first(max_references: int, missed: tuple[str, ...], seed: int = 0) -> Any:
+        moves = ReferenceMoves(train, search.task, max_references=max_references, seed=seed)
+        return moves.propose("p0", start, set(), missed)
+
+    added = first(5, missed)
+    [new] = [r for r in added.references if r.id not in {s.id for s in start}]
+    assert unseen[0] in new.categories and len(added.references) == 3
+    assert [r.grade for r in added.references] == sorted(r.grade or 0.0 for r in added.references)
+    assert added.change.startswith(f"one more reference, a tray of the missed category {unseen[0]}: {new.id}")
+    assert first(5, missed).references == added.references  # seeded
+
+    swapped = first(2, missed)
+    assert len(swapped.references) == 2 and unseen[0] in {c for r in swapped.references for c in r.categories}
+    [kept] = [r for r in start if r in swapped.references]
+    [replaced] = [r for r in start if r is not kept]
+    incoming = next(r for r in swapped.references if r is not kept)
+    assert abs((replaced.grade or 0.0) - (incoming.grade or 0.0)) <= abs(
+        (kept.grade or 0.0) - (incoming.grade or 0.0)
+    )
+    assert swapped.change.startswith(f"reference {replaced.id} → a tray of the missed category {unseen[0]}")
+
+    already = first(5, tuple(sorted(shown)))
+    assert already.change.startswith("one more reference: ")  # the grade gap's step, as with nothing missed
+
+
+def test_a_search_shows_the_dish_its_prompt_missed_and_writes_that_version(
+    tmp_path: Path, server: FakeGemini, _migrated_mlflow_db: Path
+) -> None:
+    """A task model that names only the dishes its reference trays show: from two anchors, the search's
+    reference change adds a training tray of the dish the start missed most on its minibatch, which
+    names more dishes right on the validation split, and is written with that tray frozen beside it."""
+    shutil.copy(_migrated_mlflow_db, tmp_path / "mlflow.db")
+    experiment = experiment_with(tmp_path, server, {"anchors": TWO_ANCHORS})
+    truth = {split: split_truth(experiment, split) for split in ("train", "validation", "test")}
+    everything = truth["train"] | truth["validation"] | truth["test"]
+    server.default_answer = PlantedReferences(everything, (0.0, 100.0), dishes_from_references=True)
+    server.model_answers[REFLECTION_MODEL] = ScriptedProposals([fenced(REWORDED)])
+    args = ["optimize", str(experiment), "--prompt", "anchors@1", "--reflection-model", REFLECTION_MODEL]
+    args += ["--metric", "category_accuracy", "--minibatch", str(N), "--references", "1", "--candidates", "1"]
+    args += ["--max-rounds", "1", "--cache", str(tmp_path / "cache.sqlite")]
+    result = RUNNER.invoke(app, [*args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+
+    assert result.exit_code == 0, result.output
+    assert "wrote anchors@2" in result.output, result.output
+    library = PromptLibrary(tmp_path / "prompts")
+    start, written = library.get("anchors", 1), library.get("anchors", 2)
+    [change] = written._front_matter[0]["changes"]
+    assert change.startswith("p2: one more reference, a tray of the missed category "), change
+    dish = change.split("missed category ", 1)[1].split(":", 1)[0]
+    shown_before = {
+        c
+        for r in Optimization(experiment, Options(prompt="anchors@1")).start.references
+        for c in r.categories
+    }
+    assert dish not in shown_before
+    assert len(written.references) == 3 and dish in {c for r in written.references for c in r.categories}
+    assert {r.id for r in written.references} <= {e.id for e in full_split(experiment, "train").examples}
+    assert written.body == start.body

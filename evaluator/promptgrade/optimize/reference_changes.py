@@ -1,11 +1,14 @@
 """The search's second lever: which training trays a prompt shows as references, besides its words.
 
 A reference change keeps its parent's template and moves its reference set by one step. Each parent
-takes the steps in a fixed order — one more reference (a tray at the middle of the widest stretch of
-the grade scale its references leave uncovered: the anchor it most lacks), another tray at one
-reference's grade point, every reference re-drawn at its grade point, one fewer — so the most
-informative step is tried first; a seeded generator picks among equally fitting trays, so the same
-``--seed`` makes the same proposals (and re-running buys nothing).
+takes the steps in a fixed order — a tray of the dish category it missed most on its minibatch, where
+no reference shows that category (the one step led by its failures: a model that never saw a dish
+among the anchors is shown one); one more reference (a tray at the middle of the widest stretch of the
+grade scale its references leave uncovered: the anchor it most lacks); another tray at one reference's
+grade point; every reference re-drawn at its grade point; one fewer — so the most informative step is
+tried first, and a step that does not apply (no category missed, no room) gives way to the next. A
+seeded generator picks among equally fitting trays, so the same ``--seed`` makes the same proposals (and
+re-running buys nothing).
 
 Trays come from the training split only: the split the reflection model is shown failures from,
 never the split proposals are scored on (``validation``) nor the evaluation split. A start prompt's own
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from promptgrade.config import ModelSpec
@@ -26,9 +30,10 @@ from promptgrade.prompts import PromptVersion
 from promptgrade.providers.records import find
 from promptgrade.reference_sets import check_no_leak, from_example, resolve
 from promptgrade.references import Reference
+from promptgrade.scoring import Outcome
 from promptgrade.task import Task
 
-STEPS = ("add", "swap", "redraw", "drop")
+STEPS = ("category", "add", "swap", "redraw", "drop")
 MORE = 3  # a search may show at most this many references more than its start: keeps the bound true
 
 
@@ -76,6 +81,20 @@ def resolve_start(
     return resolved
 
 
+def missed_categories(outcomes: Iterable[Outcome]) -> tuple[str, ...]:
+    """The true dish categories a prompt did not name on its answered trays, most often missed first
+    (ties by name). An answer that failed to parse names nothing and says nothing of which dish the
+    model could not see, so it is left out."""
+    counts = Counter(
+        category
+        for outcome in outcomes
+        if outcome.status == "ok"
+        for category in outcome.true_categories
+        if category not in outcome.predicted_categories
+    )
+    return tuple(sorted(counts, key=lambda category: (-counts[category], category)))
+
+
 def max_references(start: int, specs: Sequence[ModelSpec]) -> int:
     """How many references a proposal may show: a few more than the start, within what each task
     model's API takes in one request (the tray is one image too)."""
@@ -119,13 +138,20 @@ class ReferenceMoves:
             )
 
     def propose(
-        self, parent: str, current: tuple[Reference, ...], tried: set[tuple[str, ...]]
+        self,
+        parent: str,
+        current: tuple[Reference, ...],
+        tried: set[tuple[str, ...]],
+        missed: Sequence[str] = (),
     ) -> ReferenceChange | None:
-        """The parent's next step that yields a set not tried with its template, or None."""
+        """The parent's next step that yields a set not tried with its template, or None. ``missed``: the
+        categories the parent missed on its minibatch, most often first (``missed_categories``)."""
         taken = self.steps_taken.get(parent, 0)
         for offset in range(len(STEPS)):
             step = STEPS[(taken + offset) % len(STEPS)]
-            change = getattr(self, f"_{step}")(current)
+            change = (
+                self._category(current, missed) if step == "category" else getattr(self, f"_{step}")(current)
+            )
             if change is not None and reference_ids(change.references) not in tried:
                 self.steps_taken[parent] = taken + offset + 1
                 return change
@@ -133,6 +159,36 @@ class ReferenceMoves:
         return None
 
     # -- the steps -------------------------------------------------------------------------------
+    def _category(self, current: tuple[Reference, ...], missed: Sequence[str]) -> ReferenceChange | None:
+        """A tray of the most-missed category no reference shows: one more reference where there is
+        room, else in place of the reference nearest its grade (the grade points shown move least)."""
+        shown = set(reference_ids(current))
+        showing = {category for r in current for category in r.categories}
+        for category in missed:
+            trays = [t for t in self.trays if category in t.categories and t.id not in shown]
+            if category in showing or not trays:
+                continue
+            tray = self.rng.choice(trays)
+            why = f"a tray of the missed category {category}: {self._describe(tray)}"
+            if len(current) < self.max_references:
+                return ReferenceChange(self._placed(current, tray), f"one more reference, {why}")
+            if not current:
+                return None
+            index = min(
+                self.rng.sample(range(len(current)), len(current)),
+                key=lambda i: abs((current[i].grade or 0.0) - (tray.grade or 0.0)),
+            )
+            rest = (*current[:index], *current[index + 1 :])
+            return ReferenceChange(self._placed(rest, tray), f"reference {current[index].id} → {why}")
+        return None
+
+    def _placed(self, current: tuple[Reference, ...], added: Reference) -> tuple[Reference, ...]:
+        """``added`` among graded references in grade order (ungraded ones: at the end)."""
+        if added.grade is None or any(r.grade is None for r in current):
+            return (*current, added)
+        at = next((i for i, r in enumerate(current) if (r.grade or 0.0) > added.grade), len(current))
+        return (*current[:at], added, *current[at:])
+
     def _add(self, current: tuple[Reference, ...]) -> ReferenceChange | None:
         if len(current) >= self.max_references:
             return None
@@ -153,10 +209,9 @@ class ReferenceMoves:
                 break
             added = self._nearest((low + high) / 2, shown)
             if added is not None:
-                at = next((i for i, r in enumerate(current) if (r.grade or 0.0) > (added.grade or 0.0)), None)
-                at = len(current) if at is None else at
-                references = (*current[:at], added, *current[at:])
-                return ReferenceChange(references, f"one more reference: {self._describe(added)}")
+                return ReferenceChange(
+                    self._placed(current, added), f"one more reference: {self._describe(added)}"
+                )
         return None
 
     def _swap(self, current: tuple[Reference, ...]) -> ReferenceChange | None:
@@ -224,6 +279,7 @@ __all__ = [
     "ReferenceChange",
     "ReferenceMoves",
     "max_references",
+    "missed_categories",
     "places_references",
     "reference_ids",
     "resolve_start",

@@ -40,6 +40,7 @@ from promptgrade.optimize.proposals import answer_format, check_proposal
 from promptgrade.optimize.reference_changes import (
     ReferenceMoves,
     max_references,
+    missed_categories,
     reference_ids,
     resolve_start,
 )
@@ -728,7 +729,8 @@ class Optimization:
             self.say(f"{parent.id} is perfect on this minibatch: no reference change to try")
             return None
         tried = {n.reference_ids for n in self.nodes if n.body == parent.body}
-        change = self.moves.propose(parent.id, parent.references, tried)
+        missed = missed_categories(parent_out.values())
+        change = self.moves.propose(parent.id, parent.references, tried, missed)
         if change is None:
             self.say(f"{parent.id}: every reference change from it was tried")
             return None

@@ -50,11 +50,17 @@ class PlantedTaskModel:
 
 class PlantedReferences:
     """Answers as a task model would: categories right, the grade right only when the references shown
-    (every image before the tray, known by hash in ``truth``) are graded exactly ``wanted``, in order."""
+    (every image before the tray, known by hash in ``truth``) are graded exactly ``wanted``, in order.
 
-    def __init__(self, truth: Truth, wanted: Sequence[float]) -> None:
+    With ``dishes_from_references``, the model also knows only the dishes its references show: it names
+    the tray's dishes that some reference shows, and otherwise the first dish the references show."""
+
+    def __init__(
+        self, truth: Truth, wanted: Sequence[float], *, dishes_from_references: bool = False
+    ) -> None:
         self.truth = truth
         self.wanted = [float(g) for g in wanted]
+        self.dishes_from_references = dishes_from_references
 
     def shown(self, request: RequestInfo) -> list[float | None]:
         return [self.truth[s][1] if s in self.truth else None for s in request.image_sha256s[:-1]]
@@ -63,6 +69,11 @@ class PlantedReferences:
         categories, grade = self.truth.get(request.image_sha256 or "", (("snack",), 0.0))
         if self.shown(request) != self.wanted:
             grade = 100.0 if grade < 50 else 0.0
+        if self.dishes_from_references:
+            known = sorted(
+                {c for s in request.image_sha256s[:-1] if s in self.truth for c in self.truth[s][0]}
+            )
+            categories = tuple(c for c in categories if c in known) or tuple(known[:1]) or ("snack",)
         return json.dumps({"categories": list(categories), "food_remaining_pct": grade})
 
 
