@@ -161,7 +161,8 @@ class ReferenceMoves:
     # -- the steps -------------------------------------------------------------------------------
     def _category(self, current: tuple[Reference, ...], missed: Sequence[str]) -> ReferenceChange | None:
         """A tray of the most-missed category no reference shows: one more reference where there is
-        room, else in place of the reference nearest its grade (the grade points shown move least)."""
+        room, else in place of the reference nearest its grade (the grade points shown move least;
+        among ungraded references, a seeded one, in its place)."""
         shown = set(reference_ids(current))
         showing = {category for r in current for category in r.categories}
         for category in missed:
@@ -179,7 +180,10 @@ class ReferenceMoves:
                 key=lambda i: abs((current[i].grade or 0.0) - (tray.grade or 0.0)),
             )
             rest = (*current[:index], *current[index + 1 :])
-            return ReferenceChange(self._placed(rest, tray), f"reference {current[index].id} → {why}")
+            placed = (
+                self._placed(rest, tray) if tray.grade is not None else (*rest[:index], tray, *rest[index:])
+            )
+            return ReferenceChange(placed, f"reference {current[index].id} → {why}")
         return None
 
     def _placed(self, current: tuple[Reference, ...], added: Reference) -> tuple[Reference, ...]:
