@@ -345,9 +345,12 @@ def _print_token_drift(report: Any) -> None:
         if not estimated or not actual or not answered:
             continue
         drift = (float(actual) - float(estimated)) / float(estimated)
+        # the candidate, then its figures indented beneath, as in the summary above: at 80 columns a
+        # name and its figures on one line wrapped mid-phrase
+        lines.append(f"  {_short_name(result.candidate, settings)}")
         lines.append(
-            f"  {_short_name(result.candidate, settings)}: estimated {float(estimated) / answered:,.0f}, "
-            f"actual {float(actual) / answered:,.0f} ({drift:+.0%})"
+            f"    estimated {float(estimated) / answered:,.0f}, actual {float(actual) / answered:,.0f} "
+            f"({drift:+.0%})"
         )
     if lines:
         common.console.print("input tokens per call, estimated vs actual:", highlight=False)
