@@ -166,8 +166,10 @@ class ReferenceMoves:
         shown = set(reference_ids(current))
         showing = {category for r in current for category in r.categories}
         for category in missed:
+            if category in showing:
+                continue
             trays = [t for t in self.trays if category in t.categories and t.id not in shown]
-            if category in showing or not trays:
+            if not trays:
                 continue
             tray = self.rng.choice(trays)
             why = f"a tray of the missed category {category}: {self._describe(tray)}"
@@ -179,10 +181,10 @@ class ReferenceMoves:
                 self.rng.sample(range(len(current)), len(current)),
                 key=lambda i: abs((current[i].grade or 0.0) - (tray.grade or 0.0)),
             )
-            rest = (*current[:index], *current[index + 1 :])
-            placed = (
-                self._placed(rest, tray) if tray.grade is not None else (*rest[:index], tray, *rest[index:])
-            )
+            if tray.grade is None:  # ungraded: where the one it replaces stood
+                placed = (*current[:index], tray, *current[index + 1 :])
+            else:
+                placed = self._placed((*current[:index], *current[index + 1 :]), tray)
             return ReferenceChange(placed, f"reference {current[index].id} → {why}")
         return None
 
