@@ -314,28 +314,34 @@ def test_a_trace_another_writer_stored_meanwhile_is_kept_once(tracking: str, tmp
     assert _trays_stored(tracking, context) == {f"tray-{i}": (4, True) for i in range(3)}
 
 
-def test_a_batch_sends_its_trace_infos_to_the_database_together(tracking: str, tmp_path: Path) -> None:
-    """What keeps a trace's write cheap on a database store: the batch's infos, tags, metadata and
-    assessments go out as one multi-row INSERT per table, not a flush per trace (what MLflow's
-    ``start_trace`` does alone) — and the traces read back whole."""
+def _written_with_statements(writer: Any, context: Any, items: list[Any]) -> tuple[list[str], list[Any]]:
+    """``writer.write(context, items)``, and every SQL statement it sent: (text, whitespace folded; many)."""
     from sqlalchemy import event
 
-    from promptgrade.tracking.traces import TraceWriter
-
-    _, context, items = _three_trays(tracking, "together", tmp_path / "artifacts")
-    writer = TraceWriter(tracking)
-    inserts: list[tuple[str, bool]] = []
+    statements: list[tuple[str, bool]] = []
 
     def seen(conn: Any, cursor: Any, statement: str, parameters: Any, _: Any, many: bool) -> None:
-        if statement.startswith("INSERT INTO"):
-            inserts.append((statement.split()[2], many))
+        statements.append((" ".join(statement.split()), many))
 
     engine = writer.client.store.engine
     event.listen(engine, "before_cursor_execute", seen)
     try:
-        writer.write(context, items)
+        ids = writer.write(context, items)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
+    return ids, statements
+
+
+def test_a_batch_sends_its_trace_infos_to_the_database_together(tracking: str, tmp_path: Path) -> None:
+    """What keeps a trace's write cheap on a database store: the batch's infos, tags, metadata and
+    assessments go out as one multi-row INSERT per table, not a flush per trace (what MLflow's
+    ``start_trace`` does alone) — and the traces read back whole."""
+
+    from promptgrade.tracking.traces import TraceWriter
+
+    _, context, items = _three_trays(tracking, "together", tmp_path / "artifacts")
+    _, statements = _written_with_statements(TraceWriter(tracking), context, items)
+    inserts = [(s.split()[2], many) for s, many in statements if s.startswith("INSERT INTO")]
     # what start_trace makes, before log_spans writes the spans (and its own rows after them)
     infos = inserts[: inserts.index(("spans", False))]
     tables = ("trace_info", "trace_tags", "trace_request_metadata", "assessments")
@@ -350,24 +356,13 @@ def test_log_spans_finds_the_tags_the_batch_sent_without_reading_them_back(
     ``log_spans`` finds it in the session instead of reading trace_tags back once per trace; the traces
     read back with their spans and the tag, and a resumed write finds them complete (nothing doubled)."""
     from mlflow.tracing.constant import SpansLocation, TraceTagKey
-    from sqlalchemy import event
 
     from promptgrade.tracking.traces import TraceWriter
 
     client, context, items = _three_trays(tracking, "tags-sent", tmp_path / "artifacts")
     writer = TraceWriter(tracking)
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, _: Any, many: bool) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = writer.client.store.engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        ids = writer.write(context, items)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    tag_reads = [s for s in statements if s.startswith("SELECT") and "FROM trace_tags" in s]
+    ids, statements = _written_with_statements(writer, context, items)
+    tag_reads = [s for s, _ in statements if s.startswith("SELECT") and "FROM trace_tags" in s]
     assert tag_reads == [], tag_reads
     for trace_id in ids:
         trace = client.get_trace(trace_id)
